@@ -1,0 +1,66 @@
+"""fastsoftmax: the softmax classifier's loss and gradient, as fast as the CPU allows.
+
+>>> import numpy as np, fastsoftmax
+>>> rng = np.random.default_rng(0)
+>>> W = 1e-4 * rng.standard_normal((3073, 10))
+>>> X = rng.standard_normal((500, 3073)); y = rng.integers(0, 10, 500)
+>>> loss, dW = fastsoftmax.softmax_loss(W, X, y, reg=1e-5)
+
+Layout
+------
+``_validate``   the one input validator every backend shares
+``backends/``   the registry (``backends/__init__``) and one kernel per module:
+                ``python`` (reference), ``numpy``, ``numba``, ``cython``
+``_threads``    the one thread-count setting of the compiled backends
+"""
+
+from . import backends
+from ._threads import get_num_threads, set_num_threads, threads
+from .backends import available, fastest, set_backend
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "softmax_loss",
+    "fastest",
+    "available",
+    "set_backend",
+    "backends",
+    "get_num_threads",
+    "set_num_threads",
+    "threads",
+]
+
+
+def softmax_loss(W, X, y, reg):
+    """Softmax loss and gradient with the fastest available backend.
+
+    Which backend runs is :func:`fastest` (pin one with :func:`set_backend`
+    or ``FASTSOFTMAX_BACKEND``); every backend has this same contract.
+
+    Parameters
+    ----------
+    W : array_like, shape (D, C)
+        Weights (float32 or float64; integers are cast to float64).
+    X : array_like, shape (N, D)
+        Data, one example per row; append a column of ones for the bias.
+    y : array_like, shape (N,)
+        Integer labels in ``[0, C)``, any integer dtype.
+    reg : float
+        L2 strength, finite and >= 0.  Pass ``reg / 2`` for the older
+        ``0.5 * reg * sum(W**2)`` convention.
+
+    Returns
+    -------
+    loss : float
+        ``mean_i(logsumexp(S[i]) - S[i, y[i]]) + reg * sum(W**2)``, ``S = X @ W``.
+    dW : ndarray, shape (D, C)
+        ``X.T @ (P - Y) / N + 2 * reg * W``; float32 only if W and X are both
+        float32, else float64.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For bad input, naming the argument and what was expected.
+    """
+    return backends.get(fastest())(W, X, y, reg)

@@ -1,0 +1,199 @@
+"""The one place where inputs to ``softmax_loss`` are checked and prepared.
+
+Design note
+-----------
+Every backend receives what :func:`prepare` returns and nothing else, so a
+kernel may assume: ``W`` is (D, C) and ``X`` is (N, D) of one working float
+dtype, ``y`` is a C-contiguous ``intp`` array of N labels in ``[0, C)``,
+``reg`` is a finite Python float ``>= 0``, and ``N >= 1``.
+
+What this module deliberately does *not* do:
+
+* It never copies ``X`` when ``X`` already has the working dtype, whatever its
+  layout: each backend decides whether a layout is worth a copy.  ``X`` is the
+  one array large enough to matter (N x D), so it is never cast either when
+  it already has the working dtype.
+* It does not scan ``X`` for NaN or inf: that would be a second pass over the
+  largest array.  :func:`check_result` detects a non-finite result after the
+  kernel ran and only then looks for the culprit, so the error still names it.
+
+``W`` is small (D x C), so it is checked for non-finite values up front.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["Problem", "prepare", "check_result", "working_dtype"]
+
+
+class Problem(NamedTuple):
+    """Validated inputs, in the form every backend kernel expects.
+
+    Attributes
+    ----------
+    W : ndarray, shape (D, C), dtype float32 or float64
+    X : ndarray, shape (N, D), same dtype as ``W`` (any memory layout)
+    y : ndarray, shape (N,), dtype intp, C-contiguous, values in [0, C)
+    reg : float, finite and >= 0
+    """
+
+    W: np.ndarray
+    X: np.ndarray
+    y: np.ndarray
+    reg: float
+
+
+def _float_kind(name, a):
+    """Raise TypeError unless ``a``'s dtype is a real number type we can use."""
+    dt = a.dtype
+    if dt == np.bool_ or not (np.issubdtype(dt, np.floating) or np.issubdtype(dt, np.integer)):
+        raise TypeError(
+            f"{name} must be an array of real numbers (float32 or float64; integers are "
+            f"cast to float64), got dtype {dt}"
+        )
+    if not np.can_cast(dt, np.float64, casting="safe"):
+        raise TypeError(
+            f"{name} has dtype {dt}, which cannot be cast to float64 without losing "
+            "precision; pass float32 or float64"
+        )
+
+
+def working_dtype(W_dtype, X_dtype) -> np.dtype:
+    """The dtype the computation runs in: float32 only if both inputs are float32.
+
+    float16 is promoted to float32; integers and mixed float32/float64 compute
+    in float64.
+    """
+    small = (np.dtype(np.float32), np.dtype(np.float16))
+    if np.dtype(W_dtype) in small and np.dtype(X_dtype) in small:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def _as_array(name, a):
+    if isinstance(a, np.ndarray):
+        return a
+    try:
+        return np.asarray(a)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be array-like, got {type(a).__name__}: {exc}") from exc
+
+
+def prepare(W, X, y, reg) -> Problem:
+    """Check the arguments of ``softmax_loss`` and return them ready for a kernel.
+
+    Parameters
+    ----------
+    W : array_like, shape (D, C)
+        Weights, real numbers.
+    X : array_like, shape (N, D)
+        Data, one example per row (append a column of ones for a bias).
+    y : array_like, shape (N,)
+        Integer class labels in ``[0, C)``.
+    reg : float
+        L2 regularisation strength, finite and ``>= 0``.
+
+    Returns
+    -------
+    Problem
+        Never a view that could write to the caller's arrays: arrays are
+        returned as they are (kernels only read them) or as new copies.
+
+    Raises
+    ------
+    TypeError
+        For arrays of the wrong kind (complex, object, bool, float or bool
+        labels) or a non-numeric ``reg``.
+    ValueError
+        For wrong dimensions, mismatched shapes, empty batches, labels out of
+        range, a negative or non-finite ``reg``, or non-finite values in ``W``.
+    """
+    W = _as_array("W", W)
+    X = _as_array("X", X)
+    y = _as_array("y", y)
+
+    if W.ndim != 2:
+        raise ValueError(f"W must be 2-D with shape (D, C), got {W.ndim}-D array of shape {W.shape}")
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D with shape (N, D), got {X.ndim}-D array of shape {X.shape}")
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D with shape (N,), got {y.ndim}-D array of shape {y.shape}")
+    _float_kind("W", W)
+    _float_kind("X", X)
+
+    N, D = X.shape
+    Dw, C = W.shape
+    if Dw != D:
+        raise ValueError(
+            f"W has {Dw} rows but X has {D} columns: W must be (D, C) = ({D}, C) for X of shape {X.shape}"
+        )
+    if C == 0:
+        raise ValueError(f"W must have at least one column (class), got shape {W.shape}")
+    if y.shape[0] != N:
+        raise ValueError(f"y has {y.shape[0]} labels but X has {N} rows: y must have shape ({N},)")
+    if N == 0:
+        raise ValueError("X has no rows (N == 0): the loss is a mean over examples and needs N >= 1")
+
+    if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
+
+    if isinstance(reg, (bool, np.bool_)) or not isinstance(reg, numbers.Real):
+        raise TypeError(f"reg must be a real number >= 0, got {type(reg).__name__} {reg!r}")
+    reg = float(reg)
+    if not math.isfinite(reg) or reg < 0:
+        raise ValueError(f"reg must be a finite number >= 0, got {reg}")
+
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= C:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"y must hold labels in [0, C) = [0, {C}), found label {bad}")
+
+    dtype = working_dtype(W.dtype, X.dtype)
+    # W is small: cast (which copies only when the dtype differs) and check it.
+    W = W.astype(dtype, copy=False)
+    if not np.isfinite(W).all():
+        raise ValueError("W contains NaN or inf; weights must be finite")
+    # X is large: a cast only when it must, never a layout change here.
+    X = X.astype(dtype, copy=False)
+    y = np.ascontiguousarray(y, dtype=np.intp)
+    return Problem(W, X, y, reg)
+
+
+def check_result(problem: Problem, loss, dW):
+    """Turn a kernel's raw output into the public result, or explain a non-finite one.
+
+    Parameters
+    ----------
+    problem : Problem
+        What the kernel was given.
+    loss : float-like
+    dW : ndarray, shape (D, C)
+
+    Returns
+    -------
+    loss : float
+    dW : ndarray, shape (D, C), dtype of ``problem.W``
+
+    Raises
+    ------
+    ValueError
+        If ``X`` holds NaN or inf (found only now, so a finite ``X`` costs no
+        extra pass).
+    FloatingPointError
+        If inputs were finite but the result overflowed (scores beyond the
+        dtype's range).
+    """
+    loss = float(loss)
+    if math.isfinite(loss) and np.isfinite(dW).all():
+        return loss, dW
+    if not np.isfinite(problem.X).all():
+        raise ValueError("X contains NaN or inf; data must be finite")
+    raise FloatingPointError(
+        f"softmax loss overflowed in {problem.W.dtype}: the scores X @ W exceed the dtype's "
+        "range; scale X or W down, or use float64"
+    )

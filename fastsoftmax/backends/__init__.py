@@ -1,0 +1,255 @@
+"""The registry of backends: which exist, which load here, which is fastest.
+
+Design note
+-----------
+A backend is a module in this package exposing a *kernel*
+``softmax_loss(W, X, y, reg)`` that trusts its inputs (see
+``fastsoftmax._validate.Problem``).  The registry wraps every kernel in the
+same public function: validate with :func:`fastsoftmax._validate.prepare`,
+run the kernel, check the result with
+:func:`fastsoftmax._validate.check_result`.  So all backends share one
+validator and differ only in their kernel.
+
+Backends load lazily, on first use, as in opt_einsum: ``import fastsoftmax``
+imports neither Numba nor the compiled extension.  A backend whose import
+fails is recorded with the reason and reported by :func:`unavailable` and by
+the error :func:`get` raises; it never breaks the package.
+
+Which backend is fastest is decided in one place, :data:`RANKING`, from the
+figures ``fastsoftmax bench`` measures (README, "Results").  The choice can
+be pinned with the ``FASTSOFTMAX_BACKEND`` environment variable or
+:func:`set_backend`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+
+import numpy as np
+
+from .._validate import check_result, prepare
+
+__all__ = [
+    "BACKENDS",
+    "RANKING",
+    "BackendUnavailable",
+    "available",
+    "unavailable",
+    "get",
+    "get_kernel",
+    "fastest",
+    "set_backend",
+    "register",
+    "unregister",
+]
+
+#: Backend name -> module that implements its kernel.
+BACKENDS = {
+    "python": "fastsoftmax.backends.python",
+    "numpy": "fastsoftmax.backends.numpy",
+    "numba": "fastsoftmax.backends.numba",
+    "cython": "fastsoftmax.backends.cython",
+}
+
+#: Preference order, fastest first, from the README's benchmark table.
+#: Measured with `fastsoftmax bench --quick` (N=500, 2 cores): numpy 2.5 ms,
+#: cython 24 ms, numba 24 ms, python 1750 ms in float64.
+RANKING = ("numpy", "cython", "numba", "python")
+
+_ENV = "FASTSOFTMAX_BACKEND"
+
+_kernels: dict = {}  # name -> kernel, once loaded
+_public: dict = {}  # name -> validated public function
+_errors: dict = {}  # name -> reason it cannot load
+_extra: dict = {}  # name -> kernel registered at run time (register())
+_pinned: str | None = None
+
+
+class BackendUnavailable(ImportError, ValueError):
+    """Raised for a backend name that is unknown or cannot load here."""
+
+
+def _try_load(name):
+    """Import backend ``name`` if it exists; return its kernel or None (reason kept)."""
+    if name in _kernels:
+        return _kernels[name]
+    if name in _extra:
+        return _extra[name]
+    if name not in BACKENDS or name in _errors:
+        return None
+    try:
+        module = importlib.import_module(BACKENDS[name])
+    except ImportError as exc:
+        hint = " (build the extension with `pip install .`)" if name == "cython" else ""
+        _errors[name] = f"{type(exc).__name__}: {exc}{hint}"
+        return None
+    _kernels[name] = module.softmax_loss
+    return _kernels[name]
+
+
+def _load(name):
+    kernel = _try_load(name)
+    if kernel is not None:
+        return kernel
+    if name in _errors:
+        raise BackendUnavailable(
+            f"backend {name!r} is not available here: {_errors[name]}; available: {available()}"
+        )
+    raise BackendUnavailable(
+        f"unknown backend {name!r}; backends are {sorted(set(BACKENDS) | set(_extra))}"
+    )
+
+
+def available():
+    """Names of the backends that load on this machine, in :data:`RANKING` order.
+
+    Returns
+    -------
+    list of str
+    """
+    names = [n for n in RANKING if n in BACKENDS] + [n for n in BACKENDS if n not in RANKING]
+    names += list(_extra)
+    return [name for name in names if _try_load(name) is not None]
+
+
+def unavailable():
+    """Backends that exist but cannot load here, with the reason.
+
+    Returns
+    -------
+    dict of str to str
+    """
+    available()
+    return dict(_errors)
+
+
+def get_kernel(name):
+    """The raw kernel of backend ``name``: no validation, for benchmarks only.
+
+    Its inputs must already be what :func:`fastsoftmax._validate.prepare`
+    returns.
+    """
+    return _load(name)
+
+
+def get(name):
+    """Return backend ``name``'s ``softmax_loss(W, X, y, reg) -> (loss, dW)``.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`available`.
+
+    Returns
+    -------
+    callable
+        Validates its inputs, then runs the backend's kernel.
+
+    Raises
+    ------
+    BackendUnavailable
+        If ``name`` is unknown or cannot load here; the message lists the
+        backends that exist and why this one failed.
+    """
+    if name in _public:
+        return _public[name]
+    kernel = _load(name)
+
+    def softmax_loss(W, X, y, reg):
+        problem = prepare(W, X, y, reg)
+        # Non-finite intermediates are detected from the result by
+        # check_result, which names the cause; NumPy's warnings would only
+        # repeat it less clearly.
+        with np.errstate(all="ignore"):
+            loss, dW = kernel(*problem)
+        return check_result(problem, loss, dW)
+
+    softmax_loss.__name__ = "softmax_loss"
+    softmax_loss.__qualname__ = f"softmax_loss[{name}]"
+    softmax_loss.__doc__ = _PUBLIC_DOC.format(name=name)
+    softmax_loss.backend = name
+    _public[name] = softmax_loss
+    return softmax_loss
+
+
+def fastest():
+    """Name of the backend :func:`fastsoftmax.softmax_loss` uses.
+
+    A pin (:func:`set_backend`, else ``FASTSOFTMAX_BACKEND``) wins; otherwise
+    the first available backend in :data:`RANKING`.
+
+    Returns
+    -------
+    str
+    """
+    pinned = _pinned or os.environ.get(_ENV) or None
+    if pinned:
+        _load(pinned)  # raises a clear error for a bad pin
+        return pinned
+    for name in RANKING:
+        if _try_load(name) is not None:
+            return name
+    raise BackendUnavailable(f"no backend loads here: {unavailable()}")  # pragma: no cover
+
+
+def set_backend(name):
+    """Pin the backend :func:`fastsoftmax.softmax_loss` uses (None unpins).
+
+    Parameters
+    ----------
+    name : str or None
+    """
+    global _pinned
+    if name is not None:
+        _load(name)
+    _pinned = name
+
+
+def register(name, kernel):
+    """Add a backend at run time (plug-ins, and tests of the harness).
+
+    Parameters
+    ----------
+    name : str
+        Must not clash with a built-in backend.
+    kernel : callable
+        ``kernel(W, X, y, reg) -> (loss, dW)`` on validated inputs.
+    """
+    if name in BACKENDS:
+        raise ValueError(f"{name!r} is a built-in backend and cannot be replaced")
+    _extra[name] = kernel
+    _public.pop(name, None)
+
+
+def unregister(name):
+    """Remove a backend added with :func:`register`."""
+    if name not in _extra:
+        raise ValueError(f"{name!r} was not added with register()")
+    del _extra[name]
+    _public.pop(name, None)
+
+
+_PUBLIC_DOC = """Softmax loss and gradient, ``{name}`` backend.
+
+Parameters
+----------
+W : array_like, shape (D, C)
+    Weights (float32 or float64; integers are cast to float64).
+X : array_like, shape (N, D)
+    Data, one example per row; append a column of ones for the bias.
+y : array_like, shape (N,)
+    Integer labels in ``[0, C)``, any integer dtype.
+reg : float
+    L2 strength, finite and >= 0.  The loss adds ``reg * sum(W**2)``; pass
+    ``reg / 2`` for the older ``0.5 * reg`` convention.
+
+Returns
+-------
+loss : float
+    ``mean_i(logsumexp(S[i]) - S[i, y[i]]) + reg * sum(W**2)``, ``S = X @ W``.
+dW : ndarray, shape (D, C)
+    ``X.T @ (P - Y) / N + 2 * reg * W``; float32 only if W and X are both
+    float32, else float64.
+"""

@@ -1,0 +1,44 @@
+"""Shared fixtures: every test that takes ``backend`` runs once per registered backend.
+
+A backend that cannot load on this machine is skipped with its reason, except
+where ``FASTSOFTMAX_REQUIRE_ALL_BACKENDS=1`` (set by ``.ci/run``): there a
+missing backend, such as a Cython extension that silently failed to build,
+fails the run instead.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from fastsoftmax import backends
+
+REQUIRE_ALL = os.environ.get("FASTSOFTMAX_REQUIRE_ALL_BACKENDS") == "1"
+
+
+def load_backend(name):
+    """The public ``softmax_loss`` of backend ``name``, or skip/fail with the reason."""
+    try:
+        return backends.get(name)
+    except backends.BackendUnavailable as exc:
+        if REQUIRE_ALL:
+            pytest.fail(f"backend {name!r} must be available here: {exc}")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(params=list(backends.BACKENDS))
+def backend(request):
+    """(name, softmax_loss) for each built-in backend."""
+    return request.param, load_backend(request.param)
+
+
+@pytest.fixture(params=[b for b in backends.BACKENDS if b != "python"])
+def fast_backend(request):
+    """(name, softmax_loss) for each backend other than the reference."""
+    return request.param, load_backend(request.param)
+
+
+@pytest.fixture
+def reference():
+    """The reference implementation's public ``softmax_loss``."""
+    return backends.get("python")

@@ -1,0 +1,209 @@
+"""The contract every backend keeps: same numbers as the reference, same types, no side effects."""
+
+import math
+
+import numpy as np
+import pytest
+
+import fastsoftmax
+from fastsoftmax.testing import compare, random_problem, relative_error, tolerance
+
+SHAPES = [
+    # (N, D, C): ordinary, single example, one class, two classes, tall, wide
+    (20, 15, 4),
+    (1, 7, 3),
+    (13, 5, 1),
+    (17, 9, 2),
+    (257, 33, 10),
+    (3, 70, 11),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "N{}-D{}-C{}".format(*s))
+@pytest.mark.parametrize("reg", [0.0, 0.1])
+def test_agrees_with_reference(backend, reference, shape, dtype, reg):
+    name, f = backend
+    rng = np.random.default_rng(hash((shape, reg)) % 2**32)
+    W, X, y = random_problem(rng, *shape, dtype=dtype, scale=3.0)
+    loss, dW = f(W, X, y, reg)
+    agreement = compare((loss, dW), reference(W, X, y, reg), dtype)
+    assert agreement.ok, f"{name}: {agreement}"
+    assert type(loss) is float
+    assert dW.shape == W.shape and dW.dtype == np.dtype(dtype)
+
+
+def test_many_random_problems_float64(fast_backend, reference):
+    """Random shapes and scales; float64 must match to 1e-10 (see fastsoftmax.testing)."""
+    name, f = fast_backend
+    rng = np.random.default_rng(1234)
+    for _ in range(25):
+        n, d, c = rng.integers(1, 60), rng.integers(1, 40), rng.integers(1, 12)
+        W, X, y = random_problem(rng, n, d, c, scale=10 ** rng.uniform(-2, 2))
+        reg = float(rng.choice([0.0, 1e-3, 10.0]))
+        got, ref = f(W, X, y, reg), reference(W, X, y, reg)
+        assert relative_error(got[0], ref[0]) <= 1e-10, (name, n, d, c)
+        assert relative_error(got[1], ref[1]) <= 1e-10, (name, n, d, c)
+
+
+def _layouts(X):
+    """The same values in every memory layout a user can hand us."""
+    big = np.zeros((X.shape[0] * 2, X.shape[1] * 3), dtype=X.dtype)
+    big[::2, ::3] = X
+    ro = X.copy()
+    ro.flags.writeable = False
+    neg = X[::-1, ::-1].copy()[::-1, ::-1]
+    return {
+        "C": np.ascontiguousarray(X),
+        "F": np.asfortranarray(X),
+        "strided": big[::2, ::3],
+        "negative-stride": neg,
+        "read-only": ro,
+    }
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "strided", "negative-stride", "read-only"])
+def test_layouts(backend, reference, layout):
+    name, f = backend
+    rng = np.random.default_rng(7)
+    W, X, y = random_problem(rng, 31, 12, 5)
+    ref = reference(W, X, y, 0.5)
+    X2 = _layouts(X)[layout]
+    W2 = _layouts(W)[layout]
+    got = f(W2, X2, y, 0.5)
+    assert compare(got, ref, np.float64).ok
+
+
+def test_memmap(backend, reference, tmp_path):
+    name, f = backend
+    rng = np.random.default_rng(8)
+    W, X, y = random_problem(rng, 40, 9, 3)
+    mm = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=X.dtype, shape=X.shape)
+    mm[:] = X
+    mm.flush()
+    ro = np.load(tmp_path / "X.npy", mmap_mode="r")
+    assert compare(f(W, ro, y, 0.1), reference(W, X, y, 0.1), np.float64).ok
+
+
+def test_inputs_not_modified(backend):
+    name, f = backend
+    rng = np.random.default_rng(9)
+    W, X, y = random_problem(rng, 30, 8, 4)
+    copies = [a.copy() for a in (W, X, y)]
+    f(W, X, y, 0.3)
+    for before, after in zip(copies, (W, X, y)):
+        np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.parametrize(
+    "wdt, xdt, expected",
+    [
+        (np.float32, np.float32, np.float32),
+        (np.float64, np.float64, np.float64),
+        (np.float32, np.float64, np.float64),
+        (np.float64, np.float32, np.float64),
+        (np.float64, np.int64, np.float64),
+        (np.float16, np.float16, np.float32),
+    ],
+)
+def test_result_dtype(backend, reference, wdt, xdt, expected):
+    name, f = backend
+    rng = np.random.default_rng(10)
+    W, X, y = random_problem(rng, 12, 6, 3)
+    W, X = W.astype(wdt), (X * 4).astype(xdt)
+    loss, dW = f(W, X, y, 0.2)
+    assert dW.dtype == expected and type(loss) is float
+    assert compare((loss, dW), reference(W, X, y, 0.2), expected).ok
+
+
+@pytest.mark.parametrize(
+    "ydt", [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
+)
+def test_label_dtypes(backend, reference, ydt):
+    name, f = backend
+    rng = np.random.default_rng(11)
+    W, X, y = random_problem(rng, 15, 6, 4)
+    assert compare(f(W, X, y.astype(ydt), 0.0), reference(W, X, y, 0.0), np.float64).ok
+
+
+def test_lists_are_accepted(backend, reference):
+    name, f = backend
+    W = [[0.1, -0.2], [0.3, 0.0]]
+    X = [[1.0, 2.0], [3.0, -1.0], [0.5, 0.5]]
+    y = [0, 1, 1]
+    assert compare(f(W, X, y, 0.1), reference(W, X, y, 0.1), np.float64).ok
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_cs231n_sanity_loss(backend, dtype):
+    """W = 1e-4 * randn on 10 classes: every class equally likely, loss ~ -log(0.1)."""
+    name, f = backend
+    rng = np.random.default_rng(12)
+    X = rng.uniform(-128, 128, size=(200, 3073)).astype(dtype)
+    X[:, -1] = 1
+    W = (1e-4 * rng.standard_normal((3073, 10))).astype(dtype)
+    y = rng.integers(0, 10, size=200)
+    loss, _ = f(W, X, y, 0.0)
+    # Scores are ~ 1e-4 * 74 * sqrt(3073) ~ 0.4, so the loss is near, not at, log(10).
+    assert abs(loss - (-math.log(0.1))) < 0.2
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_huge_scores_are_stable(backend, reference, dtype):
+    """Scores of magnitude 1e4 overflow a naive exp; the log-sum-exp shift keeps them finite."""
+    name, f = backend
+    rng = np.random.default_rng(13)
+    W, X, y = random_problem(rng, 25, 8, 6, dtype=dtype)
+    W = (W / np.abs(X @ W).max() * 1e4).astype(dtype)  # max |score| = 1e4
+    loss, dW = f(W, X, y, 0.0)
+    assert math.isfinite(loss) and np.isfinite(dW).all()
+    ref_loss, ref_dW = reference(W, X, y, 0.0)
+    # The loss is a mean of O(1e4) terms: float32 keeps ~1e-4 of it after cancellation.
+    assert compare((loss, dW), (ref_loss, ref_dW), dtype).loss_error <= tolerance(dtype) * 10
+    assert relative_error(dW, ref_dW) <= tolerance(dtype)
+
+
+def numerical_gradient(f, W, h=1e-5):
+    """Central differences of ``f`` at every entry of ``W``."""
+    grad = np.zeros_like(W)
+    for idx in np.ndindex(*W.shape):
+        old = W[idx]
+        W[idx] = old + h
+        fp = f(W)
+        W[idx] = old - h
+        fm = f(W)
+        W[idx] = old
+        grad[idx] = (fp - fm) / (2 * h)
+    return grad
+
+
+@pytest.mark.parametrize("reg", [0.0, 0.7])
+def test_gradient_matches_central_differences(backend, reg):
+    name, f = backend
+    rng = np.random.default_rng(14)
+    W, X, y = random_problem(rng, 18, 7, 4)
+    _, dW = f(W, X, y, reg)
+    num = numerical_gradient(lambda w: f(w, X, y, reg)[0], W.copy())
+    # Central differences with h = 1e-5 are accurate to ~h^2 * f''' + eps / h ~ 1e-10
+    # relative to gradients of order 1: 1e-7 leaves margin for both.
+    rel = np.abs(dW - num) / np.maximum(np.abs(dW) + np.abs(num), 1e-8)
+    assert rel.max() < 1e-7, f"{name}: max relative error {rel.max():.2e}"
+
+
+def test_top_level_softmax_loss_uses_fastest():
+    rng = np.random.default_rng(15)
+    W, X, y = random_problem(rng, 10, 5, 3)
+    expected = fastsoftmax.backends.get(fastsoftmax.fastest())(W, X, y, 0.1)
+    got = fastsoftmax.softmax_loss(W, X, y, 0.1)
+    assert got[0] == expected[0]
+    np.testing.assert_array_equal(got[1], expected[1])
+
+
+def test_half_reg_convention():
+    """The older CS231n convention 0.5 * reg * ||W||^2 is reg/2 in ours."""
+    rng = np.random.default_rng(16)
+    W, X, y = random_problem(rng, 10, 5, 3)
+    loss0, dW0 = fastsoftmax.softmax_loss(W, X, y, 0.0)
+    loss, dW = fastsoftmax.softmax_loss(W, X, y, 0.8 / 2)
+    assert loss == pytest.approx(loss0 + 0.5 * 0.8 * np.sum(W * W), rel=1e-12)
+    np.testing.assert_allclose(dW, dW0 + 0.8 * W, rtol=1e-12, atol=1e-15)

@@ -1,0 +1,136 @@
+"""The registry: which backends exist, which load, which is fastest, and pinning."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastsoftmax
+from fastsoftmax import backends
+
+REQUIRE_ALL = os.environ.get("FASTSOFTMAX_REQUIRE_ALL_BACKENDS") == "1"
+
+
+def test_all_four_backends_exist():
+    assert set(backends.BACKENDS) == {"python", "numpy", "numba", "cython"}
+
+
+def test_available_backends_are_ranked():
+    names = backends.available()
+    assert "python" in names and "numpy" in names
+    ranked = [n for n in backends.RANKING if n in names]
+    assert names[: len(ranked)] == ranked
+
+
+@pytest.mark.skipif(not REQUIRE_ALL, reason="CI requires all backends; users may lack a compiler")
+def test_ci_has_every_backend():
+    assert set(backends.available()) == set(backends.BACKENDS), backends.unavailable()
+
+
+def test_fastest_is_first_available_in_ranking():
+    assert fastsoftmax.fastest() == backends.available()[0]
+
+
+def test_pin_with_api_call():
+    try:
+        fastsoftmax.set_backend("numpy")
+        assert fastsoftmax.fastest() == "numpy"
+        with pytest.raises(backends.BackendUnavailable):
+            fastsoftmax.set_backend("nope")
+        assert fastsoftmax.fastest() == "numpy"
+    finally:
+        fastsoftmax.set_backend(None)
+    assert fastsoftmax.fastest() == backends.available()[0]
+
+
+def test_pin_with_environment_variable(monkeypatch):
+    monkeypatch.setenv("FASTSOFTMAX_BACKEND", "python")
+    assert fastsoftmax.fastest() == "python"
+    monkeypatch.setenv("FASTSOFTMAX_BACKEND", "nope")
+    with pytest.raises(backends.BackendUnavailable, match="unknown backend 'nope'"):
+        fastsoftmax.softmax_loss(np.ones((2, 2)), np.ones((1, 2)), [0], 0.0)
+
+
+def test_import_does_not_load_numba_or_the_extension():
+    code = (
+        "import sys, fastsoftmax; "
+        "print('numba' in sys.modules, 'fastsoftmax.backends._cython_kernel' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_missing_extension_does_not_break_import(tmp_path):
+    """Simulate a checkout where the Cython extension was never built."""
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.endswith('_cython_kernel'):\n"
+        "            raise ImportError('extension not built')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import fastsoftmax\n"
+        "print(fastsoftmax.available())\n"
+        "print(fastsoftmax.backends.unavailable()['cython'])\n"
+        "print(fastsoftmax.fastest())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "FASTSOFTMAX_BACKEND"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    lines = out.stdout.splitlines()
+    assert "cython" not in lines[0]
+    assert "extension not built" in lines[1] and "pip install" in lines[1]
+    assert lines[2] != "cython"
+
+
+def test_register_and_unregister():
+    def kernel(W, X, y, reg):
+        return 0.0, np.zeros_like(W)
+
+    backends.register("zero", kernel)
+    try:
+        assert "zero" in backends.available()
+        loss, dW = backends.get("zero")(np.ones((2, 2)), np.ones((1, 2)), [0], 0.0)
+        assert loss == 0.0 and not dW.any()
+        with pytest.raises(ValueError, match="built-in"):
+            backends.register("numpy", kernel)
+    finally:
+        backends.unregister("zero")
+    assert "zero" not in backends.available()
+
+
+def test_thread_settings(monkeypatch):
+    monkeypatch.delenv("FASTSOFTMAX_NUM_THREADS", raising=False)
+    default = fastsoftmax.get_num_threads()
+    assert default >= 1
+    monkeypatch.setenv("FASTSOFTMAX_NUM_THREADS", "1")
+    assert fastsoftmax.get_num_threads() == 1
+    fastsoftmax.set_num_threads(2)
+    try:
+        assert fastsoftmax.get_num_threads() == 2
+        with fastsoftmax.threads(1):
+            assert fastsoftmax.get_num_threads() == 1
+        assert fastsoftmax.get_num_threads() == 2
+        with pytest.raises(ValueError, match="positive integer"):
+            fastsoftmax.set_num_threads(0)
+    finally:
+        fastsoftmax.set_num_threads(None)
+    monkeypatch.setenv("FASTSOFTMAX_NUM_THREADS", "many")
+    with pytest.raises(ValueError, match="FASTSOFTMAX_NUM_THREADS"):
+        fastsoftmax.get_num_threads()
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_thread_count_does_not_change_the_answer(fast_backend, n_threads):
+    name, f = fast_backend
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((101, 17))
+    W = rng.standard_normal((17, 4))
+    y = rng.integers(0, 4, 101)
+    with fastsoftmax.threads(1):
+        ref = f(W, X, y, 0.1)
+    with fastsoftmax.threads(n_threads):
+        got = f(W, X, y, 0.1)
+    assert abs(got[0] - ref[0]) <= 1e-12 * abs(ref[0])
+    np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-12 * np.abs(ref[1]).max())
