@@ -287,7 +287,8 @@ class Softmax:
         path = os.fspath(path)
         what = f"{path!r} is not a fastsoftmax Softmax model (a .npz written by Softmax.save)"
         try:
-            with np.load(path, allow_pickle=False) as npz:
+            # Open the file ourselves: np.load leaks its handle when the zip is damaged.
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
                 meta = json.loads(str(npz["meta"][()]))
                 W = np.array(npz["W"])
                 mean_image = np.array(npz["mean_image"]) if "mean_image" in npz.files else None
