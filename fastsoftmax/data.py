@@ -44,6 +44,7 @@ __all__ = [
     "CIFAR10Splits",
     "load_cifar10",
     "get_cifar10_data",
+    "split_cifar10",
     "download_cifar10",
     "make_spiral",
 ]
@@ -218,7 +219,8 @@ def get_cifar10_data(
     root : str or os.PathLike
         The ``cifar-10-batches-py`` directory (see :func:`load_cifar10`).
     num_training, num_validation, num_test, num_dev : int
-        Split sizes.  ``num_training + num_validation`` may not exceed the
+        Split sizes (``num_training=None``: all training images not used for
+        validation; ``num_test=None``: all test images).  ``num_training + num_validation`` may not exceed the
         training images there are, ``num_test`` the test images, ``num_dev``
         ``num_training``.
     dtype : {numpy.float64, numpy.float32}
@@ -238,23 +240,35 @@ def get_cifar10_data(
         If a split asks for more images than exist (the message says how many
         there are) or ``dtype`` is not float32/float64.
     """
+    return split_cifar10(load_cifar10(root), num_training, num_validation, num_test, num_dev, dtype, seed)
+
+
+def split_cifar10(loaded, num_training=49000, num_validation=1000, num_test=1000, num_dev=500,
+                  dtype=np.float64, seed=0):
+    """:func:`get_cifar10_data` on what :func:`load_cifar10` returned.
+
+    ``num_training=None`` takes every training image not used for validation,
+    ``num_test=None`` every test image; the other parameters are those of
+    :func:`get_cifar10_data`.
+    """
+    X_train_all, y_train_all, X_test_all, y_test_all, class_names = loaded
+    n_train, n_test = len(X_train_all), len(X_test_all)
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    num_training = _count("num_training", num_training, 1)
     num_validation = _count("num_validation", num_validation, 0)
-    num_test = _count("num_test", num_test, 0)
+    if num_training is None:
+        num_training = n_train - num_validation
+    num_training = _count("num_training", num_training, 1)
+    num_test = _count("num_test", n_test if num_test is None else num_test, 0)
     num_dev = _count("num_dev", num_dev, 0)
-
-    X_train_all, y_train_all, X_test_all, y_test_all, class_names = load_cifar10(root)
-    n_train, n_test = len(X_train_all), len(X_test_all)
     if num_training + num_validation > n_train:
         raise ValueError(
             f"num_training + num_validation = {num_training} + {num_validation} = "
-            f"{num_training + num_validation}, but {root} has only {n_train} training images"
+            f"{num_training + num_validation}, but there are only {n_train} training images"
         )
     if num_test > n_test:
-        raise ValueError(f"num_test = {num_test}, but {root} has only {n_test} test images")
+        raise ValueError(f"num_test = {num_test}, but there are only {n_test} test images")
     if num_dev > num_training:
         raise ValueError(
             f"num_dev = {num_dev} is sampled from the training split, which has only "

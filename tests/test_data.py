@@ -66,8 +66,8 @@ def test_float32_splits(cifar_root, cifar_splits):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(num_training=5000, num_validation=100), "has only 5085 training images"),
-        (dict(num_test=2000), "has only 1017 test images"),
+        (dict(num_training=5000, num_validation=100), "only 5085 training images"),
+        (dict(num_test=2000), "only 1017 test images"),
         (dict(num_training=100, num_validation=0, num_dev=200), "num_training = 100"),
         (dict(num_training=0), "num_training must be an integer >= 1"),
         (dict(dtype=np.int32), "float32 or float64"),
