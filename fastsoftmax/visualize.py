@@ -61,7 +61,7 @@ def weight_images(W, image_shape=(32, 32, 3)):
         )
     w = W[:size].T.reshape(W.shape[1], *image_shape)
     lo, hi = w.min(), w.max()
-    return 255.0 * (w - lo) / (hi - lo) if hi > lo else np.zeros_like(w)
+    return np.clip(255.0 * (w - lo) / (hi - lo), 0, 255) if hi > lo else np.zeros_like(w)
 
 
 def plot_weights(W, path, class_names=None, ncols=5, image_shape=(32, 32, 3)):
