@@ -231,12 +231,29 @@ def row_names(backend_names=None, peers=True):
     return names
 
 
-def _kind(name):
+def row_kind(name):
+    """``"backend"``, ``"yardstick"`` or ``"peer"``."""
     return _peers.ROWS[name].kind if name in _peers.ROWS else "backend"
 
 
-def _setup(name, problem, threads):
-    """Return ``(check, timed)``: the call compared with the reference, and the timed one."""
+def setup_row(name, problem, threads):
+    """Prepare row ``name`` on validated inputs, outside any timed region.
+
+    Parameters
+    ----------
+    name : str
+        A backend or a key of :data:`fastsoftmax._peers.ROWS`.
+    problem : fastsoftmax._validate.Problem
+    threads : int
+
+    Returns
+    -------
+    check : callable
+        ``check() -> (loss, dW)`` (None for the floor): the call compared
+        with the reference; for a backend, its public, validating function.
+    timed : callable
+        ``timed()``: what is timed; for a backend, its raw kernel.
+    """
     if name in _peers.ROWS:
         fn = _peers.ROWS[name].setup(problem, threads)
         return fn, fn
@@ -249,7 +266,8 @@ def _setup(name, problem, threads):
     return (lambda: public(*problem)), timed
 
 
-def _skip_reason(case, name):
+def skip_reason(case, name):
+    """Why row ``name`` does not run on ``case`` here (str), or None."""
     if name in _peers.ROWS:
         return _peers.row_status(name)
     reason = case.skip_reason(name)
@@ -270,18 +288,23 @@ def _timed(fn, repeat):
     return times
 
 
-def _measure(case, name, problem, ref, threads, repeat):
+def _measure(case, name, problem, ref_name, ref, threads, repeat):
     """One record: check, then time one row on one case at one thread count."""
-    record = {"backend": name, "kind": _kind(name), "threads": threads, "status": "ok"}
-    reason = _skip_reason(case, name)
+    record = {"backend": name, "kind": row_kind(name), "threads": threads, "status": "ok"}
+    reason = skip_reason(case, name)
     if reason is not None:
         return {**record, "status": "skipped", "reason": reason}
     try:
         gc.collect()
         t0 = time.perf_counter()
-        check, timed = _setup(name, problem, threads)
-        result = check()
-        record["first_call_s"] = time.perf_counter() - t0
+        check, timed = setup_row(name, problem, threads)
+        # The reference row is not compared with itself: that would prove
+        # nothing and cost another slow python call.
+        result = None if name == ref_name else check()
+        if name == ref_name:
+            record["verdict"] = "REF"
+        else:
+            record["first_call_s"] = time.perf_counter() - t0
         if result is not None:
             agreement = compare(result, ref, problem.W.dtype)
             record.update(
@@ -307,6 +330,50 @@ def _measure(case, name, problem, ref, threads, repeat):
         x_bandwidth_gbs=case.x_bytes / median / 1e9,
     )
     return record
+
+
+# -------------------------------------------------------------- compilation
+
+_fresh_count = 0
+
+
+def fresh_numba_backend(cache_dir):
+    """A new copy of the ``numba`` backend module, with nothing compiled yet.
+
+    The module's source is executed again under a new name while Numba's
+    cache directory points at ``cache_dir``: its jitted functions are new
+    dispatchers, so the first call compiles from scratch if ``cache_dir`` is
+    empty, or loads from that on-disk cache if an earlier copy filled it.
+    Whatever helper functions the module defines are recompiled with it.
+
+    Parameters
+    ----------
+    cache_dir : str
+        An existing directory (a fresh empty one for a cold compile).
+
+    Returns
+    -------
+    module
+        Its ``softmax_loss`` is the kernel (inputs from ``prepare``).
+    """
+    import importlib.util
+
+    import numba
+
+    global _fresh_count
+    _fresh_count += 1
+    origin = importlib.util.find_spec(backends.BACKENDS["numba"]).origin
+    name = f"fastsoftmax.backends._numba_fresh{_fresh_count}"
+    spec = importlib.util.spec_from_file_location(name, origin)
+    module = importlib.util.module_from_spec(spec)
+    old = numba.config.CACHE_DIR
+    numba.config.CACHE_DIR = cache_dir
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        numba.config.CACHE_DIR = old
+    return module
 
 
 # ------------------------------------------------------------------- memory
@@ -344,7 +411,7 @@ def _probe_rows(case, names, threads, data_dir):
     out = {}
     with limit_threads(threads):
         for name in names:
-            _, fn = _setup(name, problem, threads)
+            _, fn = setup_row(name, problem, threads)
             fn()  # warm-up: imports, JIT, thread pools, first-touch of caches
             gc.collect()
             before = _status_kb("VmRSS")
@@ -641,7 +708,7 @@ def run(
                 with limit_threads(n_threads):
                     for name in names:
                         bar.set_description(f"{case.name} {name} x{n_threads}")
-                        rec = _measure(case, name, problem, ref, n_threads, repeat)
+                        rec = _measure(case, name, problem, ref_name, ref, n_threads, repeat)
                         case_records.append(rec)
                         bar.update()
                 if memory:

@@ -35,7 +35,9 @@ def _parser():
         description="Time every backend, the yardsticks (textbook NumPy, streaming X once) and "
         "installed peers on the shared cases; check each against the reference; exit 1 if any disagrees.",
     )
-    bench.add_argument("--sizes", type=_int_list, metavar="N,N", help="batch sizes N (default: 500,10000,49000)")
+    bench.add_argument("--sizes", type=_int_list, metavar="N,N",
+                       help="batch sizes N (default: the cases' 500,10000,49000; any other N makes a "
+                       "case of the same shape family, D=3073, C=10; overrides --quick's N)")
     bench.add_argument("--dtypes", type=_str_list, metavar="DT,DT", help="float64 and/or float32 (default: both)")
     bench.add_argument("--backends", type=_str_list, metavar="NAME,NAME",
                        help="backends to run (default: every available one)")
@@ -59,13 +61,16 @@ def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
     from . import backends, benchmark
-    from .cases import CASES, select
+    from .cases import CASES, QUICK_CASES, Case, select
 
-    sizes = [500] if args.quick else args.sizes
-    cases = select(sizes, args.dtypes)
-    if not cases:
-        known = sorted({c.n for c in CASES}), sorted({c.dtype for c in CASES})
-        parser.error(f"no case matches --sizes/--dtypes; sizes are {known[0]}, dtypes {known[1]}")
+    sizes = args.sizes or ([c.n for c in QUICK_CASES] if args.quick else None)
+    dtypes = args.dtypes or list(dict.fromkeys(c.dtype for c in CASES))
+    bad = [d for d in dtypes if d not in {c.dtype for c in CASES}]
+    if bad:
+        parser.error(f"unknown dtype(s) {bad}; dtypes are float64, float32")
+    cases = list(select(sizes, dtypes))
+    # A size outside the table gets a case of the same family (CIFAR shapes).
+    cases += [Case(n, dtype=dt) for n in sizes or () if n not in {c.n for c in CASES} for dt in dtypes]
     if args.repeat < 1:
         parser.error(f"--repeat must be >= 1, got {args.repeat}")
     if args.backends:
