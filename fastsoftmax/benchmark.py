@@ -695,7 +695,9 @@ def run(
     if unknown:
         raise backends.BackendUnavailable(f"unknown backend(s) {unknown}; available: {backends.available()}")
     records, failed, sources = [], [], {}
-    bar = tqdm(total=len(cases) * len(threads) * len(names), disable=False if progress else None,
+    # tqdm's disable=None means "only on a terminal".
+    disable = None if progress is None else not progress
+    bar = tqdm(total=len(cases) * len(threads) * len(names), disable=disable,
                file=sys.stderr, unit="row", leave=False)
     try:
         for case in cases:
