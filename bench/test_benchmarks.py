@@ -47,7 +47,7 @@ def _check_then_time(benchmark_fixture, setup, name, full_run, require_all):
         benchmark_fixture.group = case.name
         benchmark_fixture.extra_info.update(
             kind=kind,
-            threads=threads,
+            threads=_peers.jax_threads() if name == "jax" else threads,  # XLA's pool is fixed
             dtype=case.dtype,
             N=case.n,
             D=case.d,

@@ -253,11 +253,14 @@ def _torch_setup(problem, threads):
     return fn
 
 
-def _jax_threads_note():
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "intra_op_parallelism_threads=1" in flags:
+def jax_threads():
+    """Threads JAX's CPU backend runs with in this process (its pool is fixed at start-up)."""
+    if "intra_op_parallelism_threads=1" in os.environ.get("XLA_FLAGS", ""):
         return 1
-    return None  # XLA's default pool: every core
+    try:  # XLA's default pool: every core this process may use
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _jax_setup(problem, threads):

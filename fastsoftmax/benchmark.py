@@ -317,8 +317,8 @@ def _measure(case, name, problem, ref_name, ref, threads, repeat):
         times = _timed(timed, repeat)
     except Exception as exc:  # a crashing row is a failure, reported, not a traceback
         return {**record, "status": "error", "verdict": "FAIL", "reason": f"{type(exc).__name__}: {exc}"}
-    if name == "jax" and threads != _peers._jax_threads_note():
-        record["note"] = "JAX ran with XLA's default thread pool (fixed at start-up)"
+    if name == "jax" and threads != _peers.jax_threads():
+        record["note"] = f"JAX ran with {_peers.jax_threads()} threads (XLA's pool is fixed at start-up)"
     median = statistics.median(times)
     q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else (median,) * 3
     record.update(
