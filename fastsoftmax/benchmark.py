@@ -348,8 +348,11 @@ def fresh_numba_backend(cache_dir):
 
     Parameters
     ----------
-    cache_dir : str
-        An existing directory (a fresh empty one for a cold compile).
+    cache_dir : str or None
+        An existing directory (a fresh empty one for a cold compile), or
+        None for Numba's usual cache (beside the source, or
+        ``NUMBA_CACHE_DIR``), which the installed backend fills on its first
+        call ever.
 
     Returns
     -------
@@ -367,7 +370,7 @@ def fresh_numba_backend(cache_dir):
     spec = importlib.util.spec_from_file_location(name, origin)
     module = importlib.util.module_from_spec(spec)
     old = numba.config.CACHE_DIR
-    numba.config.CACHE_DIR = cache_dir
+    numba.config.CACHE_DIR = old if cache_dir is None else cache_dir
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
