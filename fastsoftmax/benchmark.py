@@ -54,7 +54,6 @@ __all__ = [
     "run",
     "reference",
     "case_data",
-    "load_cifar_images",
     "limit_threads",
     "machine_info",
     "peak_extra_memory",
@@ -70,40 +69,6 @@ _REF_BLOCK = 4096
 
 
 # ------------------------------------------------------------------- inputs
-
-
-def load_cifar_images(root):
-    """Read the official CIFAR-10 python batches under ``root``.
-
-    Kept minimal and isolated on purpose: it is the one place to switch to
-    ``fastsoftmax.data.load_cifar10`` once that module exists.
-
-    Parameters
-    ----------
-    root : str or path
-        Directory holding ``data_batch_1`` ... ``data_batch_5`` and/or
-        ``test_batch`` (any subset; the image count is read from the files).
-
-    Returns
-    -------
-    pixels : ndarray, shape (n, 3072), uint8
-    labels : ndarray, shape (n,), int64
-    """
-    import pickle
-
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    paths = [os.path.join(root, n) for n in names if os.path.isfile(os.path.join(root, n))]
-    if not paths:
-        raise FileNotFoundError(
-            f"--data {root!r}: no CIFAR-10 python batches (data_batch_1..5, test_batch) found there"
-        )
-    pixels, labels = [], []
-    for path in paths:
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
-        pixels.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3072))
-        labels.append(np.asarray(batch["labels"], dtype=np.int64))
-    return np.concatenate(pixels), np.concatenate(labels)
 
 
 def case_data(case, data_dir=None):
@@ -127,7 +92,11 @@ def case_data(case, data_dir=None):
     """
     if data_dir is None:
         return case.make(), "synthetic (CIFAR-like, seeded)"
-    pixels, labels = load_cifar_images(data_dir)
+    from .data import load_cifar10
+
+    X_train, y_train, X_test, y_test, _ = load_cifar10(data_dir)
+    pixels = np.concatenate([X_train, X_test]).reshape(-1, 3072)
+    labels = np.concatenate([y_train, y_test])
     if case.d != pixels.shape[1] + 1 or int(labels.max()) >= case.c:
         raise ValueError(f"--data gives 3072 pixels and 10 classes; case {case.name} needs D={case.d}, C={case.c}")
     rows = np.arange(case.n) % pixels.shape[0]

@@ -1,9 +1,10 @@
-"""Command line: ``fastsoftmax bench``.
+"""Command line: ``fastsoftmax bench`` and ``fastsoftmax train``.
 
 Design note
 -----------
-A thin argparse layer; the work is in :mod:`fastsoftmax.benchmark` so that it
-can be called from Python and tested without a subprocess.  Argument errors
+A thin argparse layer; the work is in :mod:`fastsoftmax.benchmark` and
+:mod:`fastsoftmax.exercise` so that it can be called from Python and tested
+without a subprocess.  Argument errors
 (an unknown backend, a size with no case) are reported by argparse with exit
 status 2; a backend that disagrees with the reference gives exit status 1.
 """
@@ -27,7 +28,10 @@ def _str_list(text):
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="fastsoftmax", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="fastsoftmax",
+        description="Softmax loss and gradient as fast as the CPU allows: benchmark the backends, or train.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser(
         "bench",
@@ -53,6 +57,14 @@ def _parser():
     bench.add_argument("--plot", metavar="PATH", help="write a PNG bar chart (log scale, one panel per case)")
     bench.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="progress bar on stderr (default: only on a terminal)")
+    from . import exercise
+
+    exercise.add_arguments(sub.add_parser(
+        "train",
+        help="the CS231n softmax exercise: load, check, train, tune, draw",
+        description="The CS231n softmax exercise end to end: load CIFAR-10 (or the spiral toy data), "
+        "sanity-check the loss, check the gradient, train with SGD, tune, and draw the learned weights.",
+    ))
     return parser
 
 
@@ -60,6 +72,10 @@ def main(argv=None):
     """Entry point of the ``fastsoftmax`` command; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "train":
+        from . import exercise
+
+        return exercise.run_args(args)
     from . import backends, benchmark
     from .cases import CASES, QUICK_CASES, Case, select
 

@@ -6,7 +6,6 @@ pytest harness decides) so the whole file takes seconds, not minutes.
 
 import json
 import os
-import pickle
 import subprocess
 import sys
 
@@ -16,7 +15,8 @@ import pytest
 from fastsoftmax import _peers, backends, benchmark, cli
 from fastsoftmax._validate import prepare
 from fastsoftmax.cases import CASES, Case
-from fastsoftmax.testing import compare
+from fastsoftmax.data import load_cifar10
+from fastsoftmax.testing import compare, write_fake_cifar10
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CIFAR = os.path.join(ROOT, "..", "shared", "cifar-10-subset", "cifar-10-batches-py")
@@ -135,23 +135,17 @@ def test_every_row_agrees_on_a_small_case():
             assert result is None or compare(result, ref, np.float64).ok, name
 
 
-def _fake_batch(path, n, first_label):
-    batch = {"batch_label": "fake", "labels": [(first_label + i) % 10 for i in range(n)],
-             "data": np.arange(n * 3072, dtype=np.uint8).reshape(n, 3072), "filenames": ["x.png"] * n}
-    with open(path, "wb") as f:
-        pickle.dump(batch, f, protocol=2)
-
-
 def test_data_dir_reads_official_batches_and_repeats_them(tmp_path):
-    _fake_batch(tmp_path / "data_batch_1", 3, 0)
-    _fake_batch(tmp_path / "test_batch", 2, 7)
-    (W, X, y, reg), source = benchmark.case_data(Case(7, dtype="float32"), str(tmp_path))
+    root = write_fake_cifar10(tmp_path / "cifar", n=1)  # 6 images, one per file
+    (W, X, y, reg), source = benchmark.case_data(Case(7, dtype="float32"), str(root))
     assert X.shape == (7, 3073) and X.dtype == np.float32 and W.shape == (3073, 10)
-    assert y.tolist() == [0, 1, 2, 7, 8, 0, 1]  # 5 images, cycled
+    _, y_train, _, y_test, _ = load_cifar10(root)
+    expected = y_train.tolist() + y_test.tolist()
+    assert y.tolist() == expected + expected[:1]  # 6 images, cycled to 7 rows
     np.testing.assert_array_equal(X[:, -1], 1.0)
     np.testing.assert_allclose(X[:, :-1].mean(axis=0), 0.0, atol=1e-4)
-    assert "5 images, repeated cyclically to 7 rows" in source
-    with pytest.raises(FileNotFoundError, match="no CIFAR-10 python batches"):
+    assert "6 images, repeated cyclically to 7 rows" in source
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         benchmark.case_data(Case(7), str(tmp_path / "empty"))
 
 
