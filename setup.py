@@ -59,7 +59,8 @@ extensions = [
     Extension(
         "fastsoftmax.backends._cython_kernel",
         ["fastsoftmax/backends/_cython_kernel.pyx"],
-        include_dirs=[np.get_include()],
+        include_dirs=[np.get_include(), "fastsoftmax/backends"],
+        depends=["fastsoftmax/backends/_fused_kernel.h", "fastsoftmax/backends/_fused_body.h"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
 ]

@@ -9,6 +9,29 @@ same for every such kernel, so it lives here once.
 import numpy as np
 
 
+def padded_transpose(W, multiple):
+    """``W.T`` as a C-contiguous (Cp, D) array, Cp = C rounded up to ``multiple``.
+
+    The extra rows are zero weights: the kernels' micro-kernels then work on
+    whole class blocks, and the padded classes' scores and gradients are
+    ignored.
+
+    Parameters
+    ----------
+    W : ndarray, shape (D, C)
+    multiple : int
+
+    Returns
+    -------
+    ndarray, shape (Cp, D), dtype of ``W``
+    """
+    D, C = W.shape
+    Cp = -(-C // multiple) * multiple
+    Wt = np.zeros((Cp, D), dtype=W.dtype)
+    Wt[:C] = W.T
+    return Wt
+
+
 def finish(W, N, reg, loss_sum, grad_sum_t):
     """Average the sums over N examples and add ``reg * ||W||^2``.
 
