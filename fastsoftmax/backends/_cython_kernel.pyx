@@ -88,8 +88,8 @@ def fused_loss_grad(
     cdef Py_ssize_t D = Wt.shape[1]
     if X.shape[1] != D or y.shape[0] != N or Cp % FS_CB or not 1 <= C <= Cp:
         raise ValueError("fused_loss_grad: inconsistent shapes")
-    if D > 0 and X.strides[1] != sizeof(floating):
-        raise ValueError("fused_loss_grad: X needs unit stride along D")
+    if D > 1 and X.strides[1] != sizeof(floating) or X.strides[0] % <Py_ssize_t>sizeof(floating):
+        raise ValueError("fused_loss_grad: X needs unit stride along D, whole-element row strides")
     cdef int level = BEST_ISA
     if isa is not None:
         if isa not in SUPPORTED_ISAS:

@@ -20,7 +20,13 @@ import numpy as np
 
 from .._threads import get_num_threads
 from ._common import finish, padded_transpose
-from ._cython_kernel import CLASS_BLOCK, fused_loss_grad
+from ._cython_kernel import CLASS_BLOCK, SUPPORTED_ISAS, fused_loss_grad
+
+#: Which instruction-set build of the kernel runs (one of ``SUPPORTED_ISAS``);
+#: None means the widest this CPU supports.  Tests set it to cover every build.
+ISA = None
+
+__all__ = ["softmax_loss", "ISA", "SUPPORTED_ISAS"]
 
 
 def softmax_loss(W, X, y, reg):
@@ -42,5 +48,6 @@ def softmax_loss(W, X, y, reg):
     item = X.dtype.itemsize
     if X.shape[1] > 1 and X.strides[1] != item or X.strides[0] % item:
         X = np.ascontiguousarray(X)
-    data_loss, dWt = fused_loss_grad(padded_transpose(W, CLASS_BLOCK), X, y, C, get_num_threads())
+    Wt = padded_transpose(W, CLASS_BLOCK)
+    data_loss, dWt = fused_loss_grad(Wt, X, y, C, get_num_threads(), ISA)
     return finish(W, N, reg, data_loss, dWt[:C])
