@@ -1,9 +1,12 @@
 """What the compiled backends share: turning per-example sums into the result.
 
-The fused kernels return the *sum* of per-example losses and the *sum* of
-per-example gradients, transposed to (C, D) because that is the layout their
-inner loops write contiguously.  Dividing by N and adding the L2 term is the
-same for every such kernel, so it lives here once.
+The fused kernels accumulate per-example gradients in (Cp, D) layout
+(classes padded to the kernel's class block) because that is what their
+inner loops write contiguously; their final, compiled reduction over the
+per-thread accumulators writes the sum transposed to a fresh (D, C) array
+(a NumPy transpose-and-copy of it took 0.2 ms, 8% of a N=500 call).
+Padding W, dividing by N and adding the L2 term are the same for every such
+kernel, so they live here once.
 """
 
 import numpy as np
@@ -32,8 +35,8 @@ def padded_transpose(W, multiple):
     return Wt
 
 
-def finish(W, N, reg, loss_sum, grad_sum_t):
-    """Average the sums over N examples and add ``reg * ||W||^2``.
+def finish(W, N, reg, loss_sum, grad_sum):
+    """Average the sums over N examples and add ``reg * ||W||^2``, in place.
 
     Parameters
     ----------
@@ -42,15 +45,16 @@ def finish(W, N, reg, loss_sum, grad_sum_t):
     reg : float
     loss_sum : float
         Sum over examples of ``-log softmax(S)[i, y[i]]``.
-    grad_sum_t : ndarray, shape (C, D)
-        Sum over examples of ``outer(P[i] - Y[i], X[i])``.
+    grad_sum : ndarray, shape (D, C), dtype of ``W``, C-contiguous
+        Sum over examples of ``outer(X[i], P[i] - Y[i])``; a scratch array of
+        the kernel's, overwritten with the result.
 
     Returns
     -------
     loss : float
-    dW : ndarray, shape (D, C), dtype of ``W``, C-contiguous
+    dW : ndarray, shape (D, C), dtype of ``W``, C-contiguous (``grad_sum``)
     """
-    dW = grad_sum_t.T / N
-    dW += (2.0 * reg) * W
+    grad_sum /= N
+    grad_sum += (2.0 * reg) * W
     loss = float(loss_sum) / N + reg * float(np.vdot(W, W))
-    return loss, np.ascontiguousarray(dW, dtype=W.dtype)
+    return loss, grad_sum

@@ -60,7 +60,7 @@ def fused_loss_grad(
     int n_threads,
     isa=None,
 ):
-    """Return (sum of per-example losses, gradient sum transposed to (Cp, D)).
+    """Return (sum of per-example losses, (D, C) sum of per-example gradients).
 
     Parameters
     ----------
@@ -81,7 +81,7 @@ def fused_loss_grad(
     Returns
     -------
     loss_sum : float
-    grad_sum_t : ndarray, shape (Cp, D), dtype of ``Wt``
+    grad_sum : ndarray, shape (D, C), dtype of ``Wt``, C-contiguous
     """
     cdef Py_ssize_t N = X.shape[0]
     cdef Py_ssize_t Cp = Wt.shape[0]
@@ -115,10 +115,20 @@ def fused_loss_grad(
                 losses[t] = k32(&Wt[0, 0], Cp, C, D, &X[0, 0], ldx, &y[0],
                                 t * N // n_chunks, (t + 1) * N // n_chunks,
                                 &grads[t, 0, 0], &zero_row[0])
-    out = grads_arr[0]
-    for t in range(1, n_chunks):
-        out += grads_arr[t]
+    # Reduce the per-thread (Cp, D) accumulators in chunk order, transposing
+    # to (D, C) on the way.
+    out_arr = np.empty((D, C), dtype=dtype)
+    cdef floating[:, ::1] out = out_arr
+    cdef Py_ssize_t d, j
+    cdef floating s
+    with nogil:
+        for d in range(D):
+            for j in range(C):
+                s = grads[0, j, d]
+                for t in range(1, n_chunks):
+                    s = s + grads[t, j, d]
+                out[d, j] = s
     cdef double total = 0.0
     for t in range(n_chunks):
         total += losses[t]
-    return total, out
+    return total, out_arr

@@ -83,10 +83,11 @@ typedef double (*fs_kernel_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_
 #undef RB
 #pragma GCC pop_options
 
-/* ---- AVX-512: 32 zmm registers, 4 rows x 5 classes of accumulators ------ */
+/* ---- AVX-512: 32 zmm registers, 5 rows x 5 classes of accumulators ------
+ * (5x5 measured 6-10% faster than 4x5 and 8x2, 3x faster than 2x10, N=500) */
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx2,fma")
-#define RB 4
+#define RB 5
 #define FT double
 #define VL 8
 #define NAME fs_f64_avx512

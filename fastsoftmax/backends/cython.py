@@ -49,5 +49,5 @@ def softmax_loss(W, X, y, reg):
     if X.shape[1] > 1 and X.strides[1] != item or X.strides[0] % item:
         X = np.ascontiguousarray(X)
     Wt = padded_transpose(W, CLASS_BLOCK)
-    data_loss, dWt = fused_loss_grad(Wt, X, y, C, get_num_threads(), ISA)
-    return finish(W, N, reg, data_loss, dWt[:C])
+    data_loss, grad_sum = fused_loss_grad(Wt, X, y, C, get_num_threads(), ISA)
+    return finish(W, N, reg, data_loss, grad_sum)

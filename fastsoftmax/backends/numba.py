@@ -143,10 +143,16 @@ def _fused(Wt, C, X, y, n_chunks):  # pragma: no cover - jitted
     zero = np.zeros(D, dtype=Wt.dtype)
     for t in numba.prange(n_chunks):
         losses[t] = _chunk(Wt, C, X, y, t * N // n_chunks, (t + 1) * N // n_chunks, grads[t], zero)
-    dWt = grads[0].copy()
-    for t in range(1, n_chunks):
-        dWt += grads[t]
-    return losses.sum(), dWt
+    # Reduce the per-thread (Cp, D) accumulators in chunk order, transposing
+    # to (D, C) on the way (see _common.finish).
+    grad_sum = np.empty((D, C), dtype=Wt.dtype)
+    for d in range(D):
+        for j in range(C):
+            s = grads[0, j, d]
+            for t in range(1, n_chunks):
+                s += grads[t, j, d]
+            grad_sum[d, j] = s
+    return losses.sum(), grad_sum
 
 
 # Held around parallel calls only while Numba's threading layer is unknown
@@ -186,10 +192,10 @@ def softmax_loss(W, X, y, reg):
     Wt = padded_transpose(W, _CB)
     if _layer_is_threadsafe:
         numba.set_num_threads(n_threads)  # thread-local in Numba
-        data_loss, dWt = _fused(Wt, C, X, y, n_chunks)
+        data_loss, grad_sum = _fused(Wt, C, X, y, n_chunks)
     else:
         with _launch_lock:
             numba.set_num_threads(n_threads)
-            data_loss, dWt = _fused(Wt, C, X, y, n_chunks)
+            data_loss, grad_sum = _fused(Wt, C, X, y, n_chunks)
             _layer_is_threadsafe = threading_layer() in ("tbb", "omp")
-    return finish(W, N, reg, data_loss, dWt[:C])
+    return finish(W, N, reg, data_loss, grad_sum)
