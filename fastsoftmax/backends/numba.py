@@ -6,14 +6,14 @@ The same algorithm as the Cython kernel (README, "How the kernels work"):
 one fused pass over X in blocks of ``_RB`` = 4 rows.  For each block the
 kernel computes the 4 x C scores, their softmax and loss, and the block's
 gradient contribution while the rows are still in cache, so X is read from
-memory once.  The hot loops are written as 4 rows x 2 classes of scalar
-accumulators walking D contiguously (W is transposed to (Cp, D)); with
-``fastmath={'reassoc', 'contract'}`` LLVM turns each into vector
+memory once.  The hot loops are written as 4 rows x 5 classes of scalar
+accumulators walking D contiguously (W is transposed to (Cp, D); 4 x 5
+measured 1.2x faster than 4 x 2 at N=500); with ``fastmath={'reassoc', 'contract'}`` LLVM turns each into vector
 accumulators and FMAs for the host CPU.  Only those two flags: reassociation
 lets the sums vectorize and contraction allows FMA, while ``nnan``/``ninf``
 stay off so NaN and inf propagate and :func:`fastsoftmax._validate.check_result`
-still sees a non-finite result.  Classes are padded with zero weights to an
-even count and the last block's missing rows read a zero row, so the hot
+still sees a non-finite result.  Classes are padded with zero weights to a
+multiple of 5 and the last block's missing rows read a zero row, so the hot
 loops have no remainder code.
 
 Parallelism is over contiguous chunks of rows, one chunk per thread, each
@@ -40,7 +40,7 @@ from .._threads import get_num_threads
 from ._common import finish, padded_transpose
 
 _RB = 4  # rows per block (the kernel below is written for exactly 4)
-_CB = 2  # classes per micro-kernel: Cp is C rounded up to a multiple of 2
+_CB = 5  # classes per micro-kernel: Cp is C rounded up to a multiple of 5
 
 # Reassociation (vectorised sums) and FMA contraction only: no nnan/ninf, so
 # non-finite values propagate to the result where they are detected.
@@ -56,30 +56,40 @@ def _block(Wt, C, x0, x1, x2, x3, y, i0, nr, G, coef, coef_t):  # pragma: no cov
     """
     Cp, D = Wt.shape
     z = coef_t.dtype.type(0)
-    # 1. scores: 4 rows x 2 classes of accumulators, one pass over D
-    for j in range(0, Cp, 2):
-        w0 = Wt[j]
-        w1 = Wt[j + 1]
-        s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = z
+    # 1. scores: 4 rows x 5 classes of accumulators, one pass over D
+    for j in range(0, Cp, 5):
+        w0, w1, w2, w3, w4 = Wt[j], Wt[j + 1], Wt[j + 2], Wt[j + 3], Wt[j + 4]
+        s00 = s01 = s02 = s03 = s04 = z
+        s10 = s11 = s12 = s13 = s14 = z
+        s20 = s21 = s22 = s23 = s24 = z
+        s30 = s31 = s32 = s33 = s34 = z
         for d in range(D):
-            a = w0[d]
-            b = w1[d]
-            s00 += x0[d] * a
-            s01 += x0[d] * b
-            s10 += x1[d] * a
-            s11 += x1[d] * b
-            s20 += x2[d] * a
-            s21 += x2[d] * b
-            s30 += x3[d] * a
-            s31 += x3[d] * b
-        coef[0, j] = s00
-        coef[0, j + 1] = s01
-        coef[1, j] = s10
-        coef[1, j + 1] = s11
-        coef[2, j] = s20
-        coef[2, j + 1] = s21
-        coef[3, j] = s30
-        coef[3, j + 1] = s31
+            a0, a1, a2, a3, a4 = w0[d], w1[d], w2[d], w3[d], w4[d]
+            v0, v1, v2, v3 = x0[d], x1[d], x2[d], x3[d]
+            s00 += v0 * a0
+            s01 += v0 * a1
+            s02 += v0 * a2
+            s03 += v0 * a3
+            s04 += v0 * a4
+            s10 += v1 * a0
+            s11 += v1 * a1
+            s12 += v1 * a2
+            s13 += v1 * a3
+            s14 += v1 * a4
+            s20 += v2 * a0
+            s21 += v2 * a1
+            s22 += v2 * a2
+            s23 += v2 * a3
+            s24 += v2 * a4
+            s30 += v3 * a0
+            s31 += v3 * a1
+            s32 += v3 * a2
+            s33 += v3 * a3
+            s34 += v3 * a4
+        coef[0, j], coef[0, j + 1], coef[0, j + 2], coef[0, j + 3], coef[0, j + 4] = s00, s01, s02, s03, s04
+        coef[1, j], coef[1, j + 1], coef[1, j + 2], coef[1, j + 3], coef[1, j + 4] = s10, s11, s12, s13, s14
+        coef[2, j], coef[2, j + 1], coef[2, j + 2], coef[2, j + 3], coef[2, j + 4] = s20, s21, s22, s23, s24
+        coef[3, j], coef[3, j + 1], coef[3, j + 2], coef[3, j + 3], coef[3, j + 4] = s30, s31, s32, s33, s34
     # 2. softmax per row: coef becomes P - Y (0 for padding rows and classes)
     loss = 0.0
     for r in range(_RB):
@@ -105,16 +115,21 @@ def _block(Wt, C, x0, x1, x2, x3, y, i0, nr, G, coef, coef_t):  # pragma: no cov
         for j in range(C, Cp):
             s[j] = 0.0
     coef_t[:] = coef
-    # 3. gradient: G[j] += sum_r coef[r, j] * x_r, two classes at a time
-    for j in range(0, Cp, 2):
-        g0 = G[j]
-        g1 = G[j + 1]
-        a0, a1, a2, a3 = coef_t[0, j], coef_t[1, j], coef_t[2, j], coef_t[3, j]
-        b0, b1, b2, b3 = coef_t[0, j + 1], coef_t[1, j + 1], coef_t[2, j + 1], coef_t[3, j + 1]
+    # 3. gradient: G[j] += sum_r coef[r, j] * x_r, five classes at a time
+    for j in range(0, Cp, 5):
+        g0, g1, g2, g3, g4 = G[j], G[j + 1], G[j + 2], G[j + 3], G[j + 4]
+        c00, c10, c20, c30 = coef_t[0, j], coef_t[1, j], coef_t[2, j], coef_t[3, j]
+        c01, c11, c21, c31 = coef_t[0, j + 1], coef_t[1, j + 1], coef_t[2, j + 1], coef_t[3, j + 1]
+        c02, c12, c22, c32 = coef_t[0, j + 2], coef_t[1, j + 2], coef_t[2, j + 2], coef_t[3, j + 2]
+        c03, c13, c23, c33 = coef_t[0, j + 3], coef_t[1, j + 3], coef_t[2, j + 3], coef_t[3, j + 3]
+        c04, c14, c24, c34 = coef_t[0, j + 4], coef_t[1, j + 4], coef_t[2, j + 4], coef_t[3, j + 4]
         for d in range(D):
             v0, v1, v2, v3 = x0[d], x1[d], x2[d], x3[d]
-            g0[d] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3
-            g1[d] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3
+            g0[d] += c00 * v0 + c10 * v1 + c20 * v2 + c30 * v3
+            g1[d] += c01 * v0 + c11 * v1 + c21 * v2 + c31 * v3
+            g2[d] += c02 * v0 + c12 * v1 + c22 * v2 + c32 * v3
+            g3[d] += c03 * v0 + c13 * v1 + c23 * v2 + c33 * v3
+            g4[d] += c04 * v0 + c14 * v1 + c24 * v2 + c34 * v3
     return loss
 
 
