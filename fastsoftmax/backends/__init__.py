@@ -60,13 +60,16 @@ BACKENDS = {
 
 #: Preference order, fastest first, per working dtype and batch-size band:
 #: ``(dtype, smallest N of the band) -> order``.  Measured on the 2-core Zen 4
-#: machine, D=3073, C=10, thread CPU time of one call, min of 20-50 interleaved
-#: runs (README, "How the kernels work"; numpy / cython / numba, ms):
+#: machine, D=3073, C=10, thread CPU time of one call on one thread, min of
+#: 40-50 interleaved runs (README, "How the kernels work"); numpy / cython /
+#: numba, ms:
 #:
-#: * N=16:  float64 0.12 / 0.21 / 0.22,  float32 0.08 / 0.17 / 0.18
-#: * N=64:  float64 0.38 / 0.37 / 0.42,  float32 0.25 / 0.32 / 0.29
-#: * N=200: float64 1.01 / 0.95 / 1.10,  float32 0.66 / 0.48 / 0.58
-#: * N=500: float64 3.03 / 2.50 / 2.77,  float32 1.80 / 1.28 / 1.48
+#: * N=16:  float64 0.17 / 0.22 / 0.20,  float32 0.08 / 0.08 / 0.09
+#: * N=32:  float64 0.17 / 0.21 / 0.26,  float32 0.11 / 0.14 / 0.16
+#: * N=64:  float64 0.41 / 0.31 / 0.40,  float32 0.25 / 0.19 / 0.18
+#: * N=128: float64 0.75 / 0.63 / 0.60,  float32 0.43 / 0.26 / 0.34
+#: * N=500: float64 3.03 / 2.09 / 2.70,  float32 1.66 / 1.21 / 1.36
+#: * N=49000: float64 322 / 200 / 220,   float32 221 / 116 / 146
 #:
 #: Below N=64 the compiled backends' fixed cost (padding W, zeroing one
 #: (C, D) accumulator per thread, launching threads) outweighs their faster

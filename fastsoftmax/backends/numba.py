@@ -8,8 +8,9 @@ kernel computes the 4 x C scores, their softmax and loss, and the block's
 gradient contribution while the rows are still in cache, so X is read from
 memory once.  The hot loops are written as 4 rows x 5 classes of scalar
 accumulators walking D contiguously (W is transposed to (Cp, D); 4 x 5
-measured 1.2x faster than 4 x 2 at N=500); with ``fastmath={'reassoc', 'contract'}`` LLVM turns each into vector
-accumulators and FMAs for the host CPU.  Only those two flags: reassociation
+measured 1.2x faster than 4 x 2 at N=500); with
+``fastmath={'reassoc', 'contract'}`` LLVM turns each into vector accumulators
+and FMAs for the host CPU.  Only those two flags: reassociation
 lets the sums vectorize and contraction allows FMA, while ``nnan``/``ninf``
 stay off so NaN and inf propagate and :func:`fastsoftmax._validate.check_result`
 still sees a non-finite result.  Classes are padded with zero weights to a
