@@ -36,6 +36,12 @@ EDGE_SHAPES = (
 )
 
 
+@pytest.fixture(autouse=True)
+def split_small_problems(monkeypatch):
+    """Let tiny problems use several threads, so every chunking path runs here."""
+    monkeypatch.setattr("fastsoftmax.backends._common.MIN_WORK_PER_THREAD", 1)
+
+
 def _isas():
     """Every build of the C kernel this CPU can run (empty if it is not built)."""
     try:
@@ -140,6 +146,7 @@ def test_numba_workqueue_layer_is_serialised_not_aborted(tmp_path):
         "import threading, numpy as np, fastsoftmax, numba\n"
         "from fastsoftmax import backends\n"
         "from fastsoftmax.testing import random_problem\n"
+        "import fastsoftmax.backends._common as common; common.MIN_WORK_PER_THREAD = 1\n"
         "f = backends.get('numba')\n"
         "W, X, y = random_problem(np.random.default_rng(0), 400, 60, 10)\n"
         "ref = f(W, X, y, 0.1)\n"
@@ -155,6 +162,17 @@ def test_numba_workqueue_layer_is_serialised_not_aborted(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["workqueue", "True", "120"]
+
+
+def test_small_problems_run_on_one_thread(monkeypatch):
+    """Below MIN_WORK_PER_THREAD multiply-adds per thread, no parallel region is started."""
+    from fastsoftmax.backends._common import thread_count
+
+    monkeypatch.setattr("fastsoftmax.backends._common.MIN_WORK_PER_THREAD", 1 << 20)
+    assert thread_count(10, 5, 3, 8) == 1
+    assert thread_count(500, 3073, 10, 2) == 2
+    assert thread_count(500, 3073, 10, 64) == 14  # 15.4M multiply-adds
+    assert thread_count(3, 10**6, 10, 8) == 3  # never more chunks than rows
 
 
 def _peak_bytes(f, *args):

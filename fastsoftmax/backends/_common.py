@@ -11,6 +11,32 @@ kernel, so they live here once.
 
 import numpy as np
 
+#: Multiply-adds (N * D * C) each thread must get before a kernel uses more
+#: than one: about 70 us of one core's work.  Smaller problems run on one
+#: thread, because starting a parallel region costs microseconds on an idle
+#: machine but measured 20-40 ms per call (Numba's omp layer) on a loaded one.
+MIN_WORK_PER_THREAD = 1 << 20
+
+
+def thread_count(N, D, C, n_threads):
+    """How many threads (= chunks of rows) a fused kernel should use.
+
+    Parameters
+    ----------
+    N, D, C : int
+        Problem shape.
+    n_threads : int
+        The user's setting (:func:`fastsoftmax.get_num_threads`).
+
+    Returns
+    -------
+    int
+        Between 1 and ``min(n_threads, N)``; deterministic in its arguments,
+        so results stay bit-identical for a given setting and shape.
+    """
+    by_work = (N * max(D, 1) * C) // MIN_WORK_PER_THREAD
+    return max(1, min(n_threads, N, by_work))
+
 
 def padded_transpose(W, multiple):
     """``W.T`` as a C-contiguous (Cp, D) array, Cp = C rounded up to ``multiple``.

@@ -19,7 +19,7 @@ layouts (Fortran order, column-strided views) are copied, once.
 import numpy as np
 
 from .._threads import get_num_threads
-from ._common import finish, padded_transpose
+from ._common import finish, padded_transpose, thread_count
 from ._cython_kernel import CLASS_BLOCK, SUPPORTED_ISAS, fused_loss_grad
 
 #: Which instruction-set build of the kernel runs (one of ``SUPPORTED_ISAS``);
@@ -49,5 +49,6 @@ def softmax_loss(W, X, y, reg):
     if X.shape[1] > 1 and X.strides[1] != item or X.strides[0] % item:
         X = np.ascontiguousarray(X)
     Wt = padded_transpose(W, CLASS_BLOCK)
-    data_loss, grad_sum = fused_loss_grad(Wt, X, y, C, get_num_threads(), ISA)
+    n_threads = thread_count(N, X.shape[1], C, get_num_threads())
+    data_loss, grad_sum = fused_loss_grad(Wt, X, y, C, n_threads, ISA)
     return finish(W, N, reg, data_loss, grad_sum)

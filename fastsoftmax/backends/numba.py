@@ -38,7 +38,7 @@ import numba
 import numpy as np
 
 from .._threads import get_num_threads
-from ._common import finish, padded_transpose
+from ._common import finish, padded_transpose, thread_count
 
 _RB = 4  # rows per block (the kernel below is written for exactly 4)
 _CB = 5  # classes per micro-kernel: Cp is C rounded up to a multiple of 5
@@ -203,7 +203,7 @@ def softmax_loss(W, X, y, reg):
     global _layer_is_threadsafe
     N, C = X.shape[0], W.shape[1]
     n_threads = min(get_num_threads(), numba.config.NUMBA_NUM_THREADS)
-    n_chunks = max(1, min(n_threads, N))
+    n_threads = n_chunks = thread_count(N, X.shape[1], C, n_threads)
     X = np.ascontiguousarray(X)  # rows must be contiguous; a no-op for C order
     Wt = padded_transpose(W, _CB)
     if _layer_is_threadsafe:
