@@ -19,7 +19,11 @@ static double NAME(
     FT *G,                 /* OUT (Cp, D) gradient sum, accumulated into */
     const FT *zero_row)    /* IN  (D,) zeros: stands in for rows past `stop` */
 {
+#if FS_VECTOR_EXT
     typedef FT vec __attribute__((vector_size(VL * sizeof(FT)), aligned(sizeof(FT)), may_alias));
+#else
+    typedef FT vec;                            /* VL is 1: plain scalar code */
+#endif
     const Py_ssize_t Dv = D - D % VL;          /* vectorised part of each row */
     double loss = 0.0;
     double S[RB][FS_CMAX_STACK];               /* scores of the block, then P - Y */
@@ -45,7 +49,7 @@ static double NAME(
         for (Py_ssize_t j0 = 0; j0 < Cp; j0 += CB) {
             vec acc[RB][CB];
             for (int r = 0; r < RB; r++)
-                for (int c = 0; c < CB; c++) acc[r][c] = (vec){0};
+                for (int c = 0; c < CB; c++) acc[r][c] = FS_VZERO;
             const FT *w[CB];
             for (int c = 0; c < CB; c++) w[c] = Wt + (j0 + c) * D;
             for (Py_ssize_t d = 0; d < Dv; d += VL) {
@@ -59,7 +63,7 @@ static double NAME(
             for (int r = 0; r < RB; r++)
                 for (int c = 0; c < CB; c++) {
                     FT s = 0;
-                    for (int l = 0; l < VL; l++) s += acc[r][c][l];
+                    for (int l = 0; l < VL; l++) s += FS_LANE(acc[r][c], l);
                     for (Py_ssize_t d = Dv; d < D; d++) s += x[r][d] * w[c][d];
                     Sp[r][j0 + c] = (double)s;
                 }
@@ -102,7 +106,7 @@ static double NAME(
                 vec xv[RB];
                 for (int r = 0; r < RB; r++) xv[r] = *(const vec *)(x[r] + d);
                 if (j0 == 0)
-                    for (int r = 0; r < RB; r++) __builtin_prefetch(nx[r] + d, 0, 3);
+                    for (int r = 0; r < RB; r++) FS_PREFETCH(nx[r] + d);
                 for (int c = 0; c < CB; c++) {
                     vec gv = *(vec *)(g[c] + d);
                     for (int r = 0; r < RB; r++) gv += coef[r][c] * xv[r];

@@ -41,18 +41,34 @@ typedef double (*fs_kernel_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_
 /* Classes per score micro-kernel: Cp = C rounded up to a multiple of this. */
 #define FS_CB 5
 
-/* ---- x86-64 baseline (SSE2): always present ---------------------------- */
+/* GCC and clang have vector extensions; other compilers (MSVC) get scalar
+ * code (VL = 1) from the same body.  -DFS_NO_VECTOR_EXT forces that path. */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(FS_NO_VECTOR_EXT)
+#define FS_VECTOR_EXT 1
+#define FS_VZERO ((vec){0})
+#define FS_LANE(v, l) ((v)[l])
+#define FS_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#define FS_VL(n) (n)
+#else
+#define FS_VECTOR_EXT 0
+#define FS_VZERO ((vec)0)
+#define FS_LANE(v, l) (v)
+#define FS_PREFETCH(p) ((void)(p))
+#define FS_VL(n) 1
+#endif
+
+/* ---- x86-64 baseline (SSE2), or any other CPU: always present ----------- */
 #define RB 2
 #define CB FS_CB
 #define FT double
-#define VL 2
+#define VL FS_VL(2)
 #define NAME fs_f64_base
 #include "_fused_body.h"
 #undef FT
 #undef VL
 #undef NAME
 #define FT float
-#define VL 4
+#define VL FS_VL(4)
 #define NAME fs_f32_base
 #include "_fused_body.h"
 #undef FT
@@ -60,7 +76,7 @@ typedef double (*fs_kernel_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_
 #undef NAME
 #undef RB
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#if FS_VECTOR_EXT && defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define FS_MULTI_ISA 1
 /* ---- AVX2 + FMA: 16 ymm registers, 2 rows x 5 classes of accumulators --- */
 #pragma GCC push_options
