@@ -17,8 +17,9 @@
  * compiled three times under `#pragma GCC target` (AVX-512, AVX2+FMA, and the
  * x86-64 baseline).  fs_select() picks the widest one the running CPU (and
  * OS) supports, so the default `pip install` build runs on any x86-64 and
- * still uses AVX-512 where it exists.  Other compilers/architectures get the
- * baseline build only, vectorised for whatever -m flags they use.
+ * still uses AVX-512 where it exists.  clang and non-x86 GCC get the
+ * baseline build only (vectorised for whatever -m flags they use); compilers
+ * without vector extensions (MSVC) get the same body as scalar code.
  * No -ffast-math: the lane order of every sum is fixed by the code, so
  * NaN/inf propagate and results are reproducible for a given ISA.
  */
