@@ -123,7 +123,7 @@ def problem_tolerance(W, X, y, reg, dtype) -> float:
     X = np.asarray(X, dtype=np.float64)
     N, D = X.shape
     rows = np.arange(N)
-    u = np.finfo(dtype).eps / 2
+    u = float(np.finfo(dtype).eps) / 2  # a Python float: no float32 arithmetic below
     delta = D * u * float((np.abs(X) @ np.abs(W)).max(initial=0.0))  # |error| of any score
     S = X @ W
     S -= S.max(axis=1, keepdims=True)

@@ -137,6 +137,8 @@ def check_all_backends(problem):
 @example(build_problem(33, 17, 9, np.float32, np.float32, np.uint64, "F", "strided", 0.0, 1e4, 2, 3))
 @example(build_problem(300, 3, 31, np.float32, np.float64, np.int16, "read-only", "memmap", 1e-6, 1e-8, 3, 2))
 @example(build_problem(7, 64, 65, np.float64, np.float64, np.uint32, "strided", "F", 0.5, 30.0, 4, 1))
+# Found by hypothesis: a float32 result under 1e-90 made problem_tolerance divide in float32.
+@example(build_problem(1, 1, 1, np.float32, np.float32, np.int8, "C", "C", 2.920356935238017e-92, 1.0, 0, 1))
 @given(problems())
 def test_every_backend_agrees_with_reference(problem):
     check_all_backends(problem)
