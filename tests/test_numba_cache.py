@@ -68,14 +68,14 @@ def _drop_root_file_powers():
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
-def probe(pkg, home, cache_dir=None):
-    """Run :data:`PROBE` with ``pkg`` first on the path; return its report (or fail with stderr)."""
+def run_python(code, pkg, home, cache_dir=None):
+    """Run ``code`` in a fresh interpreter with ``pkg`` first on the path and ``home`` as HOME."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_CACHE_DIR", "FASTSOFTMAX_"))}
     env.update(PYTHONPATH=str(pkg), HOME=str(home), XDG_CACHE_HOME=str(Path(home) / ".cache"))
     if cache_dir is not None:
         env["NUMBA_CACHE_DIR"] = str(cache_dir)
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE],
+    return subprocess.run(
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         env=env,
@@ -83,6 +83,11 @@ def probe(pkg, home, cache_dir=None):
         timeout=600,
         preexec_fn=_drop_root_file_powers if os.geteuid() == 0 else None,
     )
+
+
+def probe(pkg, home, cache_dir=None):
+    """Run :data:`PROBE`; return its report, or raise :class:`CacheCrash` with its stderr."""
+    out = run_python(PROBE, pkg, home, cache_dir)
     if out.returncode != 0:
         raise CacheCrash(out.stderr[-1500:])
     report = json.loads(out.stdout.strip().splitlines()[-1])
@@ -155,17 +160,7 @@ def test_no_writable_cache_location_reports_the_backend_unavailable(world, tmp_p
         "print(fastsoftmax.backends.unavailable().get('numba', 'loaded'))\n"
         "print(fastsoftmax.softmax_loss(np.ones((3, 2)), np.ones((4, 3)), [0, 1, 0, 1], 0.1)[0])\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_CACHE_DIR", "FASTSOFTMAX_"))}
-    env.update(PYTHONPATH=str(world["pkg"]), HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=str(tmp_path),
-        timeout=600,
-        preexec_fn=_drop_root_file_powers if os.geteuid() == 0 else None,
-    )
+    out = run_python(code, world["pkg"], home)
     assert out.returncode == 0, out.stderr[-1500:]
     available, numba_status, loss = out.stdout.splitlines()
     assert float(loss) > 0

@@ -132,9 +132,15 @@ def two_big_problems():
     return [make_problem(10_000, 400, 10, "float32", seed=s) + (0.1,) for s in (1, 2)]
 
 
-def test_cython_kernel_releases_the_gil(two_big_problems):
-    """The main thread keeps running Python while the kernel runs: no long GIL hold."""
-    f = load_backend("cython")
+@pytest.mark.parametrize("name", COMPILED)
+def test_kernel_releases_the_gil(two_big_problems, name):
+    """The main thread keeps running Python while the kernel runs: no long GIL hold.
+
+    cython releases the GIL explicitly (``with nogil``); Numba's parallel
+    region, with the OpenMP or TBB layer, runs the loop in its own pool while
+    the caller waits without the GIL.
+    """
+    f = load_backend(name)
     W, X, y, reg = two_big_problems[0]
     with fastsoftmax.threads(1):
         f(W, X, y, reg)  # warm up
@@ -144,6 +150,7 @@ def test_cython_kernel_releases_the_gil(two_big_problems):
     duration, gap = min(results, key=lambda r: r[1] / r[0])
     # Holding the GIL for the whole kernel would make gap ~ duration.  The
     # switch interval is 5 ms; the rest is scheduling noise on a busy machine.
+    print(f"{name}: longest main-thread stall {gap * 1e3:.1f} ms in a {duration * 1e3:.1f} ms call")
     assert gap < 0.5 * duration, f"longest main-thread stall {gap * 1e3:.1f} ms in a {duration * 1e3:.1f} ms call"
 
 
@@ -167,9 +174,10 @@ def test_cython_calls_overlap_in_two_threads(two_big_problems):
 
     The yardstick is measured alongside: hashlib, which releases the GIL, on
     the same bytes.  1.0 means no overlap, 0.5 perfect overlap on two cores.
-    A kernel holding the GIL stays near 1.0 however free the machine is; if
-    even hashlib cannot overlap, the machine is saturated and the test skips
-    with the numbers (the GIL-release test above still holds).
+    A kernel holding the GIL stays near 1.0 however free the machine is.
+    Up to 10 tries; it passes on the first that overlaps, fails if hashlib
+    overlapped in most tries but cython never did, and otherwise skips with
+    the numbers: the machine was saturated (the GIL test above still holds).
     """
     import hashlib
 
@@ -186,18 +194,22 @@ def test_cython_calls_overlap_in_two_threads(two_big_problems):
     for p in two_big_problems:
         kernel(p)  # warm up
     ours, ref = [], []
-    for _ in range(5):
+    for _ in range(10):
         ref.append(_overlap_ratio(yardstick, bufs))
         ours.append(_overlap_ratio(kernel, two_big_problems))
-        if min(ours) < 0.7:
+        if ours[-1] < 0.8:
             break
-    report = f"two threads / serial: cython {min(ours):.2f}, hashlib yardstick {min(ref):.2f}"
+    report = (
+        f"two threads / serial: cython {' '.join(f'{r:.2f}' for r in ours)}; "
+        f"hashlib yardstick {' '.join(f'{r:.2f}' for r in ref)}"
+    )
     print(report)
-    if min(ours) < 0.8:
+    if ours[-1] < 0.8:
         return
-    if min(ref) > 0.8:
+    # Fail only if the machine clearly had two cores to give most of the time.
+    if sum(r < 0.8 for r in ref) < len(ref) // 2:
         pytest.skip(f"machine too busy to show overlap ({report})")
-    assert min(ours) < min(ref) + 0.2, f"cython calls do not overlap: {report}"
+    pytest.fail(f"cython calls do not overlap: {report}")
 
 
 def _cpu_by_thread():
