@@ -31,6 +31,12 @@ do better, yet it exceeds 1e-4 (measured: float32 BLAS, scores 1e4, two
 classes tied to within 1, gradient error 1.2e-4).  The allowance is that
 first-order bound propagated to the loss and gradient of the problem at hand,
 so it is negligible wherever the scores are moderate.
+
+It also allows for rounding the softmax itself, which matters only when the
+whole loss is tiny: ``log(1 + e)`` with ``e`` below the unit roundoff is 0 in
+that dtype, and so is ``P[i, y] - 1`` (found by the property tests: one
+float32 example classified right by a margin of ~20 has loss 1.6e-9, which
+float32 NumPy returns as exactly 0 and the float64 reference keeps).
 """
 
 from __future__ import annotations
@@ -136,6 +142,12 @@ def problem_tolerance(W, X, y, reg, dtype) -> float:
     # First order: |d loss_i| <= 2 delta (1 - P[i, y_i]), |dP_ij| <= 2 delta P_ij (1 - P_ij).
     loss_err = 2 * delta * float(np.mean(1 - P[rows, y]))
     grad_err = 2 * delta * float((np.abs(X).T @ (P * (1 - P))).max(initial=0.0)) / N
+    # Rounding the softmax itself: each P_ij is within (C + 2) u of itself
+    # relatively, so log(sum exp) is off by up to C u absolutely, and P - Y for
+    # a confidently right example (P_iy ~ 1) loses all of 1 - P_iy.
+    C = W.shape[1]
+    loss_err += C * u
+    grad_err += (C + 2) * u * float((np.abs(X).T @ P).max(initial=0.0)) / N
     extra = max(loss_err / loss if loss > 0 else loss_err, grad_err / grad_scale if grad_scale > 0 else grad_err)
     return tolerance(dtype) + extra
 
