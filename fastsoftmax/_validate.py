@@ -17,7 +17,13 @@ What this module deliberately does *not* do:
   largest array.  :func:`check_result` detects a non-finite result after the
   kernel ran and only then looks for the culprit, so the error still names it.
 
-``W`` is small (D x C), so it is checked for non-finite values up front.
+``W`` is small (D x C), so it is checked for non-finite values up front, and
+it is handed to kernels in one canonical form: C-contiguous and writable
+(copied when it is not; the copy costs microseconds).  Numba compiles one
+specialization per array type it sees (layout C/F/A times read-only or not);
+each takes ~10 s to compile, so canonicalizing W keeps a user's first call
+with a transposed or memory-mapped W, and a fresh test run, from paying for
+up to five extra compilations per dtype.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ class Problem(NamedTuple):
 
     Attributes
     ----------
-    W : ndarray, shape (D, C), dtype float32 or float64
+    W : ndarray, shape (D, C), dtype float32 or float64, C-contiguous, writable
     X : ndarray, shape (N, D), same dtype as ``W`` (any memory layout)
     y : ndarray, shape (N,), dtype intp, C-contiguous, values in [0, C)
     reg : float, finite and >= 0
@@ -51,7 +57,8 @@ class Problem(NamedTuple):
 def _float_kind(name, a):
     """Raise TypeError unless ``a``'s dtype is a real number type we can use."""
     dt = a.dtype
-    if dt == np.bool_ or not (np.issubdtype(dt, np.floating) or np.issubdtype(dt, np.integer)):
+    # By kind, not issubdtype: NumPy counts timedelta64 as an integer type.
+    if dt.kind not in "fiu":
         raise TypeError(
             f"{name} must be an array of real numbers (float32 or float64; integers are "
             f"cast to float64), got dtype {dt}"
@@ -80,8 +87,11 @@ def _as_array(name, a):
         return a
     try:
         return np.asarray(a)
-    except Exception as exc:  # ragged lists and the like
-        raise TypeError(f"{name} must be array-like, got {type(a).__name__}: {exc}") from exc
+    except Exception as exc:  # ragged lists and the like; NumPy's words are in the chain
+        raise TypeError(
+            f"{name} must be array-like (a rectangular nested sequence of numbers), "
+            f"got a {type(a).__name__} NumPy cannot turn into an array"
+        ) from exc
 
 
 def prepare(W, X, y, reg) -> Problem:
@@ -139,7 +149,7 @@ def prepare(W, X, y, reg) -> Problem:
     if N == 0:
         raise ValueError("X has no rows (N == 0): the loss is a mean over examples and needs N >= 1")
 
-    if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
+    if y.dtype.kind not in "iu":  # not bool, not timedelta64 (an "integer" to NumPy)
         raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
 
     if isinstance(reg, (bool, np.bool_)) or not isinstance(reg, numbers.Real):
@@ -154,8 +164,11 @@ def prepare(W, X, y, reg) -> Problem:
         raise ValueError(f"y must hold labels in [0, C) = [0, {C}), found label {bad}")
 
     dtype = working_dtype(W.dtype, X.dtype)
-    # W is small: cast (which copies only when the dtype differs) and check it.
+    # W is small: cast it, and copy it into one canonical form (C-contiguous,
+    # writable) unless it already is; then check it.
     W = W.astype(dtype, copy=False)
+    if not (W.flags.c_contiguous and W.flags.writeable):
+        W = np.array(W, dtype=dtype, order="C", copy=True)
     if not np.isfinite(W).all():
         raise ValueError("W contains NaN or inf; weights must be finite")
     # X is large: a cast only when it must, never a layout change here.

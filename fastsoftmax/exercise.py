@@ -40,7 +40,7 @@ def _timed(f, repeat, warm_up=True):
 
 
 def _load(data, num_training, num_validation, seed):
-    from .data import get_cifar10_data, make_spiral
+    from .data import make_spiral
 
     if data is None:
         X, y = make_spiral(seed=seed)

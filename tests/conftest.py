@@ -6,7 +6,8 @@ missing backend, such as a Cython extension that silently failed to build,
 fails the run instead.
 """
 
-import numpy as np
+import os
+
 import pytest
 
 from fastsoftmax import backends
@@ -28,6 +29,32 @@ def fast_backend(request):
 def reference():
     """The reference implementation's public ``softmax_loss``."""
     return backends.get("python")
+
+
+# --- hypothesis profiles -------------------------------------------------
+# "default" keeps the property tests inside the normal suite's time budget;
+# "thorough" is the long run on demand:
+#     HYPOTHESIS_PROFILE=thorough pytest tests/test_properties.py
+#     pytest tests/test_properties.py --hypothesis-profile=thorough
+# Deadlines are off in both: the first call of a numba kernel compiles it, and
+# a shared CI machine makes per-example wall time meaningless.  The example
+# database stays on (in .hypothesis/, git-ignored) so a failure found once is
+# replayed first on the next run.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "default",
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=5000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 # --- training tests (tests/test_data.py, test_classifier.py, test_gradcheck.py, test_tuning.py) ---

@@ -8,10 +8,6 @@ All are checked against the python reference with the documented tolerances
 (:func:`fastsoftmax.testing.compare`).
 """
 
-import os
-import subprocess
-import sys
-import threading
 import tracemalloc
 
 import numpy as np
@@ -104,62 +100,6 @@ def test_same_thread_count_is_bit_identical(name, dtype):
             again = f(W, X, y, 0.1)
             assert again[0] == first[0]
             np.testing.assert_array_equal(again[1], first[1])
-
-
-@pytest.mark.parametrize("name", COMPILED)
-def test_concurrent_python_threads_get_serial_results(name):
-    """Eight Python threads call at once (each with 2 kernel threads), on different inputs."""
-    f = load_backend(name)
-    rng = np.random.default_rng(24)
-    problems = [random_problem(rng, 200 + 37 * k, 50, 10, dtype=[np.float64, np.float32][k % 2]) for k in range(8)]
-    with fastsoftmax.threads(2):
-        expected = [f(W, X, y, 0.2) for W, X, y in problems]
-    barrier = threading.Barrier(len(problems))
-    results, errors = [None] * len(problems), []
-
-    def work(k):
-        try:
-            barrier.wait()
-            with fastsoftmax.threads(2):
-                results[k] = [f(*problems[k], 0.2) for _ in range(5)]
-        except BaseException as exc:  # reported below, in the main thread
-            errors.append(exc)
-
-    workers = [threading.Thread(target=work, args=(k,)) for k in range(len(problems))]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    assert not errors, errors
-    for k, runs in enumerate(results):
-        for loss, dW in runs:
-            assert loss == expected[k][0]
-            np.testing.assert_array_equal(dW, expected[k][1])
-
-
-def test_numba_workqueue_layer_is_serialised_not_aborted(tmp_path):
-    """Under Numba's thread-unsafe 'workqueue' layer, concurrent calls must not abort."""
-    load_backend("numba")
-    code = (
-        "import threading, numpy as np, fastsoftmax, numba\n"
-        "from fastsoftmax import backends\n"
-        "from fastsoftmax.testing import random_problem\n"
-        "import fastsoftmax.backends._common as common; common.MIN_WORK_PER_THREAD = 1\n"
-        "f = backends.get('numba')\n"
-        "W, X, y = random_problem(np.random.default_rng(0), 400, 60, 10)\n"
-        "ref = f(W, X, y, 0.1)\n"
-        "out = []\n"
-        "def work():\n"
-        "    for _ in range(20):\n"
-        "        out.append(f(W, X, y, 0.1)[0] == ref[0])\n"
-        "ts = [threading.Thread(target=work) for _ in range(6)]\n"
-        "[t.start() for t in ts]; [t.join() for t in ts]\n"
-        "print(numba.threading_layer(), all(out), len(out))\n"
-    )
-    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue", FASTSOFTMAX_NUM_THREADS="2")
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["workqueue", "True", "120"]
 
 
 def test_small_problems_run_on_one_thread(monkeypatch):

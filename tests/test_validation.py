@@ -2,15 +2,21 @@
 
 ``BAD_INPUTS`` is the table the README's "Bad input" section documents: one
 row per kind of mistake, with the exception type and the words its message
-must contain.  Each row runs against every backend.
+must contain.  Each row runs against every backend.  The README's table is
+generated from it (``python tests/test_validation.py`` rewrites it), and a
+test fails if the two differ, so the documentation cannot drift.
 """
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pytest
 
-import fastsoftmax
 from fastsoftmax import backends
-
 from fastsoftmax.testing import random_problem
 
 
@@ -32,57 +38,153 @@ def with_(**changes):
     return build
 
 
-def _nan_at(name, value):
+def _set(name, value, dtype=None):
+    """A change: argument ``name`` (cast to ``dtype`` if given) with one entry set to ``value``."""
+
     def change(args):
-        a = args[name].copy()
+        a = args[name].astype(dtype or args[name].dtype)
         a[1, 1] = value
         return a
 
     return change
 
 
-# (id, builder, exception, message must match)
+def _cast(name, dtype):
+    return lambda args: args[name].astype(dtype)
+
+
+class Bad(NamedTuple):
+    """One row of the bad-input table: a mistake, and what every backend must raise for it."""
+
+    id: str
+    what: str  # the mistake, in words, for the README
+    build: Callable  # () -> (W, X, y, reg)
+    exc: type
+    match: str  # a regex the message must contain
+
+
+F32 = np.float32
+
+#: The table the README's "Bad input" section is generated from (see ``main``).
 BAD_INPUTS = [
-    ("W-1d", with_(W=lambda a: a["W"][:, 0]), ValueError, r"W must be 2-D"),
-    ("X-3d", with_(X=lambda a: a["X"][None]), ValueError, r"X must be 2-D"),
-    ("y-2d", with_(y=lambda a: a["y"][:, None]), ValueError, r"y must be 1-D"),
-    ("W-X-mismatch", with_(W=lambda a: a["W"][:-1]), ValueError, r"W has 3 rows but X has 4 columns"),
-    ("y-X-mismatch", with_(y=lambda a: a["y"][:-1]), ValueError, r"y has 5 labels but X has 6 rows"),
-    ("N-zero", with_(X=lambda a: a["X"][:0], y=lambda a: a["y"][:0]), ValueError, r"N == 0"),
-    ("C-zero", with_(W=lambda a: a["W"][:, :0]), ValueError, r"at least one column"),
-    ("label-too-big", with_(y=np.array([0, 1, 2, 3, 0, 1])), ValueError, r"labels in \[0, C\) = \[0, 3\), found label 3"),
-    ("label-negative", with_(y=np.array([0, 1, -1, 2, 0, 1])), ValueError, r"found label -1"),
-    ("label-float", with_(y=np.array([0.0, 1, 2, 0, 1, 2])), TypeError, r"y must hold integer class labels"),
-    ("label-bool", with_(y=np.array([True, False] * 3)), TypeError, r"y must hold integer class labels"),
-    ("reg-negative", with_(reg=-1.0), ValueError, r"reg must be a finite number >= 0"),
-    ("reg-nan", with_(reg=float("nan")), ValueError, r"reg must be a finite number >= 0"),
-    ("reg-inf", with_(reg=float("inf")), ValueError, r"reg must be a finite number >= 0"),
-    ("reg-string", with_(reg="0.1"), TypeError, r"reg must be a real number"),
-    ("reg-array", with_(reg=np.array([0.1, 0.2])), TypeError, r"reg must be a real number"),
-    ("W-nan", with_(W=_nan_at("W", np.nan)), ValueError, r"W contains NaN or inf"),
-    ("W-inf", with_(W=_nan_at("W", np.inf)), ValueError, r"W contains NaN or inf"),
-    ("X-nan", with_(X=_nan_at("X", np.nan)), ValueError, r"X contains NaN or inf"),
-    ("X-inf", with_(X=_nan_at("X", -np.inf)), ValueError, r"X contains NaN or inf"),
-    ("W-complex", with_(W=lambda a: a["W"].astype(complex)), TypeError, r"W must be an array of real numbers"),
-    ("X-complex", with_(X=lambda a: a["X"].astype(complex)), TypeError, r"X must be an array of real numbers"),
-    ("X-object", with_(X=lambda a: a["X"].astype(object)), TypeError, r"X must be an array of real numbers"),
-    ("X-bool", with_(X=lambda a: a["X"] > 0), TypeError, r"X must be an array of real numbers"),
-    ("X-string", with_(X=lambda a: a["X"].astype(str)), TypeError, r"X must be an array of real numbers"),
-    ("X-longdouble", with_(X=lambda a: a["X"].astype(np.longdouble)), TypeError, r"cannot be cast to float64"),
-    ("X-ragged", with_(X=[[1.0, 2.0], [3.0]]), TypeError, r"X must be array-like"),
+    # shapes
+    Bad("W-1d", "W is 1-D", with_(W=lambda a: a["W"][:, 0]), ValueError, r"W must be 2-D"),
+    Bad("W-3d", "W is 3-D", with_(W=lambda a: a["W"][None]), ValueError, r"W must be 2-D"),
+    Bad("X-1d", "X is 1-D (one example without the batch axis)", with_(X=lambda a: a["X"][0]), ValueError, r"X must be 2-D"),
+    Bad("X-3d", "X is 3-D (images not flattened)", with_(X=lambda a: a["X"][None]), ValueError, r"X must be 2-D"),
+    Bad("X-none", "X is None", with_(X=None), ValueError, r"X must be 2-D"),
+    Bad("y-2d", "y is a column (N, 1)", with_(y=lambda a: a["y"][:, None]), ValueError, r"y must be 1-D"),
+    Bad("y-scalar", "y is a scalar", with_(y=3), ValueError, r"y must be 1-D"),
+    Bad("W-X-mismatch", "W has the wrong number of rows for X", with_(W=lambda a: a["W"][:-1]), ValueError, r"W has 3 rows but X has 4 columns"),
+    Bad("W-transposed", "W passed as (C, D)", with_(W=lambda a: a["W"].T), ValueError, r"W has 3 rows but X has 4 columns"),
+    Bad("y-X-mismatch", "y has the wrong length", with_(y=lambda a: a["y"][:-1]), ValueError, r"y has 5 labels but X has 6 rows"),
+    Bad("N-zero", "empty batch, N == 0", with_(X=lambda a: a["X"][:0], y=lambda a: a["y"][:0]), ValueError, r"N == 0"),
+    Bad("C-zero", "no classes, C == 0", with_(W=lambda a: a["W"][:, :0]), ValueError, r"at least one column"),
+    # labels
+    Bad("label-too-big", "a label >= C", with_(y=np.array([0, 1, 2, 3, 0, 1])), ValueError, r"labels in \[0, C\) = \[0, 3\), found label 3"),
+    Bad("label-huge-uint64", "a huge uint64 label", with_(y=np.array([0, 1, 2**64 - 1, 0, 1, 2], dtype=np.uint64)), ValueError, r"found label 18446744073709551615"),
+    Bad("label-negative", "a negative label", with_(y=np.array([0, 1, -1, 2, 0, 1])), ValueError, r"found label -1"),
+    Bad("label-float", "float labels (even integral ones)", with_(y=np.array([0.0, 1, 2, 0, 1, 2])), TypeError, r"y must hold integer class labels"),
+    Bad("label-bool", "bool labels", with_(y=np.array([True, False] * 3)), TypeError, r"y must hold integer class labels"),
+    Bad("label-string", "string labels", with_(y=np.array(list("abcabc"))), TypeError, r"y must hold integer class labels"),
+    Bad("label-object", "labels in an object array", with_(y=np.array([0, 1, 2, 0, 1, 2], dtype=object)), TypeError, r"y must hold integer class labels"),
+    Bad("label-complex", "complex labels", with_(y=np.arange(6) % 3 + 0j), TypeError, r"y must hold integer class labels"),
+    Bad("label-timedelta", "timedelta64 labels", with_(y=lambda a: a["y"].astype("timedelta64[s]")), TypeError, r"y must hold integer class labels"),
+    Bad("label-ragged", "labels that are not a flat sequence", with_(y=[[0], [1, 2]]), TypeError, r"y must be array-like"),
+    # reg
+    Bad("reg-negative", "negative reg", with_(reg=-1.0), ValueError, r"reg must be a finite number >= 0"),
+    Bad("reg-nan", "NaN reg", with_(reg=float("nan")), ValueError, r"reg must be a finite number >= 0"),
+    Bad("reg-inf", "infinite reg", with_(reg=float("inf")), ValueError, r"reg must be a finite number >= 0"),
+    Bad("reg-string", "reg as a string", with_(reg="0.1"), TypeError, r"reg must be a real number"),
+    Bad("reg-none", "reg is None", with_(reg=None), TypeError, r"reg must be a real number"),
+    Bad("reg-bool", "reg is a bool", with_(reg=True), TypeError, r"reg must be a real number"),
+    Bad("reg-complex", "complex reg", with_(reg=0.1 + 0j), TypeError, r"reg must be a real number"),
+    Bad("reg-array", "reg is an array", with_(reg=np.array([0.1, 0.2])), TypeError, r"reg must be a real number"),
+    # non-finite values
+    Bad("W-nan", "NaN in W (float64)", with_(W=_set("W", np.nan)), ValueError, r"W contains NaN or inf"),
+    Bad("W-inf", "inf in W (float64)", with_(W=_set("W", np.inf)), ValueError, r"W contains NaN or inf"),
+    Bad("W-nan-f32", "NaN in W (float32)", with_(W=_set("W", np.nan, F32), X=_cast("X", F32)), ValueError, r"W contains NaN or inf"),
+    Bad("W-inf-f32", "-inf in W (float32)", with_(W=_set("W", -np.inf, F32), X=_cast("X", F32)), ValueError, r"W contains NaN or inf"),
+    Bad("X-nan", "NaN in X (float64)", with_(X=_set("X", np.nan)), ValueError, r"X contains NaN or inf"),
+    Bad("X-inf", "-inf in X (float64)", with_(X=_set("X", -np.inf)), ValueError, r"X contains NaN or inf"),
+    Bad("X-nan-f32", "NaN in X (float32)", with_(W=_cast("W", F32), X=_set("X", np.nan, F32)), ValueError, r"X contains NaN or inf"),
+    Bad("X-inf-f32", "inf in X (float32)", with_(W=_cast("W", F32), X=_set("X", np.inf, F32)), ValueError, r"X contains NaN or inf"),
+    Bad("X-inf-mixed", "inf in a float32 X with float64 W", with_(X=_set("X", np.inf, F32)), ValueError, r"X contains NaN or inf"),
+    # dtypes
+    Bad("W-complex", "complex W", with_(W=_cast("W", complex)), TypeError, r"W must be an array of real numbers"),
+    Bad("X-complex", "complex X", with_(X=_cast("X", complex)), TypeError, r"X must be an array of real numbers"),
+    Bad("X-complex64", "complex64 X", with_(X=_cast("X", np.complex64)), TypeError, r"X must be an array of real numbers"),
+    Bad("W-object", "W as an object array", with_(W=_cast("W", object)), TypeError, r"W must be an array of real numbers"),
+    Bad("X-object", "X as an object array", with_(X=_cast("X", object)), TypeError, r"X must be an array of real numbers"),
+    Bad("W-bool", "bool W", with_(W=lambda a: a["W"] > 0), TypeError, r"W must be an array of real numbers"),
+    Bad("X-bool", "bool X", with_(X=lambda a: a["X"] > 0), TypeError, r"X must be an array of real numbers"),
+    Bad("W-string", "W of strings", with_(W=_cast("W", str)), TypeError, r"W must be an array of real numbers"),
+    Bad("X-string", "X of strings", with_(X=_cast("X", str)), TypeError, r"X must be an array of real numbers"),
+    Bad("X-bytes", "X of bytes", with_(X=_cast("X", "S8")), TypeError, r"X must be an array of real numbers"),
+    Bad("X-datetime", "X of datetime64", with_(X=lambda a: a["X"].astype(np.int64).astype("datetime64[s]")), TypeError, r"X must be an array of real numbers"),
+    Bad("X-timedelta", "X of timedelta64", with_(X=lambda a: a["X"].astype(np.int64).astype("timedelta64[s]")), TypeError, r"X must be an array of real numbers"),
+    Bad("X-void", "X of raw bytes (void)", with_(X=lambda a: np.zeros(a["X"].shape, dtype="V8")), TypeError, r"X must be an array of real numbers"),
+    Bad("X-structured", "X as a structured array", with_(X=lambda a: np.zeros(a["X"].shape, dtype=[("a", "f8")])), TypeError, r"X must be an array of real numbers"),
+    Bad("W-longdouble", "long double W", with_(W=_cast("W", np.longdouble)), TypeError, r"cannot be cast to float64"),
+    Bad("X-longdouble", "long double X", with_(X=_cast("X", np.longdouble)), TypeError, r"cannot be cast to float64"),
+    Bad("X-ragged", "X a ragged nested list", with_(X=[[1.0, 2.0], [3.0]]), TypeError, r"X must be array-like"),
+    Bad("W-ragged", "W a ragged nested list", with_(W=[[1.0, 2.0], [3.0]]), TypeError, r"W must be array-like"),
 ]
 
 
-@pytest.mark.parametrize("build, exc, match", [r[1:] for r in BAD_INPUTS], ids=[r[0] for r in BAD_INPUTS])
-def test_bad_input(backend, build, exc, match):
+def raised(row, f):
+    """Call ``f`` on ``row``'s inputs; return the exception it raised (or fail)."""
+    W, X, y, reg = row.build()
+    with pytest.raises(row.exc, match=row.match) as info:
+        f(W, X, y, reg)
+    return info.value
+
+
+def _cell(text):
+    return str(text).replace("|", r"\|")
+
+
+def bad_input_table():
+    """The README's bad-input table, in Markdown, from running every row."""
+    lines = ["| bad input | exception | message (for a 6 x 4 X, 3 classes) |", "|---|---|---|"]
+    for row in BAD_INPUTS:
+        exc = raised(row, backends.get("numpy"))
+        lines.append(f"| {_cell(row.what)} | `{type(exc).__name__}` | {_cell(exc)} |")
+    return "\n".join(lines) + "\n"
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BEGIN = "<!-- bad-input table: generated by `python tests/test_validation.py`, do not edit -->\n"
+END = "<!-- end of bad-input table -->\n"
+
+
+def readme_table():
+    text = README.read_text()
+    if BEGIN not in text or END not in text:
+        return text, None
+    return text, text[text.index(BEGIN) + len(BEGIN) : text.index(END)]
+
+
+@pytest.mark.parametrize("row", BAD_INPUTS, ids=[r.id for r in BAD_INPUTS])
+def test_bad_input(backend, row):
     name, f = backend
-    W, X, y, reg = build()
+    W, X, y, reg = row.build()
     snapshot = [np.array(a, dtype=object, copy=True) if not isinstance(a, np.ndarray) else a.copy() for a in (W, X, y)]
-    with pytest.raises(exc, match=match):
+    with pytest.raises(row.exc, match=row.match):
         f(W, X, y, reg)
     for before, after in zip(snapshot, (W, X, y)):
         if isinstance(after, np.ndarray):
             np.testing.assert_array_equal(before, after)
+
+
+def test_every_backend_gives_the_documented_message():
+    """The README's table is exactly what each backend raises: it cannot drift from the code."""
+    _, documented = readme_table()
+    assert documented is not None, "README.md lacks the bad-input table; run `python tests/test_validation.py`"
+    assert documented == bad_input_table(), "README's bad-input table is stale; run `python tests/test_validation.py`"
+    for row in BAD_INPUTS:
+        messages = {name: str(raised(row, backends.get(name))) for name in backends.available()}
+        assert len(set(messages.values())) == 1, (row.id, messages)
 
 
 def test_overflow_is_reported_not_returned(backend):
@@ -108,3 +210,22 @@ def test_unavailable_backend_says_why(monkeypatch):
     assert "ghost" in backends.unavailable()
     assert "ghost" not in backends.available()
     backends._errors.pop("ghost")
+
+
+def main():
+    """Rewrite the README's bad-input table from :data:`BAD_INPUTS` (atomically)."""
+    text, old = readme_table()
+    table = bad_input_table()
+    if old is None:
+        sys.exit(f"{README} has no bad-input markers; add\n{BEGIN}{END}where the table belongs")
+    new = text.replace(BEGIN + old + END, BEGIN + table + END)
+    fd, tmp = tempfile.mkstemp(dir=README.parent, prefix=".README.", suffix=".md")
+    with os.fdopen(fd, "w") as out:
+        out.write(new)
+    os.chmod(tmp, README.stat().st_mode & 0o777)
+    os.replace(tmp, README)
+    print(f"wrote {len(BAD_INPUTS)} rows to {README}")
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,7 @@ validator and differ only in their kernel.
 
 Backends load lazily, on first use, as in opt_einsum: ``import fastsoftmax``
 imports neither Numba nor the compiled extension.  A backend whose import
-fails is recorded with the reason and reported by :func:`unavailable` and by
+fails, with any exception, is recorded with the reason and reported by :func:`unavailable` and by
 the error :func:`get` raises; it never breaks the package.
 
 Which backend is fastest is decided in one place, :data:`RANKINGS`, one
@@ -25,7 +25,6 @@ with the ``FASTSOFTMAX_BACKEND`` environment variable or :func:`set_backend`.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import os
 
@@ -109,7 +108,7 @@ def _try_load(name):
         return None
     try:
         module = importlib.import_module(BACKENDS[name])
-    except ImportError as exc:
+    except Exception as exc:  # not only ImportError: e.g. Numba's RuntimeError when it cannot cache
         hint = " (build the extension with `pip install .`)" if name == "cython" else ""
         _errors[name] = f"{type(exc).__name__}: {exc}{hint}"
         return None
