@@ -37,6 +37,7 @@ the minibatch rows are fetched.
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import mmap
 import os
@@ -133,7 +134,9 @@ def _align(W, X, y):
             y = np.asarray(y)
         if y.ndim != 1 or y.shape[0] != N:
             raise ValueError(f"y must have shape (N,) = ({N},) to match X's rows, got shape {y.shape}")
-        y = da.from_array(y, chunks=(X.chunks[0],))
+        # Labels are small: in the graph, where Dask can recompute them after a
+        # worker is lost (scattered data could not be).
+        y = from_array(y, chunks=X.chunks[0], scatter=False)
     else:
         if y.ndim != 1:
             raise ValueError(f"y must be 1-D with shape (N,), got {y.ndim}-D array of shape {y.shape}")
@@ -205,13 +208,24 @@ def softmax_loss(W, X, y, reg, *, backend=None, split_every=SPLIT_EVERY, compute
 
     W_key = dask.delayed(W, pure=True)  # one key: W is shipped once per call
     partial = dask.delayed(_partial_sums, pure=True)
-    parts = [
-        partial(xb, yb, W_key, name)
-        for xb, yb, n in zip(X.to_delayed().ravel(), y.to_delayed().ravel(), X.chunks[0])
-        if n > 0
-    ]
+    # optimize_graph=False keeps the Futures of scattered chunks in the graph,
+    # so a lazy result (compute=False) holds them alive on its own.
+    X_blocks = X.to_delayed(optimize_graph=False).ravel()
+    y_blocks = y.to_delayed(optimize_graph=False).ravel()
+    parts = [partial(xb, yb, W_key, name) for xb, yb, n in zip(X_blocks, y_blocks, X.chunks[0]) if n > 0]
     result = dask.delayed(_finish, pure=True)(_tree_sum(parts, split_every), W_key, reg)
-    return result.compute() if compute else result
+    if not compute:
+        return result
+    try:
+        return result.compute()
+    except concurrent.futures.CancelledError as exc:  # distributed's FutureCancelledError
+        raise RuntimeError(
+            f"the computation was cancelled ({exc}); if a worker died holding chunks that "
+            "were scattered to it (from_array of an in-memory array under a distributed "
+            "client), those chunks are lost and cannot be recomputed: load X from files "
+            "(from_npy, from_array of a memmap) or pass scatter=False so Dask can recompute "
+            "them on another worker"
+        ) from exc
 
 
 # ----------------------------------------------------------------------------
@@ -288,12 +302,12 @@ def _row_chunks(shape, dtype, chunks):
                 f"explicit row chunks must be sizes >= 0 that add up to N = {shape[0]}, got {chunks}"
             )
         rows = tuple(int(c) for c in chunks)
-    else:
-        rows = chunk_rows(shape, dtype, chunks)
-    return (rows,) + tuple(shape[1:])
+        return (rows,) + tuple(shape[1:])
+    rows = chunk_rows(shape, dtype, chunks)
+    return da.core.normalize_chunks((rows,) + tuple(shape[1:]), tuple(shape))
 
 
-def from_array(a, chunks="auto"):
+def from_array(a, chunks="auto", *, scatter=None):
     """A row-chunked Dask array of ``a``, without reading file-backed data whole.
 
     Parameters
@@ -306,12 +320,18 @@ def from_array(a, chunks="auto"):
     chunks : int, str, "auto" or tuple of int
         Rows per chunk, bytes per chunk (``"64MiB"``), ``"auto"`` (Dask's
         ``array.chunk-size``), or explicit row-chunk sizes adding up to N.
+    scatter : bool, optional
+        For an in-memory array: send its chunks to the workers of the
+        current ``distributed`` client now, once, instead of embedding the
+        data in every graph built from it.  Default: scatter when a
+        distributed client is active.  Scattered chunks live only on their
+        worker: if it dies they are lost (computations on them fail with a
+        clear error), whereas embedded or file-backed chunks are recomputed.
 
     Returns
     -------
     dask.array.Array, shape (N, ...)
-        Chunked along axis 0 only.  An in-memory array lives in the graph, so
-        on a cluster call ``.persist()`` once before computing on it many times.
+        Chunked along axis 0 only.
 
     Raises
     ------
@@ -336,7 +356,31 @@ def from_array(a, chunks="auto"):
     a = np.asarray(a)
     if a.ndim == 0:
         raise ValueError("a must have at least one dimension (rows), got a 0-d array")
-    return da.from_array(a, chunks=_row_chunks(a.shape, a.dtype, chunks))
+    row_chunks = _row_chunks(a.shape, a.dtype, chunks)
+    client = _current_client() if scatter is None or scatter else None
+    if scatter and client is None:
+        raise ValueError("scatter=True needs a distributed Client; create one first")
+    if client is None:
+        return da.from_array(a, chunks=row_chunks)
+    bounds = np.cumsum((0,) + row_chunks[0])
+    pieces = [a[start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
+    # hash=False: fresh keys, so two arrays of equal data never share (and
+    # release) each other's chunks.
+    futures = client.scatter(pieces, hash=False)
+    blocks = [da.from_delayed(f, shape=p.shape, dtype=a.dtype) for f, p in zip(futures, pieces)]
+    return da.concatenate(blocks, axis=0)
+
+
+def _current_client():
+    """The active ``distributed`` client, or None (also when distributed is not installed)."""
+    try:
+        from distributed import default_client
+    except ImportError:
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None
 
 
 def _stat(filename):

@@ -6,6 +6,7 @@ scheduler while it is up.  Functions defined here are shipped to the workers
 by value (they cannot import this test module).
 """
 
+import concurrent.futures
 import os
 import signal
 import sys
@@ -151,6 +152,13 @@ def test_no_chunk_of_X_travels_to_the_client(client):
     assert 0 < moved < chunk_bytes, f"{moved} bytes left the workers; one chunk of X is {chunk_bytes}"
 
 
+def test_lazy_result_keeps_scattered_chunks_alive(client):
+    W, X, y = problem()
+    lazy = fd.softmax_loss(W, fd.from_array(X, chunks=10), y, 0.2, compute=False)
+    # The temporary Dask array (and its Futures) is gone; the graph holds them.
+    assert_agrees(client.compute(lazy, sync=True), fastsoftmax.softmax_loss(W, X, y, 0.2), np.float64)
+
+
 def test_W_is_in_the_graph_once(client):
     n_chunks, d, c = 20, 256, 64
     X = da.random.default_rng(0).standard_normal((n_chunks * 4, d), chunks=(4, d))
@@ -173,33 +181,61 @@ def _slow(block):
     return block
 
 
-def _running_on(client, address):
-    """Keys the scheduler says are executing on the worker at ``address``."""
+def _busy_workers(client):
+    """Addresses of the workers the scheduler has a slow task running on."""
 
-    def executing(dask_scheduler, address=address):
-        return [ts.key for ts in dask_scheduler.workers[address].processing]
+    def busy(dask_scheduler):
+        return [
+            address
+            for address, ws in dask_scheduler.workers.items()
+            if any("slow" in str(ts.key) for ts in ws.processing)
+        ]
 
-    return client.run_on_scheduler(executing)
+    return client.run_on_scheduler(busy)
+
+
+def _kill_a_busy_worker(client):
+    """SIGKILL one worker process while it runs a slow task; return its pid."""
+    pids = client.run(os.getpid)
+    deadline = time.monotonic() + 30
+    while not (busy := _busy_workers(client)):
+        assert time.monotonic() < deadline, "no slow task started on any worker"
+        time.sleep(0.05)
+    time.sleep(0.1)  # well inside the task's 0.4 s
+    os.kill(pids[busy[0]], signal.SIGKILL)
+    return pids[busy[0]]
+
+
+def _wait_for_restart(client, pid):
+    client.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next tests
+    assert pid not in client.run(os.getpid).values(), "the worker was not killed"
 
 
 def test_worker_killed_mid_computation_gives_right_answer(client):
+    # Chunks Dask can recompute (here from the graph; from_npy works alike)
+    # are redone on a surviving worker: the same answer.
     W, X, y = problem(n=120)
     reference = fastsoftmax.softmax_loss(W, X, y, 0.05)
-    Xd = fd.from_array(X, chunks=10).map_blocks(_slow, dtype=X.dtype)
+    Xd = fd.from_array(X, chunks=10, scatter=False).map_blocks(_slow, dtype=X.dtype)
     future = client.compute(fd.softmax_loss(W, Xd, y, 0.05, compute=False))
-
-    pids = client.run(os.getpid)
-    victim = sorted(pids)[0]
-    deadline = time.monotonic() + 30
-    while not any("slow" in str(k) for k in _running_on(client, victim)):
-        assert time.monotonic() < deadline, "no task started on the victim worker"
-        time.sleep(0.05)
-    os.kill(pids[victim], signal.SIGKILL)
-
+    pid = _kill_a_busy_worker(client)
     result = future.result(timeout=90)
     assert_agrees(result, reference, np.float64)
-    client.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next tests
-    assert pids[victim] not in client.run(os.getpid).values(), "the worker was not killed"
+    _wait_for_restart(client, pid)
+
+
+def test_worker_killed_holding_scattered_chunks_fails_clearly(client):
+    # Scattered chunks exist only on their worker: losing it must be an
+    # error that says so, never a sum over the surviving chunks.
+    W, X, y = problem(n=120)
+    Xd = fd.from_array(X, chunks=10).map_blocks(_slow, dtype=X.dtype)
+    assert Xd.chunks[0] == (10,) * 12  # scattered: the client is active
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        call = pool.submit(fd.softmax_loss, W, Xd, y, 0.05)
+        pid = _kill_a_busy_worker(client)
+        with pytest.raises(RuntimeError, match="cannot be recomputed: load X from files"):
+            call.result(timeout=90)
+    _wait_for_restart(client, pid)
 
 
 # ----------------------------------------------------------------------------
@@ -295,3 +331,13 @@ def test_chunk_specifications():
         fd.from_array(X, chunks=(3, 3))
     with pytest.raises(ValueError, match="at least one dimension"):
         fd.from_array(np.float64(1.0))
+
+
+def test_in_memory_arrays_are_scattered_once_not_embedded(client):
+    W, X, y = problem(n=400, d=64)
+    scattered = fd.from_array(X, chunks=100)
+    embedded = fd.from_array(X, chunks=100, scatter=False)
+    assert len(cloudpickle.dumps(dict(scattered.__dask_graph__()))) < X.nbytes / 10
+    assert len(cloudpickle.dumps(dict(embedded.__dask_graph__()))) > X.nbytes
+    assert scattered.chunks == embedded.chunks == ((100,) * 4, (64,))
+    np.testing.assert_array_equal(scattered.compute(), X)
