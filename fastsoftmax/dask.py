@@ -52,7 +52,7 @@ from . import backends
 from ._validate import prepare
 from .backends._common import finish
 
-__all__ = ["softmax_loss", "from_array", "from_npy", "chunk_rows"]
+__all__ = ["softmax_loss", "take_rows", "from_array", "from_npy", "chunk_rows"]
 
 #: Fan-in of the tree that sums the per-chunk partial results.
 SPLIT_EVERY = 8
@@ -226,6 +226,33 @@ def softmax_loss(W, X, y, reg, *, backend=None, split_every=SPLIT_EVERY, compute
             "(from_npy, from_array of a memmap) or pass scatter=False so Dask can recompute "
             "them on another worker"
         ) from exc
+
+
+def take_rows(X, idx):
+    """Rows ``X[idx]`` of a Dask array, fetched to the client as one NumPy array.
+
+    For minibatches: only the selected rows travel.  Each distinct row is
+    fetched once, in sorted order (what Dask's slicing handles best), and the
+    result is put back in the order of ``idx``, so it equals ``X_in_memory[idx]``
+    exactly, repeats included.
+
+    Parameters
+    ----------
+    X : dask.array.Array, shape (N, ...)
+    idx : array_like of int, shape (B,)
+        Row indices in ``[0, N)``, in any order, repeats allowed.
+
+    Returns
+    -------
+    ndarray, shape (B, ...), dtype of X
+    """
+    idx = np.asarray(idx)
+    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"idx must be a 1-D array of integer row indices, got {idx.dtype} of shape {idx.shape}")
+    if idx.size and (idx.min() < 0 or idx.max() >= X.shape[0]):
+        raise IndexError(f"row indices must be in [0, {X.shape[0]}), got {idx.min()}..{idx.max()}")
+    rows, inverse = np.unique(idx, return_inverse=True)
+    return np.asarray(X[rows].compute())[inverse]
 
 
 # ----------------------------------------------------------------------------
