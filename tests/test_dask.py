@@ -341,3 +341,15 @@ def test_in_memory_arrays_are_scattered_once_not_embedded(client):
     assert len(cloudpickle.dumps(dict(embedded.__dask_graph__()))) > X.nbytes
     assert scattered.chunks == embedded.chunks == ((100,) * 4, (64,))
     np.testing.assert_array_equal(scattered.compute(), X)
+
+
+def test_take_rows_equals_in_memory_indexing(client):
+    X = np.random.default_rng(0).standard_normal((50, 3))
+    Xd = fd.from_array(X, chunks=(1, 20, 29))
+    idx = np.array([49, 3, 3, 0, 21, 20, 49])
+    np.testing.assert_array_equal(fd.take_rows(Xd, idx), X[idx])
+    assert fd.take_rows(Xd, np.array([], dtype=int)).shape == (0, 3)
+    with pytest.raises(IndexError, match=r"row indices must be in \[0, 50\)"):
+        fd.take_rows(Xd, np.array([50]))
+    with pytest.raises(ValueError, match="1-D array of integer row indices"):
+        fd.take_rows(Xd, np.array([1.0]))
