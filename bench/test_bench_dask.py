@@ -31,7 +31,7 @@ from fastsoftmax import dask as fd  # noqa: E402
 from fastsoftmax.cases import CASES, QUICK_CASES  # noqa: E402
 from fastsoftmax.testing import compare  # noqa: E402
 
-#: Row-chunk counts timed per case: one chunk (pure overhead) and one per core and then some.
+#: Row-chunk counts timed per case: one chunk (pure overhead), two per worker, eight per worker.
 CHUNK_COUNTS = (1, 4, 16)
 
 
@@ -41,15 +41,8 @@ def _full_run(config):
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-    )
-    client = distributed.Client(cluster)
-    try:
+    with fd.local_client(n_workers=2, threads_per_worker=1) as client:
         yield client
-    finally:
-        client.close()
-        cluster.close()
 
 
 @pytest.fixture(scope="module", params=CASES, ids=lambda case: case.name)

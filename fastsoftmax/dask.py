@@ -33,14 +33,16 @@ row-chunked Dask arrays.  File-backed arrays are never read whole: each chunk
 task maps the file and copies its own rows, and the graph carries only the
 file's name, dtype, shape and offset (workers need the same path).
 
-Training on Dask arrays (:func:`train`) reuses :class:`fastsoftmax.Softmax`'s
-loop; minibatches are drawn with the model's own random generator and only
-the minibatch rows are fetched.
+Training: :meth:`fastsoftmax.Softmax.train` on a Dask array runs its usual
+loop with :func:`minibatches`: the model's own random generator draws the
+same batches as in memory, and only their rows are fetched, several batches
+per round trip to the scheduler.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import math
 import mmap
 import os
@@ -55,7 +57,10 @@ from . import backends
 from ._validate import prepare
 from .backends._common import finish
 
-__all__ = ["softmax_loss", "take_rows", "from_array", "from_npy", "chunk_rows"]
+__all__ = ["softmax_loss", "take_rows", "minibatches", "from_array", "from_npy", "chunk_rows", "local_client"]
+
+#: Bytes of minibatch rows :func:`minibatches` fetches per round trip.
+PREFETCH_BYTES = 64 * 2**20
 
 #: Fan-in of the tree that sums the per-chunk partial results.
 SPLIT_EVERY = 8
@@ -258,6 +263,43 @@ def take_rows(X, idx):
     return np.asarray(X[rows].compute())[inverse]
 
 
+def minibatches(model, X, y, batch_size, num_iters, prefetch_bytes=PREFETCH_BYTES):
+    """The minibatches of ``model.train`` on a Dask ``X``, many per round trip.
+
+    Draws each batch's indices exactly as training in memory does
+    (``model._minibatch_indices``, the model's own random generator, once per
+    iteration and never more than ``num_iters`` times), but fetches the rows
+    of several consecutive batches with one :func:`take_rows`: minibatches
+    do not depend on the weights, so drawing them a little ahead changes
+    nothing but the number of scheduler round trips.
+
+    Parameters
+    ----------
+    model : fastsoftmax.Softmax
+    X : dask.array.Array, shape (N, D)
+    y : ndarray, shape (N,)
+        Labels, on the client.
+    batch_size, num_iters : int
+    prefetch_bytes : int
+        At most this many bytes of rows per fetch (at least one batch).
+
+    Yields
+    ------
+    X_batch : ndarray, shape (batch_size, D)
+    y_batch : ndarray, shape (batch_size,)
+    """
+    row_bytes = max(1, math.prod(X.shape[1:]) * X.dtype.itemsize)
+    per_fetch = max(1, prefetch_bytes // (row_bytes * batch_size))
+    remaining = num_iters
+    while remaining > 0:
+        count = min(per_fetch, remaining)
+        idx = [model._minibatch_indices(len(y), batch_size) for _ in range(count)]
+        rows = take_rows(X, np.concatenate(idx))
+        for i, batch in enumerate(idx):
+            yield rows[i * batch_size : (i + 1) * batch_size], y[batch]
+        remaining -= count
+
+
 # ----------------------------------------------------------------------------
 # Data: NumPy arrays, memmaps and .npy files as row-chunked Dask arrays
 
@@ -458,3 +500,31 @@ def from_npy(path, chunks="auto"):
     if not isinstance(mm, np.memmap):
         raise ValueError(f"{os.fspath(path)!r} is not a .npy array file (np.load returned {type(mm).__name__})")
     return from_array(mm, chunks=chunks)
+
+
+@contextlib.contextmanager
+def local_client(n_workers=2, threads_per_worker=1):
+    """A ``distributed`` client of a fresh ``LocalCluster`` on 127.0.0.1, closed on exit.
+
+    Worker processes (not threads), no dashboard: what the tests and the
+    benchmark run on, and a quick way to try this module on one machine.
+
+    Parameters
+    ----------
+    n_workers, threads_per_worker : int
+
+    Yields
+    ------
+    distributed.Client
+        The default scheduler while the block runs.
+    """
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    ) as cluster, Client(cluster) as client:
+        yield client

@@ -30,19 +30,10 @@ from conftest import load_backend  # noqa: E402
 @pytest.fixture(scope="module")
 def client():
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    cluster = distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-    )
-    client = distributed.Client(cluster)
     try:
-        yield client
+        with fd.local_client(n_workers=2, threads_per_worker=1) as client:
+            yield client
     finally:
-        client.close()
-        cluster.close()
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
