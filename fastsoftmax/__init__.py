@@ -29,7 +29,26 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "threads",
+    "Softmax",
+    "data",
+    "gradcheck",
+    "tuning",
+    "visualize",
 ]
+
+# Training tools load on first use (PEP 562), so that `import fastsoftmax`
+# stays as light as the kernels need: no matplotlib or tqdm until asked for.
+_LAZY_MODULES = {"data", "gradcheck", "tuning", "visualize", "classifier"}
+
+
+def __getattr__(name):
+    import importlib
+
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name == "Softmax":
+        return importlib.import_module(".classifier", __name__).Softmax
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def softmax_loss(W, X, y, reg):

@@ -42,3 +42,38 @@ def fast_backend(request):
 def reference():
     """The reference implementation's public ``softmax_loss``."""
     return backends.get("python")
+
+
+# --- training tests (tests/test_data.py, test_classifier.py, test_gradcheck.py, test_tuning.py) ---
+
+import pathlib  # noqa: E402
+
+#: The real CIFAR-10 subset beside the repository (see ../shared/cifar-10-subset/README).
+CIFAR_SUBSET = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "cifar-10-subset" / "cifar-10-batches-py"
+
+
+@pytest.fixture(scope="session")
+def cifar_root():
+    """Path of the shared CIFAR-10 subset, or skip saying where it was looked for."""
+    if not CIFAR_SUBSET.is_dir():
+        pytest.skip(f"real CIFAR-10 subset not found at {CIFAR_SUBSET} (expected ../shared beside the repository)")
+    return CIFAR_SUBSET
+
+
+@pytest.fixture(scope="session")
+def cifar_splits(cifar_root):
+    """The issue's splits of the subset: 4585 train / 500 val / 500 dev / all 1017 test, float64."""
+    from fastsoftmax.data import get_cifar10_data
+
+    return get_cifar10_data(cifar_root, num_training=4585, num_validation=500, num_test=1017, num_dev=500)
+
+
+@pytest.fixture
+def one_blas_thread():
+    """Run BLAS single-threaded: on a shared, oversubscribed 2-core machine a spinning
+    2-thread OpenBLAS makes the many small products of SGD ~10x slower; results do not
+    depend on it (the training tests compare models within one setting)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
