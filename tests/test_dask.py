@@ -344,3 +344,50 @@ def test_take_rows_equals_in_memory_indexing(client):
         fd.take_rows(Xd, np.array([50]))
     with pytest.raises(ValueError, match="1-D array of integer row indices"):
         fd.take_rows(Xd, np.array([1.0]))
+
+
+# ----------------------------------------------------------------------------
+# Training
+
+
+def test_training_on_a_dask_array_matches_training_in_memory(client, capsys):
+    from fastsoftmax.data import make_spiral
+
+    X, y = make_spiral(n_per_class=100, n_classes=3, seed=0)
+    X = np.c_[X, np.ones(len(X))]  # bias column
+    settings = dict(learning_rate=1.0, reg=1e-3, num_iters=150, batch_size=100, verbose=True)
+    in_memory = fastsoftmax.Softmax(seed=7)
+    history = in_memory.train(X, y, **settings)
+    printed = capsys.readouterr().out
+
+    on_dask = fastsoftmax.Softmax(seed=7)
+    Xd, yd = fd.from_array(X, chunks=(1, 120, 79, 100)), fd.from_array(y, chunks=50)
+    dask_history = on_dask.train(Xd, yd, **settings)
+    assert capsys.readouterr().out == printed  # the same progress report
+    assert "iteration 100 / 150" in printed
+
+    # The same minibatches (same seed, rows fetched in the order drawn): the same model.
+    np.testing.assert_allclose(dask_history, history, rtol=1e-12)
+    np.testing.assert_allclose(on_dask.W, in_memory.W, rtol=1e-12, atol=0)
+    accuracy = in_memory.score(X, y)
+    assert accuracy > 0.45  # the CS231n notes' linear softmax on the spiral: about 0.49
+    assert on_dask.score(Xd, yd) == accuracy
+    assert isinstance(on_dask.predict(Xd), da.Array)  # prediction stays lazy
+    # Exactly num_iters draws: a further train() continues the same random stream.
+    assert on_dask._rng.bit_generator.state == in_memory._rng.bit_generator.state
+
+
+def test_minibatches_fetch_several_per_round_trip_as_drawn_in_memory(client, monkeypatch):
+    X = np.random.default_rng(0).standard_normal((50, 3))
+    y = np.arange(50) % 4
+    fetches = []
+    take_rows = fd.take_rows
+    monkeypatch.setattr(fd, "take_rows", lambda X, idx: fetches.append(len(idx)) or take_rows(X, idx))
+    drawn, expected = fastsoftmax.Softmax(seed=3), fastsoftmax.Softmax(seed=3)
+    # Room for three batches of 5 rows of 3 float64 per fetch: 11 batches in 4 fetches.
+    got = list(fd.minibatches(drawn, fd.from_array(X, chunks=7), y, 5, 11, prefetch_bytes=3 * 5 * 24))
+    assert fetches == [15, 15, 15, 10]
+    assert len(got) == 11
+    for (X_batch, y_batch), (X_want, y_want) in zip(got, (expected._minibatch(X, y, 5) for _ in range(11))):
+        np.testing.assert_array_equal(X_batch, X_want)
+        np.testing.assert_array_equal(y_batch, y_want)
