@@ -9,11 +9,11 @@ means, so multiplying by the chunk's row count gives that chunk's exact
 partial sums ``(loss_sum, grad_sum, n)`` (one rounding, far inside the
 documented tolerance of :mod:`fastsoftmax.testing`).  A tree of
 :func:`dask.delayed` sums with fan-in ``split_every`` combines them on the
-workers, and the client only finishes: divide by N and add the L2 term with
-the same helper the compiled backends use (``backends._common.finish``).  So:
+workers, and a last task finishes: divide by N and add the L2 term with the
+same helper the compiled backends use (``backends._common.finish``).  So:
 
-* no chunk of ``X`` ever travels to the client; only (D, C) partial sums move,
-  and only between workers;
+* no chunk of ``X`` ever travels to the client: (D, C) partial sums move
+  between workers, and only ``(loss, dW)`` reaches the client;
 * ``W`` enters the graph as a single key, so it is shipped once per call and
   fetched by each worker that needs it, never copied into every task;
 * the keys are fresh per call (``pure=False``): a repeated call computes
@@ -31,7 +31,10 @@ client you created (``Client("tcp://scheduler:8786")``), or Dask's threads.
 Data helpers turn NumPy arrays, ``np.memmap`` files and ``.npy`` files into
 row-chunked Dask arrays.  File-backed arrays are never read whole: each chunk
 task maps the file and copies its own rows, and the graph carries only the
-file's name, dtype, shape and offset (workers need the same path).
+file's name, dtype, shape and offset (workers need the same path).  In-memory
+arrays are scattered to the workers once when a distributed client is active
+(not re-sent inside every graph); their chunks cannot be recomputed if their
+worker dies, so that case raises a clear error (file-backed chunks are redone).
 
 Training: :meth:`fastsoftmax.Softmax.train` on a Dask array runs its usual
 loop with :func:`minibatches`: the model's own random generator draws the
