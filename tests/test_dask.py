@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-distributed = pytest.importorskip("distributed", reason="fastsoftmax[dask] is not installed")
+pytest.importorskip("distributed", reason="fastsoftmax[dask] is not installed")
 da = pytest.importorskip("dask.array", reason="fastsoftmax[dask] is not installed")
 
 import cloudpickle  # noqa: E402  (a dependency of distributed)
@@ -23,8 +23,6 @@ import cloudpickle  # noqa: E402  (a dependency of distributed)
 import fastsoftmax  # noqa: E402
 from fastsoftmax import dask as fd  # noqa: E402
 from fastsoftmax.testing import compare, random_problem  # noqa: E402
-
-from conftest import load_backend  # noqa: E402
 
 
 @pytest.fixture(scope="module")
