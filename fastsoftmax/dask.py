@@ -509,8 +509,9 @@ def from_npy(path, chunks="auto"):
 def local_client(n_workers=2, threads_per_worker=1):
     """A ``distributed`` client of a fresh ``LocalCluster`` on 127.0.0.1, closed on exit.
 
-    Worker processes (not threads), no dashboard: what the tests and the
-    benchmark run on, and a quick way to try this module on one machine.
+    Worker processes (not threads), the scheduler's HTTP server on a free
+    port: what the tests and the benchmark run on, and a quick way to try
+    this module on one machine.
 
     Parameters
     ----------
@@ -528,6 +529,9 @@ def local_client(n_workers=2, threads_per_worker=1):
         threads_per_worker=threads_per_worker,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
+        # A free port: the scheduler's HTTP server starts even without a
+        # dashboard, and on the default 8787 it warns when another cluster
+        # (a parallel test run) holds that port.
+        dashboard_address="127.0.0.1:0",
     ) as cluster, Client(cluster) as client:
         yield client
