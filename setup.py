@@ -3,8 +3,15 @@
 Only the extension lives here (everything declarative is in pyproject.toml).
 The build must never fail because of OpenMP: the flags are probed, and without
 OpenMP the kernel still compiles and runs serially (``prange`` degrades to
-``range``).  ``FASTSOFTMAX_NATIVE=1`` opts in to ``-march=native`` for a build
-that only has to run on this machine; the default build runs on any x86-64.
+``range``).
+
+Portability: no ``-march`` flag by default, so the extension runs on any
+x86-64.  Speed does not depend on it: ``_fused_kernel.h`` compiles its hot
+loops three times under ``#pragma GCC target`` (AVX-512, AVX2+FMA, baseline)
+and picks the widest one the CPU supports at import.  ``FASTSOFTMAX_NATIVE=1``
+opts in to ``-march=native`` for a build that only has to run on this machine
+(it changes only the glue code and the baseline build).  No ``-ffast-math``:
+NaN and inf must propagate so that bad input is detected from the result.
 """
 
 import os
@@ -59,7 +66,8 @@ extensions = [
     Extension(
         "fastsoftmax.backends._cython_kernel",
         ["fastsoftmax/backends/_cython_kernel.pyx"],
-        include_dirs=[np.get_include()],
+        include_dirs=[np.get_include(), "fastsoftmax/backends"],
+        depends=["fastsoftmax/backends/_fused_kernel.h", "fastsoftmax/backends/_fused_body.h"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
 ]

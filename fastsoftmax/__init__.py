@@ -54,8 +54,9 @@ def __getattr__(name):
 def softmax_loss(W, X, y, reg):
     """Softmax loss and gradient with the fastest available backend.
 
-    Which backend runs is :func:`fastest` (pin one with :func:`set_backend`
-    or ``FASTSOFTMAX_BACKEND``); every backend has this same contract.
+    Which backend runs is :func:`fastest` for this problem's dtype and N
+    (pin one with :func:`set_backend` or ``FASTSOFTMAX_BACKEND``); every
+    backend has this same contract.
 
     Parameters
     ----------
@@ -82,4 +83,4 @@ def softmax_loss(W, X, y, reg):
     TypeError, ValueError
         For bad input, naming the argument and what was expected.
     """
-    return backends.get(fastest())(W, X, y, reg)
+    return backends.get(fastest(*backends.problem_key(W, X)))(W, X, y, reg)

@@ -1,26 +1,111 @@
-"""Command line: ``fastsoftmax bench``.
+"""Command line: ``fastsoftmax bench`` and ``fastsoftmax train``.
 
 Design note
 -----------
-A thin argparse layer; the work is in :mod:`fastsoftmax.benchmark` so that it
-can be called from Python and tested without a subprocess.
+A thin argparse layer; the work is in :mod:`fastsoftmax.benchmark` and
+:mod:`fastsoftmax.exercise` so that it can be called from Python and tested
+without a subprocess.  Argument errors
+(an unknown backend, a size with no case) are reported by argparse with exit
+status 2; a backend that disagrees with the reference gives exit status 1.
 """
 
 import argparse
 import sys
 
 
+def _int_list(text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _str_list(text):
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="fastsoftmax",
+        description="Softmax loss and gradient as fast as the CPU allows: benchmark the backends, or train.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    bench = sub.add_parser(
+        "bench",
+        help="time every backend on CIFAR-sized batches and check they agree",
+        description="Time every backend, the yardsticks (textbook NumPy, streaming X once) and "
+        "installed peers on the shared cases; check each against the reference; exit 1 if any disagrees.",
+    )
+    bench.add_argument("--sizes", type=_int_list, metavar="N,N",
+                       help="batch sizes N (default: the cases' 500,10000,49000; any other N makes a "
+                       "case of the same shape family, D=3073, C=10; overrides --quick's N)")
+    bench.add_argument("--dtypes", type=_str_list, metavar="DT,DT", help="float64 and/or float32 (default: both)")
+    bench.add_argument("--backends", type=_str_list, metavar="NAME,NAME",
+                       help="backends to run (default: every available one)")
+    bench.add_argument("--threads", type=_int_list, metavar="T,T",
+                       help="thread counts, each a full run of every case (default: the current "
+                       "fastsoftmax setting, all cores unless FASTSOFTMAX_NUM_THREADS is set)")
+    bench.add_argument("--repeat", type=int, default=7, help="timed calls per row after warm-up (default 7)")
+    bench.add_argument("--quick", action="store_true", help="N = 500 only (a smoke run)")
+    bench.add_argument("--no-peers", action="store_true", help="skip scikit-learn, PyTorch and JAX rows")
+    bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory probe (saves a few s per case)")
+    bench.add_argument("--data", metavar="DIR", help="real CIFAR-10 python batches instead of synthetic data")
+    bench.add_argument("--json", metavar="PATH", help="write every figure as JSON (one record per row per case)")
+    bench.add_argument("--plot", metavar="PATH", help="write a PNG bar chart (log scale, one panel per case)")
+    bench.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                       help="progress bar on stderr (default: only on a terminal)")
+    from . import exercise
+
+    exercise.add_arguments(sub.add_parser(
+        "train",
+        help="the CS231n softmax exercise: load, check, train, tune, draw",
+        description="The CS231n softmax exercise end to end: load CIFAR-10 (or the spiral toy data), "
+        "sanity-check the loss, check the gradient, train with SGD, tune, and draw the learned weights.",
+    ))
+    return parser
+
+
 def main(argv=None):
     """Entry point of the ``fastsoftmax`` command; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="fastsoftmax", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    bench = sub.add_parser("bench", help="time every backend on CIFAR-sized batches and check they agree")
-    bench.add_argument("--quick", action="store_true", help="N = 500 only (a smoke run)")
-    bench.add_argument("--repeat", type=int, default=7, help="timed calls per backend (default 7)")
+    parser = _parser()
     args = parser.parse_args(argv)
-    from . import benchmark
+    if args.command == "train":
+        from . import exercise
 
-    return benchmark.run(quick=args.quick, repeat=args.repeat)
+        return exercise.run_args(args)
+    from . import backends, benchmark
+    from .cases import CASES, QUICK_CASES, Case, select
+
+    sizes = args.sizes or ([c.n for c in QUICK_CASES] if args.quick else None)
+    dtypes = args.dtypes or list(dict.fromkeys(c.dtype for c in CASES))
+    bad = [d for d in dtypes if d not in {c.dtype for c in CASES}]
+    if bad:
+        parser.error(f"unknown dtype(s) {bad}; dtypes are float64, float32")
+    cases = list(select(sizes, dtypes))
+    # A size outside the table gets a case of the same family (CIFAR shapes).
+    cases += [Case(n, dtype=dt) for n in sizes or () if n not in {c.n for c in CASES} for dt in dtypes]
+    if args.repeat < 1:
+        parser.error(f"--repeat must be >= 1, got {args.repeat}")
+    if args.backends:
+        known = set(backends.BACKENDS) | set(backends.available())
+        bad = [b for b in args.backends if b not in known]
+        if bad:
+            parser.error(f"unknown backend(s) {bad}; backends are {sorted(known)}")
+    return benchmark.run(
+        cases,
+        backend_names=args.backends,
+        threads=args.threads,
+        repeat=args.repeat,
+        peers=not args.no_peers,
+        memory=not args.no_memory,
+        data_dir=args.data,
+        json_path=args.json,
+        plot_path=args.plot,
+        progress=args.progress,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

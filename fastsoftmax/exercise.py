@@ -4,8 +4,8 @@ Design note
 -----------
 One function, :func:`run`, does the whole exercise with the library's public
 pieces (data, gradcheck, Softmax, grid search, pictures) and returns every
-figure in a dict, so the command line (``main``, meant to be mounted as
-``fastsoftmax train``), the example script and the tests all share it.
+figure in a dict, so the command line (``fastsoftmax train``, or
+``python -m fastsoftmax.exercise``), the example script and the tests all share it.
 Without ``data`` it runs on the spiral toy set, so it works on any machine;
 the CIFAR-only steps (weight templates) are skipped there.
 """
@@ -203,7 +203,11 @@ def add_arguments(parser):
 def main(argv=None):
     """``python -m fastsoftmax.exercise [--data DIR] [--json PATH] ...``; returns the exit status."""
     parser = add_arguments(argparse.ArgumentParser(prog="fastsoftmax train", description=__doc__.splitlines()[0]))
-    args = parser.parse_args(argv)
+    return run_args(parser.parse_args(argv))
+
+
+def run_args(args):
+    """Run the exercise with parsed :func:`add_arguments` options; returns the exit status."""
     run(data=args.data, out_dir=args.out, json_path=args.json_path, num_iters=args.num_iters,
         num_training=args.num_training, seed=args.seed, progress=args.progress)
     return 0

@@ -24,11 +24,13 @@ Tolerances, per working dtype:
 
 from __future__ import annotations
 
+import os
+import pickle
 from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["TOLERANCE", "Agreement", "compare", "relative_error", "tolerance", "random_problem"]
+__all__ = ["TOLERANCE", "Agreement", "compare", "relative_error", "tolerance", "random_problem", "write_fake_cifar10"]
 
 #: Norm-wise relative tolerance by working dtype (see the module note).
 TOLERANCE = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-4}
@@ -104,3 +106,45 @@ def random_problem(rng, n, d, c, dtype=np.float64, scale=1.0):
     W = (scale / np.sqrt(d) * rng.standard_normal((d, c))).astype(dtype)
     y = rng.integers(0, c, size=n)
     return W, X, y
+
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def write_fake_cifar10(root, n=7, bytes_keys=False, seed=0):
+    """Write a tiny CIFAR-10 directory in the official python format, for tests.
+
+    Six protocol-2 pickles (``data_batch_1`` .. ``data_batch_5``,
+    ``test_batch``) of ``n`` random images each, and ``batches.meta``, laid out
+    as the official archive is (uint8 rows of 3072 values, CHW order).
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        Directory to create (parents too) and fill.
+    n : int
+        Images per file.
+    bytes_keys : bool
+        Use bytes keys, as ``pickle.load(f, encoding="bytes")`` would see them.
+    seed : int
+
+    Returns
+    -------
+    root : the same path, as passed
+    """
+    rng = np.random.default_rng(seed)
+    os.makedirs(root, exist_ok=True)
+    key = (lambda k: k.encode()) if bytes_keys else (lambda k: k)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            key("batch_label"): f"{name} of a test",
+            key("labels"): [int(v) for v in rng.integers(0, 10, n)],
+            key("data"): rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            key("filenames"): [f"img_{i}.png" for i in range(n)],
+        }
+        with open(os.path.join(root, name), "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+    names = [nm.encode() for nm in CIFAR10_CLASSES] if bytes_keys else CIFAR10_CLASSES
+    with open(os.path.join(root, "batches.meta"), "wb") as f:
+        pickle.dump({key("label_names"): names}, f, protocol=2)
+    return root

@@ -193,7 +193,7 @@ def test_gradient_matches_central_differences(backend, reg):
 def test_top_level_softmax_loss_uses_fastest():
     rng = np.random.default_rng(15)
     W, X, y = random_problem(rng, 10, 5, 3)
-    expected = fastsoftmax.backends.get(fastsoftmax.fastest())(W, X, y, 0.1)
+    expected = fastsoftmax.backends.get(fastsoftmax.fastest(X.dtype, X.shape[0]))(W, X, y, 0.1)
     got = fastsoftmax.softmax_loss(W, X, y, 0.1)
     assert got[0] == expected[0]
     np.testing.assert_array_equal(got[1], expected[1])

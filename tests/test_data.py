@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from fastsoftmax.classifier import Softmax
+from fastsoftmax.testing import CIFAR10_CLASSES, write_fake_cifar10
 from fastsoftmax.data import (
     CIFAR10_DIRNAME,
     DownloadError,
@@ -21,7 +22,7 @@ from fastsoftmax.data import (
     make_spiral,
 )
 
-NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+NAMES = CIFAR10_CLASSES
 
 
 # -- the real subset ---------------------------------------------------------------
@@ -82,27 +83,9 @@ def test_split_errors(cifar_root, kwargs, message):
 # -- synthetic batches in the official layout --------------------------------------
 
 
-def write_batches(root, n=7, bytes_keys=False, seed=0):
-    """Write a tiny CIFAR-10 directory in the official format (protocol-2 pickles)."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    key = (lambda k: k.encode()) if bytes_keys else (lambda k: k)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {
-            key("batch_label"): f"{name} of a test",
-            key("labels"): [int(v) for v in rng.integers(0, 10, n)],
-            key("data"): rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-            key("filenames"): [f"img_{i}.png" for i in range(n)],
-        }
-        (root / name).write_bytes(pickle.dumps(batch, protocol=2))
-    names = [nm.encode() for nm in NAMES] if bytes_keys else NAMES
-    (root / "batches.meta").write_bytes(pickle.dumps({key("label_names"): names}, protocol=2))
-    return root
-
-
 @pytest.mark.parametrize("bytes_keys", [False, True], ids=["str-keys", "bytes-keys"])
 def test_loader_takes_count_from_data_and_accepts_bytes_keys(tmp_path, bytes_keys):
-    root = write_batches(tmp_path / CIFAR10_DIRNAME, n=7, bytes_keys=bytes_keys)
+    root = write_fake_cifar10(tmp_path / CIFAR10_DIRNAME, n=7, bytes_keys=bytes_keys)
     X_train, y_train, X_test, y_test, names = load_cifar10(root)
     assert X_train.shape == (35, 32, 32, 3) and X_test.shape == (7, 32, 32, 3)
     assert names == NAMES
@@ -117,7 +100,7 @@ def test_loader_takes_count_from_data_and_accepts_bytes_keys(tmp_path, bytes_key
 def test_missing_directory_says_what_and_how(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"does not exist.*data_batch_1.*download_cifar10"):
         load_cifar10(tmp_path / "nowhere")
-    root = write_batches(tmp_path / "c")
+    root = write_fake_cifar10(tmp_path / "c")
     (root / "data_batch_3").unlink()
     with pytest.raises(FileNotFoundError, match=r"lacks data_batch_3.*download_cifar10"):
         load_cifar10(root)
@@ -145,7 +128,7 @@ def test_missing_directory_says_what_and_how(tmp_path):
     ],
 )
 def test_damaged_file_is_named(tmp_path, damage, message):
-    root = write_batches(tmp_path / "c")
+    root = write_fake_cifar10(tmp_path / "c")
     damage(root / "data_batch_2")
     with pytest.raises(ValueError, match=rf"data_batch_2 is not a valid CIFAR-10 batch file: .*{message}.*download_cifar10"):
         load_cifar10(root)
@@ -156,7 +139,7 @@ def test_damaged_file_is_named(tmp_path, damage, message):
 
 def make_archive(tmp_path):
     """A small .tar.gz in the official layout (cifar-10-batches-py/...) and its MD5."""
-    root = write_batches(tmp_path / "src" / CIFAR10_DIRNAME, n=5)
+    root = write_fake_cifar10(tmp_path / "src" / CIFAR10_DIRNAME, n=5)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         tar.add(root, arcname=CIFAR10_DIRNAME)

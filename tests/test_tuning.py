@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from fastsoftmax import exercise
+from fastsoftmax import cli, exercise
 from fastsoftmax.data import make_spiral
 from fastsoftmax.tuning import grid_search
 from fastsoftmax.visualize import plot_loss, plot_tuning_heatmap, plot_weights, weight_images
@@ -100,9 +100,9 @@ def test_exercise_on_spiral(tmp_path, one_blas_thread):
 
 
 def test_exercise_command_line_on_real_subset(cifar_root, tmp_path, capsys, one_blas_thread):
-    """`python -m fastsoftmax.exercise --data ...`, shortened to 150 steps per model."""
+    """`fastsoftmax train --data ...`, shortened to 150 steps per model."""
     json_path = tmp_path / "out.json"
-    assert exercise.main(["--data", str(cifar_root), "--out", str(tmp_path), "--json", str(json_path),
+    assert cli.main(["train", "--data", str(cifar_root), "--out", str(tmp_path), "--json", str(json_path),
                           "--num-iters", "150", "--no-progress"]) == 0
     stdout = capsys.readouterr().out
     assert "sanity check" in stdout and "test accuracy" in stdout

@@ -15,10 +15,12 @@ imports neither Numba nor the compiled extension.  A backend whose import
 fails is recorded with the reason and reported by :func:`unavailable` and by
 the error :func:`get` raises; it never breaks the package.
 
-Which backend is fastest is decided in one place, :data:`RANKING`, from the
-figures ``fastsoftmax bench`` measures (README, "Results").  The choice can
-be pinned with the ``FASTSOFTMAX_BACKEND`` environment variable or
-:func:`set_backend`.
+Which backend is fastest is decided in one place, :data:`RANKINGS`, one
+preference order per working dtype and batch-size band, from measured
+figures (README, "How the kernels work"); :func:`fastest` reads it for the
+caller's dtype and N, and :data:`RANKING` is its entry for a CIFAR-sized
+float64 batch (the order with no problem given).  The choice can be pinned
+with the ``FASTSOFTMAX_BACKEND`` environment variable or :func:`set_backend`.
 """
 
 from __future__ import annotations
@@ -29,17 +31,20 @@ import os
 
 import numpy as np
 
-from .._validate import check_result, prepare
+from .._validate import check_result, prepare, working_dtype
 
 __all__ = [
     "BACKENDS",
     "RANKING",
+    "RANKINGS",
+    "ranking",
     "BackendUnavailable",
     "available",
     "unavailable",
     "get",
     "get_kernel",
     "fastest",
+    "problem_key",
     "set_backend",
     "register",
     "unregister",
@@ -53,10 +58,33 @@ BACKENDS = {
     "cython": "fastsoftmax.backends.cython",
 }
 
-#: Preference order, fastest first, from the README's benchmark table.
-#: Measured with `fastsoftmax bench --quick` (N=500, 2 cores): numpy 2.5 ms,
-#: cython 24 ms, numba 24 ms, python 1750 ms in float64.
-RANKING = ("numpy", "cython", "numba", "python")
+#: Preference order, fastest first, per working dtype and batch-size band:
+#: ``(dtype, smallest N of the band) -> order``.  Measured on the 2-core Zen 4
+#: machine, D=3073, C=10, thread CPU time of one call on one thread, min of
+#: 40-50 interleaved runs (README, "How the kernels work"); numpy / cython /
+#: numba, ms:
+#:
+#: * N=16:  float64 0.17 / 0.22 / 0.20,  float32 0.08 / 0.08 / 0.09
+#: * N=32:  float64 0.17 / 0.21 / 0.26,  float32 0.11 / 0.14 / 0.16
+#: * N=64:  float64 0.41 / 0.31 / 0.40,  float32 0.25 / 0.19 / 0.18
+#: * N=128: float64 0.75 / 0.63 / 0.60,  float32 0.43 / 0.26 / 0.34
+#: * N=500: float64 3.03 / 2.09 / 2.70,  float32 1.66 / 1.21 / 1.36
+#: * N=49000: float64 322 / 200 / 220,   float32 221 / 116 / 146
+#:
+#: Below N=64 the compiled backends' fixed cost (padding W, zeroing one
+#: (C, D) accumulator per thread, launching threads) outweighs their faster
+#: arithmetic; from there on the fused kernels win and the gap grows with N
+#: (they read X once, BLAS twice).  ``python`` is last everywhere.
+RANKINGS = {
+    ("float64", 1): ("numpy", "cython", "numba", "python"),
+    ("float64", 64): ("cython", "numba", "numpy", "python"),
+    ("float32", 1): ("numpy", "cython", "numba", "python"),
+    ("float32", 64): ("cython", "numba", "numpy", "python"),
+}
+
+#: The order used when no problem is given (a CIFAR batch: float64, N >= 64);
+#: :func:`available` lists backends in this order.
+RANKING = RANKINGS[("float64", 64)]
 
 _ENV = "FASTSOFTMAX_BACKEND"
 
@@ -174,11 +202,42 @@ def get(name):
     return softmax_loss
 
 
-def fastest():
+def ranking(dtype=None, n=None):
+    """The preference order :data:`RANKINGS` gives for working dtype ``dtype`` and N = ``n``.
+
+    Parameters
+    ----------
+    dtype : dtype, optional
+        The working dtype (float32 or float64); default float64.
+    n : int, optional
+        Number of examples; default a large batch.
+
+    Returns
+    -------
+    tuple of str
+        Backend names, fastest first.
+    """
+    key = np.dtype(np.float64 if dtype is None else dtype).name
+    if key not in {k for k, _ in RANKINGS}:
+        key = "float64"
+    bands = sorted(lo for k, lo in RANKINGS if k == key)
+    lo = bands[-1] if n is None else max((b for b in bands if b <= n), default=bands[0])
+    return RANKINGS[(key, lo)]
+
+
+def fastest(dtype=None, n=None):
     """Name of the backend :func:`fastsoftmax.softmax_loss` uses.
 
     A pin (:func:`set_backend`, else ``FASTSOFTMAX_BACKEND``) wins; otherwise
-    the first available backend in :data:`RANKING`.
+    the first available backend in :func:`ranking` for this dtype and N.
+
+    Parameters
+    ----------
+    dtype : dtype, optional
+        Working dtype of the problem (see
+        :func:`fastsoftmax._validate.working_dtype`); default float64.
+    n : int, optional
+        Number of examples N; default a large batch.
 
     Returns
     -------
@@ -188,10 +247,22 @@ def fastest():
     if pinned:
         _load(pinned)  # raises a clear error for a bad pin
         return pinned
-    for name in RANKING:
+    for name in ranking(dtype, n):
         if _try_load(name) is not None:
             return name
     raise BackendUnavailable(f"no backend loads here: {unavailable()}")  # pragma: no cover
+
+
+def problem_key(W, X):
+    """``(working dtype, N)`` of an unvalidated problem, or ``(None, None)``.
+
+    Cheap (no conversion of array-likes): what :func:`fastest` needs to pick
+    a backend before the chosen backend validates the inputs.
+    """
+    try:
+        return working_dtype(W.dtype, X.dtype), int(X.shape[0])
+    except (AttributeError, TypeError, IndexError, ValueError):
+        return None, None
 
 
 def set_backend(name):

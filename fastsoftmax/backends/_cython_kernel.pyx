@@ -3,99 +3,132 @@
 
 Design note
 -----------
-Three layers, as in scikit-learn's ``_loss``: a ``nogil`` function that
-handles one chunk of examples (scores, softmax, loss and gradient of each row
-while it is in cache), a ``prange`` loop over chunks with one gradient
-accumulator per chunk, and a thin Python-visible function that allocates the
-outputs and reduces the chunks in a fixed order.  float32 and float64 share
-the code through a fused type; the GIL is released for the whole kernel.
+Three layers, as in scikit-learn's ``_loss``:
+
+1. ``_fused_kernel.h`` (C): the block-fused micro-kernels.  For RB rows at a
+   time they compute scores, softmax, loss and the gradient contribution while
+   the rows are in cache, so X is read from memory once.  They are compiled
+   for AVX-512, AVX2+FMA and the x86-64 baseline; the widest one the CPU
+   supports is chosen at import (see that header for the design and why
+   vector extensions rather than ``-march``/fast-math).
+2. :func:`fused_loss_grad`: a ``prange`` over contiguous chunks of rows, one
+   chunk and one (Cp, D) gradient accumulator per thread, with the GIL
+   released throughout; the chunks are reduced in chunk order, so a given
+   thread count gives bit-identical results on every call.
+3. ``cython.py``: the backend, which pads W and calls this.
+
+Extra memory is O(threads * D * C): the per-thread accumulators, one zero
+row per thread and the padded W.
 """
 
-cimport cython
 from cython.parallel cimport prange
-from libc.math cimport exp, log
 
 import numpy as np
+
+cdef extern from "_fused_kernel.h" nogil:
+    ctypedef double (*fs_kernel_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                     const double *, Py_ssize_t, const Py_ssize_t *,
+                                     Py_ssize_t, Py_ssize_t, double *, const double *)
+    ctypedef double (*fs_kernel_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                     const float *, Py_ssize_t, const Py_ssize_t *,
+                                     Py_ssize_t, Py_ssize_t, float *, const float *)
+    int fs_best_isa()
+    fs_kernel_f64 fs_select_f64(int isa)
+    fs_kernel_f32 fs_select_f32(int isa)
+    int FS_CB
+    int FS_MULTI_ISA
 
 ctypedef fused floating:
     float
     double
 
+#: Classes are padded with zero weights to a multiple of this (see cython.py).
+CLASS_BLOCK = FS_CB
 
-cdef double _chunk(
-    const floating[:, ::1] Wt,     # IN  (C, D) transposed weights
-    const floating[:, ::1] X,      # IN  (N, D) data
-    const Py_ssize_t[::1] y,       # IN  (N,) labels
-    floating[:, ::1] g,            # OUT (C, D) this chunk's gradient sum
-    double[::1] scores,            # TMP (C,) scratch
-    Py_ssize_t start,
-    Py_ssize_t stop,
-) noexcept nogil:
-    cdef Py_ssize_t i, j, d
-    cdef Py_ssize_t C = Wt.shape[0]
-    cdef Py_ssize_t D = Wt.shape[1]
-    cdef double s, shift, total, p, acc = 0.0
-    cdef Py_ssize_t yi
-    for i in range(start, stop):
-        for j in range(C):
-            s = 0.0
-            for d in range(D):
-                s = s + X[i, d] * Wt[j, d]
-            scores[j] = s
-        shift = scores[0]
-        for j in range(1, C):
-            if scores[j] > shift:
-                shift = scores[j]
-        yi = y[i]
-        # -log p[y] = log(sum exp(s - shift)) - (s[y] - shift): never log(0)
-        acc = acc - (scores[yi] - shift)
-        total = 0.0
-        for j in range(C):
-            scores[j] = exp(scores[j] - shift)
-            total = total + scores[j]
-        acc = acc + log(total)
-        for j in range(C):
-            p = scores[j] / total
-            if j == yi:
-                p = p - 1.0
-            for d in range(D):
-                g[j, d] = g[j, d] + <floating>(p * X[i, d])
-    return acc
+#: Instruction-set builds, by level; BEST_ISA is what this CPU runs by default.
+ISA_NAMES = ("baseline", "avx2", "avx512")
+BEST_ISA = fs_best_isa()
+#: The builds this CPU can run (all of them only on a GCC x86-64 build).
+SUPPORTED_ISAS = tuple(ISA_NAMES[: BEST_ISA + 1]) if FS_MULTI_ISA else ("baseline",)
 
 
 def fused_loss_grad(
     const floating[:, ::1] Wt,
-    const floating[:, ::1] X,
+    const floating[:, :] X,
     const Py_ssize_t[::1] y,
+    Py_ssize_t C,
     int n_threads,
+    isa=None,
 ):
-    """Return (sum of per-example losses, gradient sum transposed to (C, D)).
+    """Return (sum of per-example losses, (D, C) sum of per-example gradients).
 
     Parameters
     ----------
-    Wt : (C, D) C-contiguous float32 or float64
-    X : (N, D) C-contiguous, same dtype
-    y : (N,) intp labels in [0, C)
-    n_threads : number of OpenMP threads (and chunks)
+    Wt : ndarray, shape (Cp, D), C-contiguous float32 or float64
+        ``W.T`` with zero rows appended so that Cp is a multiple of
+        :data:`CLASS_BLOCK`.
+    X : ndarray, shape (N, D), same dtype, unit stride along D
+        Rows may be strided (a view such as ``X[::2]`` needs no copy).
+    y : ndarray, shape (N,), intp labels in [0, C)
+    C : int
+        The real number of classes (rows of ``Wt`` past it are padding).
+    n_threads : int
+        OpenMP threads (and chunks of rows).
+    isa : str, optional
+        One of :data:`SUPPORTED_ISAS` (tests use it to run every build);
+        default the widest this CPU supports.
+
+    Returns
+    -------
+    loss_sum : float
+    grad_sum : ndarray, shape (D, C), dtype of ``Wt``, C-contiguous
     """
     cdef Py_ssize_t N = X.shape[0]
-    cdef Py_ssize_t C = Wt.shape[0]
+    cdef Py_ssize_t Cp = Wt.shape[0]
     cdef Py_ssize_t D = Wt.shape[1]
+    if X.shape[1] != D or y.shape[0] != N or Cp % FS_CB or not 1 <= C <= Cp:
+        raise ValueError("fused_loss_grad: inconsistent shapes")
+    if D > 1 and X.strides[1] != sizeof(floating) or X.strides[0] % <Py_ssize_t>sizeof(floating):
+        raise ValueError("fused_loss_grad: X needs unit stride along D, whole-element row strides")
+    cdef int level = BEST_ISA
+    if isa is not None:
+        if isa not in SUPPORTED_ISAS:
+            raise ValueError(f"isa must be one of {SUPPORTED_ISAS}, got {isa!r}")
+        level = ISA_NAMES.index(isa)
     cdef Py_ssize_t n_chunks = max(1, min(<Py_ssize_t>n_threads, N))
     dtype = np.float32 if floating is float else np.float64
-    grads_arr = np.zeros((n_chunks, C, D), dtype=dtype)
+    grads_arr = np.zeros((n_chunks, Cp, D), dtype=dtype)
     cdef floating[:, :, ::1] grads = grads_arr
-    cdef double[:, ::1] scratch = np.empty((n_chunks, C), dtype=np.float64)
+    cdef floating[::1] zero_row = np.zeros(max(D, 1), dtype=dtype)
     cdef double[::1] losses = np.zeros(n_chunks, dtype=np.float64)
+    cdef Py_ssize_t ldx = X.strides[0] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t t
+    cdef fs_kernel_f64 k64 = fs_select_f64(level)
+    cdef fs_kernel_f32 k32 = fs_select_f32(level)
     with nogil:
         for t in prange(n_chunks, num_threads=n_threads, schedule="static"):
-            losses[t] = _chunk(Wt, X, y, grads[t], scratch[t],
-                               t * N // n_chunks, (t + 1) * N // n_chunks)
-    out = grads_arr[0]
-    for t in range(1, n_chunks):
-        out += grads_arr[t]
+            if floating is double:
+                losses[t] = k64(&Wt[0, 0], Cp, C, D, &X[0, 0], ldx, &y[0],
+                                t * N // n_chunks, (t + 1) * N // n_chunks,
+                                &grads[t, 0, 0], &zero_row[0])
+            else:
+                losses[t] = k32(&Wt[0, 0], Cp, C, D, &X[0, 0], ldx, &y[0],
+                                t * N // n_chunks, (t + 1) * N // n_chunks,
+                                &grads[t, 0, 0], &zero_row[0])
+    # Reduce the per-thread (Cp, D) accumulators in chunk order, transposing
+    # to (D, C) on the way.
+    out_arr = np.empty((D, C), dtype=dtype)
+    cdef floating[:, ::1] out = out_arr
+    cdef Py_ssize_t d, j
+    cdef floating s
+    with nogil:
+        for d in range(D):
+            for j in range(C):
+                s = grads[0, j, d]
+                for t in range(1, n_chunks):
+                    s = s + grads[t, j, d]
+                out[d, j] = s
     cdef double total = 0.0
     for t in range(n_chunks):
         total += losses[t]
-    return total, out
+    return total, out_arr

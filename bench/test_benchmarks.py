@@ -1,0 +1,108 @@
+"""Every backend, yardstick and peer on every case, checked, then timed.
+
+Run ``pytest --benchmark-only`` from the repository root (see the README's
+"Benchmarks" section and ``bench/conftest.py`` for what the plain run does).
+"""
+
+import tempfile
+
+import numpy as np
+import pytest
+
+from fastsoftmax import _peers, backends, get_num_threads
+from fastsoftmax import benchmark as fsbench
+from fastsoftmax.testing import compare, random_problem
+from fastsoftmax._validate import prepare
+
+#: Built-in backends (skipped with the reason where they cannot load) and any
+#: added with ``fastsoftmax.backends.register`` before collection.
+BACKEND_NAMES = list(dict.fromkeys([*backends.BACKENDS, *backends.available()]))
+
+
+def _check_then_time(benchmark_fixture, setup, name, full_run, require_all):
+    case, problem = setup.case, setup.problem
+    reason = fsbench.skip_reason(case, name)
+    if reason is not None:
+        if require_all and name in backends.BACKENDS and case.skip_reason(name) is None:
+            pytest.fail(f"backend {name!r} must be available here: {reason}")
+        pytest.skip(reason)
+    if name == setup.reference_name and not full_run:
+        pytest.skip(f"{name} computed this case's reference once already; it is timed under --benchmark-only")
+    threads = get_num_threads()
+    kind = fsbench.row_kind(name)
+    with fsbench.limit_threads(threads):
+        check, timed = fsbench.setup_row(name, problem, threads)  # JIT, copies: untimed
+        # The reference row is not compared with itself (that proves nothing
+        # and would cost another slow python call).
+        result = None if name == setup.reference_name else check()
+        if result is not None:
+            agreement = compare(result, setup.reference, problem.W.dtype)
+            if not agreement.ok:
+                pytest.fail(
+                    f"{kind} {name!r} disagrees with the reference ({setup.reference_name}) on "
+                    f"{case.name}: loss error {agreement.loss_error:.2e}, gradient error "
+                    f"{agreement.grad_error:.2e}, tolerance {agreement.tolerance:.0e}",
+                    pytrace=False,
+                )
+        benchmark_fixture.group = case.name
+        benchmark_fixture.extra_info.update(
+            kind=kind,
+            threads=_peers.jax_threads() if name == "jax" else threads,  # XLA's pool is fixed
+            dtype=case.dtype,
+            N=case.n,
+            D=case.d,
+            C=case.c,
+            data=setup.source,
+            reference=setup.reference_name,
+            versions=fsbench.machine_info()["libraries"],
+        )
+        if full_run:
+            benchmark_fixture(timed)
+        else:
+            benchmark_fixture.pedantic(timed, rounds=1, iterations=1)
+
+
+@pytest.mark.parametrize("name", BACKEND_NAMES)
+def test_backend(benchmark, case_setup, name, full_run, require_all):
+    """A fastsoftmax backend: agreement with the reference, then time per call."""
+    _check_then_time(benchmark, case_setup, name, full_run, require_all)
+
+
+@pytest.mark.parametrize("name", list(_peers.ROWS))
+def test_yardstick_or_peer(benchmark, case_setup, name, full_run):
+    """Textbook NumPy, the stream-X floor, and scikit-learn / PyTorch / JAX where installed."""
+    _check_then_time(benchmark, case_setup, name, full_run, require_all=False)
+
+
+@pytest.mark.parametrize("cache", ["cold", "warm"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_numba_first_call(benchmark, dtype, cache, full_run):
+    """Numba's first call: a fresh compile (cold: empty cache) vs a load from Numba's on-disk cache (warm).
+
+    Each round executes a new copy of the numba backend module
+    (:func:`fastsoftmax.benchmark.fresh_numba_backend`) and times its first
+    call on a tiny problem, so the figure is compilation (or cache loading),
+    not arithmetic.
+    """
+    if "numba" not in backends.available():
+        pytest.skip(backends.unavailable().get("numba", "numba backend not available"))
+    if not full_run and (cache == "cold" or dtype != "float64"):
+        pytest.skip("a cold Numba compile takes seconds: timed only under --benchmark-only")
+    problem = prepare(*random_problem(np.random.default_rng(0), 64, 33, 10, dtype), 1e-3)
+    with tempfile.TemporaryDirectory() as root:
+        if cache == "warm":
+            # Numba's usual on-disk cache, as a user's second process sees
+            # it; filled here (untimed) if this is the first call ever.
+            fsbench.fresh_numba_backend(None).softmax_loss(*problem)
+
+        def setup():
+            directory = None if cache == "warm" else tempfile.mkdtemp(dir=root)
+            return (fsbench.fresh_numba_backend(directory),), {}
+
+        benchmark.group = f"numba first call|{dtype}"
+        benchmark.extra_info.update(
+            cache=cache, dtype=dtype, threads=get_num_threads(), N=64, D=33, C=10,
+            versions=fsbench.machine_info()["libraries"],
+        )
+        rounds = 3 if full_run else 1
+        benchmark.pedantic(lambda m: m.softmax_loss(*problem), setup=setup, rounds=rounds)

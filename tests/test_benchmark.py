@@ -1,0 +1,197 @@
+"""The benchmark harness: ``fastsoftmax bench`` and ``bench/`` check before they time.
+
+Every run here uses a small batch (``--sizes 64`` or N = 500 only where the
+pytest harness decides) so the whole file takes seconds, not minutes.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastsoftmax import _peers, backends, benchmark, cli
+from fastsoftmax._validate import prepare
+from fastsoftmax.cases import CASES, Case
+from fastsoftmax.data import load_cifar10
+from fastsoftmax.testing import compare, write_fake_cifar10
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CIFAR = os.path.join(ROOT, "..", "shared", "cifar-10-subset", "cifar-10-batches-py")
+HOG_BYTES = 48 * 2**20
+
+
+def wrong_kernel(W, X, y, reg):
+    """A deliberately wrong backend: the gradient misses its L2 term."""
+    loss, dW = backends.get_kernel("numpy")(W, X, y, reg)
+    return loss, dW - (2.0 * reg) * W
+
+
+def hog_kernel(W, X, y, reg):
+    """A correct backend that also touches a 48 MiB temporary (for the memory probe)."""
+    waste = np.ones(HOG_BYTES // 8)
+    waste[::512] = 2.0
+    return backends.get_kernel("numpy")(W, X, y, reg)
+
+
+@pytest.fixture
+def registered():
+    """Register test backends; always unregister them."""
+    names = []
+
+    def add(name, kernel):
+        backends.register(name, kernel)
+        names.append(name)
+
+    yield add
+    for name in names:
+        backends.unregister(name)
+
+
+def test_cli_quick_json_has_a_verdict_per_backend(tmp_path, capsys):
+    path, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    status = cli.main(["bench", "--quick", "--sizes", "64", "--dtypes", "float64", "--repeat", "2",
+                       "--no-peers", "--json", str(path), "--plot", str(png)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    payload = json.loads(path.read_text())
+    assert payload["machine"]["cores"] >= 1 and payload["machine"]["libraries"]["numpy"]
+    records = payload["records"]
+    by_name = {r["backend"]: r for r in records if r["kind"] == "backend"}
+    assert set(by_name) == set(backends.available())
+    for name, r in by_name.items():
+        assert r["median_s"] > 0 and len(r["times_s"]) == 2, name
+        assert r["verdict"] == ("REF" if name == "python" else "PASS"), name
+        assert r["peak_extra_memory_bytes"] is not None, r
+        assert r["case"] == "N=64|float64" and (r["n"], r["d"], r["c"]) == (64, 3073, 10)
+    floor = next(r for r in records if r["backend"] == "stream X")
+    assert floor["median_s"] > 0 and "verdict" not in floor
+    assert by_name["numpy"]["speedup_vs_numpy"] == pytest.approx(1.0)
+    assert payload["floor_check"]["checks"][0]["l2_block_gbs"] > 0
+    assert "textbook" in out and "stream X" in out and "N=64|float64" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
+
+
+def test_cli_fails_naming_a_wrong_backend(registered, tmp_path, capsys):
+    registered("wrong", wrong_kernel)
+    status = cli.main(["bench", "--sizes", "64", "--dtypes", "float32", "--backends", "numpy,wrong",
+                       "--repeat", "1", "--no-peers", "--no-memory", "--json", str(tmp_path / "b.json")])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "FAIL: disagree with the reference or crashed: wrong on N=64|float32" in out
+    records = json.loads((tmp_path / "b.json").read_text())["records"]
+    verdicts = {r["backend"]: r["verdict"] for r in records if "verdict" in r}
+    assert verdicts["wrong"] == "FAIL" and verdicts["numpy"] == "PASS"
+
+
+def test_pytest_harness_fails_naming_a_wrong_backend(tmp_path):
+    (tmp_path / "wrong_plugin.py").write_text(
+        "from fastsoftmax import backends\n"
+        "from test_benchmark import wrong_kernel\n"
+        "backends.register('wrong', wrong_kernel)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.path.join(ROOT, "tests")]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "bench", "-p", "wrong_plugin", "-k", "wrong and float32",
+         "-q", "--no-header", "-p", "no:cacheprovider"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "backend 'wrong' disagrees with the reference (python) on N=500|float32" in proc.stdout
+
+
+def test_memory_probe_sees_a_temporary(registered):
+    registered("hog", hog_kernel)
+    mem = benchmark.peak_extra_memory(Case(64, dtype="float64"), ["numpy", "hog"], threads=1)
+    assert "_error" not in mem, mem
+    assert HOG_BYTES <= mem["hog"] < HOG_BYTES + 8 * 2**20
+    assert mem["numpy"] < 4 * 2**20
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_blocked_reference_matches_python(monkeypatch, dtype):
+    """Above PYTHON_MAX_N the reference is blocked float64 NumPy: check it against python."""
+    monkeypatch.setattr(benchmark, "_REF_BLOCK", 128)
+    case = Case(600, d=40, c=7, dtype=dtype)
+    assert case.skip_reason("python") is not None
+    problem = prepare(*case.make())
+    name, ref = benchmark.reference(case, problem)
+    assert name == "float64 NumPy, blocked"
+    agreement = compare(ref, backends.get("python")(*problem), dtype)
+    assert agreement.ok, agreement
+
+
+def test_every_row_agrees_on_a_small_case():
+    """The yardstick and peers follow our convention (reg * ||W||^2, mean loss)."""
+    case = Case(50, d=30, c=5)
+    problem = prepare(*case.make())
+    ref = benchmark.reference(case, problem)[1]
+    for name in _peers.ROWS:
+        if _peers.row_status(name) is None:
+            result = benchmark.setup_row(name, problem, 1)[0]()
+            assert result is None or compare(result, ref, np.float64).ok, name
+
+
+def test_data_dir_reads_official_batches_and_repeats_them(tmp_path):
+    root = write_fake_cifar10(tmp_path / "cifar", n=1)  # 6 images, one per file
+    (W, X, y, reg), source = benchmark.case_data(Case(7, dtype="float32"), str(root))
+    assert X.shape == (7, 3073) and X.dtype == np.float32 and W.shape == (3073, 10)
+    _, y_train, _, y_test, _ = load_cifar10(root)
+    expected = y_train.tolist() + y_test.tolist()
+    assert y.tolist() == expected + expected[:1]  # 6 images, cycled to 7 rows
+    np.testing.assert_array_equal(X[:, -1], 1.0)
+    np.testing.assert_allclose(X[:, :-1].mean(axis=0), 0.0, atol=1e-4)
+    assert "6 images, repeated cyclically to 7 rows" in source
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        benchmark.case_data(Case(7), str(tmp_path / "empty"))
+
+
+@pytest.mark.skipif(not os.path.isdir(CIFAR), reason="the real CIFAR-10 subset (../shared) is not here")
+def test_cli_on_real_cifar(capsys):
+    status = cli.main(["bench", "--sizes", "64", "--dtypes", "float32", "--backends", "numpy",
+                       "--no-peers", "--no-memory", "--repeat", "1", "--data", CIFAR])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "real CIFAR-10" in out and "PASS" in out
+
+
+def test_cli_rejects_bad_options(capsys):
+    for argv in (["bench", "--backends", "nope"], ["bench", "--threads", "0"], ["bench", "--repeat", "0"],
+                 ["bench", "--dtypes", "int8"]):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        assert exc.value.code == 2, argv
+    assert "unknown backend(s) ['nope']" in capsys.readouterr().err
+
+
+def test_json_write_is_atomic(tmp_path):
+    path = tmp_path / "out.json"
+    path.write_text("old")
+    with pytest.raises(TypeError):
+        benchmark.write_json(str(path), {"bad": object()})
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["out.json"]
+
+
+def test_fresh_numba_backend_has_nothing_compiled(tmp_path):
+    if "numba" not in backends.available():
+        pytest.skip(backends.unavailable()["numba"])
+    import numba.core.registry
+
+    module = benchmark.fresh_numba_backend(str(tmp_path))
+    jitted = [v for v in vars(module).values() if isinstance(v, numba.core.registry.CPUDispatcher)]
+    assert jitted and all(not d.signatures for d in jitted)
+    original = sys.modules[backends.BACKENDS["numba"]]
+    assert all(d is not getattr(original, d.__name__, None) for d in jitted)
+
+
+def test_bench_harness_uses_the_shared_case_table():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_conftest", os.path.join(ROOT, "bench", "conftest.py"))
+    bench_conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_conftest)
+    params = bench_conftest.case_setup._fixture_function_marker.params
+    assert tuple(params) == CASES

@@ -1,0 +1,226 @@
+"""What is specific to the fused kernels: block edges, every ISA build, threads, copies.
+
+The compiled kernels work on blocks (4 rows; 5 classes in the C kernels, 2 in
+Numba; vectors of 2-16 lanes along D) and split N into one chunk per thread,
+so the shapes below sit on both sides of every one of those boundaries, and
+every instruction-set build of the C kernel runs on this CPU is exercised.
+All are checked against the python reference with the documented tolerances
+(:func:`fastsoftmax.testing.compare`).
+"""
+
+import os
+import subprocess
+import sys
+import threading
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import fastsoftmax
+from fastsoftmax import backends
+from fastsoftmax.testing import compare, random_problem
+
+from conftest import load_backend
+
+COMPILED = ["cython", "numba"]
+
+# (N, D, C) around the block sizes: rows 1..9 (blocks of 4), D around the
+# vector widths (1, 2, 4, 8, 16 lanes) up to 70, C from 1 to 17 (class blocks
+# of 2 and 5) and past the C kernel's 64-class stack scratch.
+EDGE_SHAPES = (
+    [(n, 13, 3) for n in range(1, 10)]
+    + [(9, d, 4) for d in (1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 70)]
+    + [(6, 19, c) for c in range(1, 18)]
+    + [(5, 11, 66), (3, 40, 70)]
+)
+
+
+@pytest.fixture(autouse=True)
+def split_small_problems(monkeypatch):
+    """Let tiny problems use several threads, so every chunking path runs here."""
+    monkeypatch.setattr("fastsoftmax.backends._common.MIN_WORK_PER_THREAD", 1)
+
+
+def _isas():
+    """Every build of the C kernel this CPU can run (empty if it is not built)."""
+    try:
+        from fastsoftmax.backends import cython
+    except ImportError:
+        return []
+    return list(cython.SUPPORTED_ISAS)
+
+
+@pytest.fixture(params=["cython-" + isa for isa in _isas() or ["missing"]] + ["numba"])
+def kernel(request, monkeypatch):
+    """(label, public softmax_loss) per compiled kernel build."""
+    name, _, isa = request.param.partition("-")
+    f = load_backend(name)
+    if isa:
+        monkeypatch.setattr("fastsoftmax.backends.cython.ISA", isa)
+    return request.param, f
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_block_edges_agree_with_reference(kernel, reference, dtype, n_threads):
+    label, f = kernel
+    rng = np.random.default_rng(20)
+    with fastsoftmax.threads(n_threads):
+        for shape in EDGE_SHAPES:
+            W, X, y = random_problem(rng, *shape, dtype=dtype, scale=5.0)
+            agreement = compare(f(W, X, y, 0.3), reference(W, X, y, 0.3), dtype)
+            assert agreement.ok, (label, shape, agreement)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_rows_around_chunk_boundaries(kernel, reference, n_threads):
+    """N from 1 to 3 blocks per thread, so chunks are empty, partial and full."""
+    label, f = kernel
+    rng = np.random.default_rng(21)
+    for n in range(1, 4 * 3 * n_threads + 2):
+        W, X, y = random_problem(rng, n, 24, 10)
+        with fastsoftmax.threads(n_threads):
+            got = f(W, X, y, 0.0)
+        assert compare(got, reference(W, X, y, 0.0), np.float64).ok, (label, n)
+
+
+def test_row_strided_and_reversed_views(kernel, reference):
+    """Views with unit stride along D go to the C kernel without a copy."""
+    label, f = kernel
+    rng = np.random.default_rng(22)
+    W, X, y = random_problem(rng, 40, 21, 7)
+    for view, labels in ((X[::3], y[::3]), (X[::-1], y[::-1]), (X[5:30:2, 1:20], y[5:30:2])):
+        Wv = W[: view.shape[1]]
+        assert compare(f(Wv, view, labels, 0.1), reference(Wv, view, labels, 0.1), np.float64).ok
+
+
+@pytest.mark.parametrize("name", COMPILED)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_same_thread_count_is_bit_identical(name, dtype):
+    f = load_backend(name)
+    W, X, y = random_problem(np.random.default_rng(23), 301, 77, 10, dtype=dtype)
+    with fastsoftmax.threads(2):
+        first = f(W, X, y, 0.1)
+        for _ in range(3):
+            again = f(W, X, y, 0.1)
+            assert again[0] == first[0]
+            np.testing.assert_array_equal(again[1], first[1])
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_concurrent_python_threads_get_serial_results(name):
+    """Eight Python threads call at once (each with 2 kernel threads), on different inputs."""
+    f = load_backend(name)
+    rng = np.random.default_rng(24)
+    problems = [random_problem(rng, 200 + 37 * k, 50, 10, dtype=[np.float64, np.float32][k % 2]) for k in range(8)]
+    with fastsoftmax.threads(2):
+        expected = [f(W, X, y, 0.2) for W, X, y in problems]
+    barrier = threading.Barrier(len(problems))
+    results, errors = [None] * len(problems), []
+
+    def work(k):
+        try:
+            barrier.wait()
+            with fastsoftmax.threads(2):
+                results[k] = [f(*problems[k], 0.2) for _ in range(5)]
+        except BaseException as exc:  # reported below, in the main thread
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(len(problems))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors, errors
+    for k, runs in enumerate(results):
+        for loss, dW in runs:
+            assert loss == expected[k][0]
+            np.testing.assert_array_equal(dW, expected[k][1])
+
+
+def test_numba_workqueue_layer_is_serialised_not_aborted(tmp_path):
+    """Under Numba's thread-unsafe 'workqueue' layer, concurrent calls must not abort."""
+    load_backend("numba")
+    code = (
+        "import threading, numpy as np, fastsoftmax, numba\n"
+        "from fastsoftmax import backends\n"
+        "from fastsoftmax.testing import random_problem\n"
+        "import fastsoftmax.backends._common as common; common.MIN_WORK_PER_THREAD = 1\n"
+        "f = backends.get('numba')\n"
+        "W, X, y = random_problem(np.random.default_rng(0), 400, 60, 10)\n"
+        "ref = f(W, X, y, 0.1)\n"
+        "out = []\n"
+        "def work():\n"
+        "    for _ in range(20):\n"
+        "        out.append(f(W, X, y, 0.1)[0] == ref[0])\n"
+        "ts = [threading.Thread(target=work) for _ in range(6)]\n"
+        "[t.start() for t in ts]; [t.join() for t in ts]\n"
+        "print(numba.threading_layer(), all(out), len(out))\n"
+    )
+    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue", FASTSOFTMAX_NUM_THREADS="2")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["workqueue", "True", "120"]
+
+
+def test_small_problems_run_on_one_thread(monkeypatch):
+    """Below MIN_WORK_PER_THREAD multiply-adds per thread, no parallel region is started."""
+    from fastsoftmax.backends._common import thread_count
+
+    monkeypatch.setattr("fastsoftmax.backends._common.MIN_WORK_PER_THREAD", 1 << 20)
+    assert thread_count(10, 5, 3, 8) == 1
+    assert thread_count(500, 3073, 10, 2) == 2
+    assert thread_count(500, 3073, 10, 64) == 14  # 15.4M multiply-adds
+    assert thread_count(3, 10**6, 10, 8) == 3  # never more chunks than rows
+
+
+def _peak_bytes(f, *args):
+    tracemalloc.start()
+    try:
+        f(*args)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("name", ["numpy", "cython", "numba"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_no_copy_of_x(name, dtype):
+    """A C-contiguous X of the working dtype is never copied (peak extra memory << X)."""
+    f = load_backend(name)
+    W, X, y = random_problem(np.random.default_rng(25), 4000, 300, 10, dtype=dtype)
+    f(W, X, y, 0.1)  # compile outside the measurement
+    with fastsoftmax.threads(2):
+        peak = _peak_bytes(f, W, X, y, 0.1)
+    assert peak < X.nbytes / 4, f"{name}: peak {peak} bytes for X of {X.nbytes}"
+    if name == "cython":  # a row-strided view is used in place too
+        peak = _peak_bytes(f, W, X[::2], y[::2], 0.1)
+        assert peak < X[::2].nbytes / 4
+
+
+def test_fastest_follows_the_ranking_table():
+    for (dtype, lo), order in backends.RANKINGS.items():
+        expected = next(n for n in order if n in backends.available())
+        assert fastsoftmax.fastest(dtype, lo) == expected
+        assert backends.ranking(dtype, lo) == order
+    assert fastsoftmax.fastest() == backends.available()[0]
+    assert backends.ranking() == backends.RANKING
+
+
+def test_top_level_picks_by_dtype_and_size(monkeypatch):
+    """softmax_loss asks fastest() about the problem's own dtype and N; a pin still wins."""
+    seen = []
+    real = backends.fastest
+
+    def spy(dtype=None, n=None):
+        seen.append((dtype, n))
+        return real(dtype, n)
+
+    monkeypatch.setattr(fastsoftmax, "fastest", spy)
+    monkeypatch.setattr(backends, "fastest", spy)
+    W, X, y = random_problem(np.random.default_rng(26), 7, 5, 3, dtype=np.float32)
+    fastsoftmax.softmax_loss(W, X, y, 0.0)
+    assert seen == [(np.dtype(np.float32), 7)]
+    monkeypatch.setenv("FASTSOFTMAX_BACKEND", "python")
+    assert real(np.float32, 10**6) == "python"
