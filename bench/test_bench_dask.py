@@ -67,7 +67,8 @@ def _time(benchmark, request, case, func, **info):
 def test_in_memory(benchmark, case_data, request):
     """The fastest local backend on NumPy arrays: the baseline of the dask rows."""
     case, (W, X, y, reg), _ = case_data
-    _time(benchmark, request, case, lambda: fastsoftmax.softmax_loss(W, X, y, reg), backend=fastsoftmax.fastest())
+    backend = fastsoftmax.fastest(X.dtype, case.n)
+    _time(benchmark, request, case, lambda: fastsoftmax.softmax_loss(W, X, y, reg), backend=backend)
 
 
 @pytest.mark.parametrize("n_chunks", CHUNK_COUNTS, ids=lambda k: f"dask-{k}chunks")
@@ -85,7 +86,7 @@ def test_dask(benchmark, client, case_data, n_chunks, request):
             request,
             case,
             lambda: fd.softmax_loss(W, Xd, yd, reg),
-            backend=fastsoftmax.fastest(),
+            backend=fastsoftmax.fastest(X.dtype, rows),
             chunks=len(Xd.chunks[0]),
             workers=2,
             threads_per_worker=1,

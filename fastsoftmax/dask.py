@@ -4,7 +4,8 @@ Design note
 -----------
 The loss and the gradient are sums over examples plus an L2 term, so they
 split exactly over chunks of rows.  Each row-chunk of ``X`` (with the matching
-labels) runs the fastest local backend *with reg = 0*; the backends return
+labels) runs the fastest local backend for its dtype and row count
+(:func:`fastsoftmax.fastest`) *with reg = 0*; the backends return
 means, so multiplying by the chunk's row count gives that chunk's exact
 partial sums ``(loss_sum, grad_sum, n)`` (one rounding, far inside the
 documented tolerance of :mod:`fastsoftmax.testing`).  A tree of
@@ -106,8 +107,12 @@ def _add_partials(*parts):
 
 
 def _finish(total, W, reg):
+    """``(loss, dW)`` from the grand total: the last task, on a worker."""
     loss_sum, grad_sum, n = total
-    return finish(W, n, reg, loss_sum, grad_sum.T)
+    # finish() works in place: on a copy, never on a task's input (which Dask
+    # may still hold, or feed to a retry).
+    loss, dW = finish(W, n, reg, loss_sum, grad_sum.copy())
+    return loss, np.ascontiguousarray(dW, dtype=W.dtype)
 
 
 def _tree_sum(parts, split_every):
@@ -187,8 +192,9 @@ def softmax_loss(W, X, y, reg, *, backend=None, split_every=SPLIT_EVERY, compute
     reg : float
         L2 strength, finite and >= 0.
     backend : str, optional
-        Backend each chunk runs; default :func:`fastsoftmax.fastest` as
-        decided on the client (workers need the same installation).
+        Backend every chunk runs; default, per chunk,
+        ``fastsoftmax.fastest(dtype, rows of the chunk)`` as decided on the
+        client (workers need the same installation).
     split_every : int, optional
         Fan-in of the reduction tree.
     compute : bool, optional
@@ -214,8 +220,12 @@ def softmax_loss(W, X, y, reg, *, backend=None, split_every=SPLIT_EVERY, compute
     # W (shape, dtype, finite), the dtypes, reg, and casts W to the working dtype.
     probe = prepare(W, np.zeros((1, X.shape[1]), X.dtype), np.zeros(1, y.dtype), reg)
     W, reg = probe.W, probe.reg
-    name = backend if backend is not None else backends.fastest()
-    backends.get(name)  # an unknown or unavailable name fails here, not on a worker
+    if backend is not None:
+        backends.get(backend)  # an unknown or unavailable name fails here, not on a worker
+
+    def chosen(n):
+        # As fastsoftmax.softmax_loss would choose for a chunk of n rows.
+        return backend if backend is not None else backends.fastest(W.dtype, n)
 
     W_key = dask.delayed(W, pure=False)  # one key: W is shipped once per call
     partial = dask.delayed(_partial_sums, pure=False)
@@ -223,7 +233,7 @@ def softmax_loss(W, X, y, reg, *, backend=None, split_every=SPLIT_EVERY, compute
     # so a lazy result (compute=False) holds them alive on its own.
     X_blocks = X.to_delayed(optimize_graph=False).ravel()
     y_blocks = y.to_delayed(optimize_graph=False).ravel()
-    parts = [partial(xb, yb, W_key, name) for xb, yb, n in zip(X_blocks, y_blocks, X.chunks[0]) if n > 0]
+    parts = [partial(xb, yb, W_key, chosen(n)) for xb, yb, n in zip(X_blocks, y_blocks, X.chunks[0]) if n > 0]
     result = dask.delayed(_finish, pure=False)(_tree_sum(parts, split_every), W_key, reg)
     if not compute:
         return result
