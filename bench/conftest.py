@@ -39,6 +39,7 @@ import pytest
 from fastsoftmax import benchmark
 from fastsoftmax._validate import Problem, prepare
 from fastsoftmax.cases import CASES, QUICK_CASES, Case
+from fastsoftmax.testing import REQUIRE_ALL_ENV
 
 def _full_run(config):
     return bool(config.getoption("benchmark_only", False))
@@ -53,7 +54,7 @@ def full_run(request):
 @pytest.fixture(scope="session")
 def require_all():
     """True where every built-in backend must load (``FASTSOFTMAX_REQUIRE_ALL_BACKENDS=1``)."""
-    return os.environ.get("FASTSOFTMAX_REQUIRE_ALL_BACKENDS") == "1"
+    return os.environ.get(REQUIRE_ALL_ENV) == "1"
 
 
 class CaseSetup(NamedTuple):

@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["TOLERANCE", "Agreement", "compare", "relative_error", "tolerance", "random_problem", "write_fake_cifar10"]
+__all__ = ["TOLERANCE", "Agreement", "compare", "relative_error", "tolerance", "random_problem", "write_fake_cifar10", "load_backend", "REQUIRE_ALL_ENV"]
 
 #: Norm-wise relative tolerance by working dtype (see the module note).
 TOLERANCE = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-4}
@@ -148,3 +148,28 @@ def write_fake_cifar10(root, n=7, bytes_keys=False, seed=0):
     with open(os.path.join(root, "batches.meta"), "wb") as f:
         pickle.dump({key("label_names"): names}, f, protocol=2)
     return root
+
+
+#: Environment variable under which a backend that cannot load fails a test
+#: instead of skipping it (``.ci/run`` sets it, so a silently missing Cython
+#: build cannot pass CI).
+REQUIRE_ALL_ENV = "FASTSOFTMAX_REQUIRE_ALL_BACKENDS"
+
+
+def load_backend(name):
+    """For tests: backend ``name``'s public ``softmax_loss``, or skip/fail with the reason.
+
+    A backend that cannot load here skips the calling test with the reason,
+    unless ``FASTSOFTMAX_REQUIRE_ALL_BACKENDS=1``, where it fails it.
+    Requires pytest (imported only when called).
+    """
+    import pytest
+
+    from . import backends
+
+    try:
+        return backends.get(name)
+    except backends.BackendUnavailable as exc:
+        if os.environ.get(REQUIRE_ALL_ENV) == "1":
+            pytest.fail(f"backend {name!r} must be available here: {exc}")
+        pytest.skip(str(exc))

@@ -6,25 +6,11 @@ missing backend, such as a Cython extension that silently failed to build,
 fails the run instead.
 """
 
-import os
-
 import numpy as np
 import pytest
 
 from fastsoftmax import backends
-
-REQUIRE_ALL = os.environ.get("FASTSOFTMAX_REQUIRE_ALL_BACKENDS") == "1"
-
-
-def load_backend(name):
-    """The public ``softmax_loss`` of backend ``name``, or skip/fail with the reason."""
-    try:
-        return backends.get(name)
-    except backends.BackendUnavailable as exc:
-        if REQUIRE_ALL:
-            pytest.fail(f"backend {name!r} must be available here: {exc}")
-        pytest.skip(str(exc))
-
+from fastsoftmax.testing import load_backend
 
 @pytest.fixture(params=list(backends.BACKENDS))
 def backend(request):

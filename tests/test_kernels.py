@@ -19,9 +19,7 @@ import pytest
 
 import fastsoftmax
 from fastsoftmax import backends
-from fastsoftmax.testing import compare, random_problem
-
-from conftest import load_backend
+from fastsoftmax.testing import compare, load_backend, random_problem
 
 COMPILED = ["cython", "numba"]
 

@@ -9,8 +9,9 @@ import pytest
 
 import fastsoftmax
 from fastsoftmax import backends
+from fastsoftmax.testing import REQUIRE_ALL_ENV
 
-REQUIRE_ALL = os.environ.get("FASTSOFTMAX_REQUIRE_ALL_BACKENDS") == "1"
+REQUIRE_ALL = os.environ.get(REQUIRE_ALL_ENV) == "1"
 
 
 def test_all_four_backends_exist():
