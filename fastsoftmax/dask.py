@@ -58,6 +58,8 @@ from dask.base import tokenize
 from dask.utils import parse_bytes
 
 from . import backends
+from ._threads import _check as _check_threads
+from ._threads import threads
 from ._validate import prepare
 from .backends._common import finish
 
@@ -74,7 +76,7 @@ SPLIT_EVERY = 8
 # Loss and gradient
 
 
-def _partial_sums(X_block, y_block, W, backend):
+def _partial_sums(X_block, y_block, W, backend, num_threads):
     """One chunk's ``(loss_sum, grad_sum, n)``: runs on a worker.
 
     Parameters
@@ -84,6 +86,8 @@ def _partial_sums(X_block, y_block, W, backend):
     W : ndarray, shape (D, C), the working dtype
     backend : str
         A name from :func:`fastsoftmax.backends.available` (resolved on the client).
+    num_threads : int
+        Threads of the compiled backends for this task.
 
     Returns
     -------
@@ -93,7 +97,8 @@ def _partial_sums(X_block, y_block, W, backend):
     """
     n = X_block.shape[0]
     # reg = 0: the L2 term belongs to the whole problem, added once at the end.
-    loss, dW = backends.get(backend)(W, X_block, y_block, 0.0)
+    with threads(num_threads):
+        loss, dW = backends.get(backend)(W, X_block, y_block, 0.0)
     return loss * n, dW.astype(np.float64) * n, n
 
 
@@ -172,7 +177,7 @@ def _align(W, X, y):
     return X, y
 
 
-def softmax_loss(W, X, y, reg, *, backend=None, split_every=SPLIT_EVERY, compute=True):
+def softmax_loss(W, X, y, reg, *, backend=None, num_threads=1, split_every=SPLIT_EVERY, compute=True):
     """Softmax loss and gradient of a Dask array, computed where its chunks live.
 
     Same contract and result as :func:`fastsoftmax.softmax_loss` on the
@@ -195,6 +200,10 @@ def softmax_loss(W, X, y, reg, *, backend=None, split_every=SPLIT_EVERY, compute
         Backend every chunk runs; default, per chunk,
         ``fastsoftmax.fastest(dtype, rows of the chunk)`` as decided on the
         client (workers need the same installation).
+    num_threads : int, optional
+        Threads each chunk's task gives the compiled backends.  Default 1:
+        Dask runs one task per worker thread (and its nanny limits BLAS to
+        one thread for the same reason), so more would oversubscribe the cores.
     split_every : int, optional
         Fan-in of the reduction tree.
     compute : bool, optional
@@ -214,6 +223,7 @@ def softmax_loss(W, X, y, reg, *, backend=None, split_every=SPLIT_EVERY, compute
         ``X``, when the chunk holding them is computed.
     """
     X, y = _align(W, X, y)
+    num_threads = _check_threads(num_threads, "num_threads")
     if not isinstance(split_every, int) or split_every < 2:
         raise ValueError(f"split_every must be an integer >= 2, got {split_every!r}")
     # The shared validator on a one-row probe with X's and y's dtypes checks
@@ -233,7 +243,11 @@ def softmax_loss(W, X, y, reg, *, backend=None, split_every=SPLIT_EVERY, compute
     # so a lazy result (compute=False) holds them alive on its own.
     X_blocks = X.to_delayed(optimize_graph=False).ravel()
     y_blocks = y.to_delayed(optimize_graph=False).ravel()
-    parts = [partial(xb, yb, W_key, chosen(n)) for xb, yb, n in zip(X_blocks, y_blocks, X.chunks[0]) if n > 0]
+    parts = [
+        partial(xb, yb, W_key, chosen(n), num_threads)
+        for xb, yb, n in zip(X_blocks, y_blocks, X.chunks[0])
+        if n > 0
+    ]
     result = dask.delayed(_finish, pure=False)(_tree_sum(parts, split_every), W_key, reg)
     if not compute:
         return result

@@ -72,7 +72,7 @@ def test_every_backend_runs_on_the_workers(client, fast_backend):
     name, in_memory = fast_backend
     W, X, y = problem(n=64)
     reference = in_memory(W, X, y, 0.1)
-    result = fd.softmax_loss(W, fd.from_array(X, chunks=(7, 30, 27)), y, 0.1, backend=name)
+    result = fd.softmax_loss(W, fd.from_array(X, chunks=(7, 30, 27)), y, 0.1, backend=name, num_threads=2)
     assert_agrees(result, reference, np.float64)
 
 
@@ -252,6 +252,8 @@ def test_bad_arguments_are_rejected_up_front(client):
         fd.softmax_loss(W, Xd[:, 0], y, 0.1)
     with pytest.raises(ValueError, match=r"unknown chunk sizes.*compute_chunk_sizes"):
         fd.softmax_loss(W, Xd[da.from_array(y, chunks=10) > 2], y, 0.1)
+    with pytest.raises(ValueError, match=r"num_threads must be a positive integer"):
+        fd.softmax_loss(W, Xd, y, 0.1, num_threads=0)
     with pytest.raises(ValueError, match=r"split_every must be an integer >= 2"):
         fd.softmax_loss(W, Xd, y, 0.1, split_every=1)
     with pytest.raises(fastsoftmax.backends.BackendUnavailable, match="unknown backend"):
