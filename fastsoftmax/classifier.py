@@ -33,6 +33,7 @@ import json
 import math
 import numbers
 import os
+import sys
 import zipfile
 
 import numpy as np
@@ -126,9 +127,13 @@ class Softmax:
             raise RuntimeError("this Softmax has no weights yet: call train() or Softmax.load() first")
         return backends.get(self._backend_name())(self.W, X_batch, y_batch, reg)
 
+    def _minibatch_indices(self, n, batch_size):
+        """Indices of one minibatch: ``batch_size`` of ``range(n)``, with replacement (as in CS231n)."""
+        return self._rng.choice(n, batch_size, replace=True)
+
     def _minibatch(self, X, y, batch_size):
-        """``batch_size`` rows of (X, y) drawn with replacement (as in CS231n)."""
-        idx = self._rng.choice(len(y), batch_size, replace=True)
+        """``batch_size`` rows of (X, y) drawn with replacement."""
+        idx = self._minibatch_indices(len(y), batch_size)
         return X[idx], y[idx]
 
     def _update(self, dW, learning_rate):
@@ -204,10 +209,18 @@ class Softmax:
         )
         from tqdm.auto import tqdm
 
+        batches = None
+        dask_array = sys.modules.get("dask.array")  # loaded if X can be one
+        if dask_array is not None and isinstance(X, dask_array.Array):
+            # X stays on its workers: only the drawn rows are fetched, the same
+            # batches as in memory (see fastsoftmax.dask.minibatches).
+            from .dask import minibatches
+
+            batches = minibatches(self, X, y, batch_size, num_iters)
         loss_history = []
         with tqdm(total=num_iters, desc=f"train[{backend}]", disable=not progress, leave=False) as bar:
             for it in range(num_iters):
-                X_batch, y_batch = self._minibatch(X, y, batch_size)
+                X_batch, y_batch = self._minibatch(X, y, batch_size) if batches is None else next(batches)
                 loss, dW = self.loss(X_batch, y_batch, reg)
                 self._update(dW, learning_rate)
                 loss_history.append(loss)
