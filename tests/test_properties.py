@@ -167,17 +167,8 @@ def test_huge_near_tied_scores(dtype):
     check_all_backends(problem)
 
 
-NO_FEATURES_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="python reference returns dW of shape (0,) instead of (0, C) when D == 0: "
-    "np.array(grad, dtype=W.dtype) of the empty list grad=[] loses the C axis (backends/python.py)",
-)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize(
-    "name", [pytest.param(b, marks=NO_FEATURES_BUG) if b == "python" else b for b in backends.BACKENDS]
-)
+@pytest.mark.parametrize("name", list(backends.BACKENDS))
 def test_no_features(name, dtype):
     """D = 0 (X is (N, 0), W is (0, C)) is well defined: all scores 0, loss log(C), dW empty."""
     f = load_backend(name)

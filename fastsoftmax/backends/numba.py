@@ -28,14 +28,21 @@ process when two Python threads launch parallel kernels at once.  Numba picks
 to fall back to ``workqueue`` are our calls serialised with a lock.
 
 Compilation happens on the first call for each dtype, never at import, and is
-cached on disk (``cache=True``) so later processes skip it.
+cached on disk (``cache=True``) so later processes skip it.  The cache is an
+optimisation, never a reason to fail: where Numba has nowhere writable to
+cache (read-only install, no writable HOME, no ``NUMBA_CACHE_DIR``) the
+kernels are compiled without it, and a cache file that cannot be read (cut
+short, overwritten) makes the first call recompile without the cache.  Both
+say so with a ``RuntimeWarning``, since each costs a compile per process.
 """
 
 import math
 import threading
+import warnings
 
 import numba
 import numpy as np
+from numba.core.caching import NullCache
 
 from .._threads import get_num_threads
 from ._common import finish, padded_transpose, thread_count
@@ -48,7 +55,26 @@ _CB = 5  # classes per micro-kernel: Cp is C rounded up to a multiple of 5
 _FASTMATH = {"reassoc", "contract"}
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
+def _jit(**options):
+    """``numba.njit(cache=True, **options)``, or without the cache where Numba cannot have one."""
+
+    def decorate(func):
+        try:
+            return numba.njit(cache=True, **options)(func)
+        except RuntimeError as exc:  # "cannot cache function ...: no locator available"
+            warnings.warn(
+                f"fastsoftmax numba backend: no writable place for Numba's cache ({exc}); "
+                "compiling on first use in every process. Set NUMBA_CACHE_DIR to a writable "
+                "directory to cache the compiled kernels.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return numba.njit(cache=False, **options)(func)
+
+    return decorate
+
+
+@_jit(fastmath=_FASTMATH)
 def _block(Wt, C, x0, x1, x2, x3, y, i0, nr, G, coef, coef_t):  # pragma: no cover - jitted
     """Loss of rows ``i0 .. i0+nr`` (given as x0..x3) and their gradient, added to G.
 
@@ -134,7 +160,7 @@ def _block(Wt, C, x0, x1, x2, x3, y, i0, nr, G, coef, coef_t):  # pragma: no cov
     return loss
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
+@_jit(fastmath=_FASTMATH)
 def _chunk(Wt, C, X, y, start, stop, G, zero):  # pragma: no cover - jitted
     """Sum of the losses of rows ``start .. stop`` of X; their gradient is added to G."""
     Cp = Wt.shape[0]
@@ -150,7 +176,7 @@ def _chunk(Wt, C, X, y, start, stop, G, zero):  # pragma: no cover - jitted
     return loss
 
 
-@numba.njit(cache=True, parallel=True)
+@_jit(parallel=True)
 def _fused(Wt, C, X, y, n_chunks):  # pragma: no cover - jitted
     N = X.shape[0]
     Cp, D = Wt.shape
@@ -175,6 +201,27 @@ def _fused(Wt, C, X, y, n_chunks):  # pragma: no cover - jitted
 # (before the first call) or is the thread-unsafe "workqueue".
 _launch_lock = threading.Lock()
 _layer_is_threadsafe = False
+
+
+def _run_fused(*args):
+    """Call the parallel kernel; if loading its on-disk cache fails, recompile without it."""
+    compiled = len(_fused.overloads)
+    try:
+        return _fused(*args)
+    except Exception as exc:
+        if len(_fused.overloads) != compiled or isinstance(_fused._cache, NullCache):
+            raise  # not a compile or cache load: a real error
+        # Loading a damaged cache file can fail with almost any exception
+        # (an unpickling error, EOFError, ...); compiling afresh cannot.
+        warnings.warn(
+            f"fastsoftmax numba backend: Numba's on-disk cache could not be read "
+            f"({type(exc).__name__}: {exc}); recompiling without the cache in this process",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        for kernel in (_block, _chunk, _fused):
+            kernel._cache = NullCache()
+        return _fused(*args)
 
 
 def threading_layer():
@@ -208,10 +255,10 @@ def softmax_loss(W, X, y, reg):
     Wt = padded_transpose(W, _CB)
     if _layer_is_threadsafe:
         numba.set_num_threads(n_threads)  # thread-local in Numba
-        data_loss, grad_sum = _fused(Wt, C, X, y, n_chunks)
+        data_loss, grad_sum = _run_fused(Wt, C, X, y, n_chunks)
     else:
         with _launch_lock:
             numba.set_num_threads(n_threads)
-            data_loss, grad_sum = _fused(Wt, C, X, y, n_chunks)
+            data_loss, grad_sum = _run_fused(Wt, C, X, y, n_chunks)
             _layer_is_threadsafe = threading_layer() in ("tbb", "omp")
     return finish(W, N, reg, data_loss, grad_sum)

@@ -67,4 +67,4 @@ def softmax_loss(W, X, y, reg):
             sq += w * w
             grad[d][j] = grad[d][j] / N + 2.0 * reg * w
     loss += reg * sq
-    return loss, np.array(grad, dtype=W.dtype)
+    return loss, np.array(grad, dtype=W.dtype).reshape(D, C)  # reshape keeps C when D == 0
