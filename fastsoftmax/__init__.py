@@ -52,35 +52,16 @@ def __getattr__(name):
 
 
 def softmax_loss(W, X, y, reg):
+    return backends.get(fastest(*backends.problem_key(W, X)))(W, X, y, reg)
+
+
+# The contract is written once, in the registry, for every backend and this.
+softmax_loss.__doc__ = (
     """Softmax loss and gradient with the fastest available backend.
 
-    Which backend runs is :func:`fastest` for this problem's dtype and N
-    (pin one with :func:`set_backend` or ``FASTSOFTMAX_BACKEND``); every
-    backend has this same contract.
-
-    Parameters
-    ----------
-    W : array_like, shape (D, C)
-        Weights (float32 or float64; integers are cast to float64).
-    X : array_like, shape (N, D)
-        Data, one example per row; append a column of ones for the bias.
-    y : array_like, shape (N,)
-        Integer labels in ``[0, C)``, any integer dtype.
-    reg : float
-        L2 strength, finite and >= 0.  Pass ``reg / 2`` for the older
-        ``0.5 * reg * sum(W**2)`` convention.
-
-    Returns
-    -------
-    loss : float
-        ``mean_i(logsumexp(S[i]) - S[i, y[i]]) + reg * sum(W**2)``, ``S = X @ W``.
-    dW : ndarray, shape (D, C)
-        ``X.T @ (P - Y) / N + 2 * reg * W``; float32 only if W and X are both
-        float32, else float64.
-
-    Raises
-    ------
-    TypeError, ValueError
-        For bad input, naming the argument and what was expected.
-    """
-    return backends.get(fastest(*backends.problem_key(W, X)))(W, X, y, reg)
+Which backend runs is :func:`fastest` for this problem's dtype and N (pin one
+with :func:`set_backend` or ``FASTSOFTMAX_BACKEND``); every backend has this
+same contract.
+"""
+    + backends.CONTRACT_DOC
+)

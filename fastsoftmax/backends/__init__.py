@@ -301,8 +301,9 @@ def unregister(name):
     _public.pop(name, None)
 
 
-_PUBLIC_DOC = """Softmax loss and gradient, ``{name}`` backend.
-
+#: The contract every backend's ``softmax_loss`` keeps (numpydoc sections),
+#: shared by the per-backend functions and ``fastsoftmax.softmax_loss``.
+CONTRACT_DOC = """
 Parameters
 ----------
 W : array_like, shape (D, C)
@@ -313,7 +314,7 @@ y : array_like, shape (N,)
     Integer labels in ``[0, C)``, any integer dtype.
 reg : float
     L2 strength, finite and >= 0.  The loss adds ``reg * sum(W**2)``; pass
-    ``reg / 2`` for the older ``0.5 * reg`` convention.
+    ``reg / 2`` for the older ``0.5 * reg * sum(W**2)`` convention.
 
 Returns
 -------
@@ -322,4 +323,14 @@ loss : float
 dW : ndarray, shape (D, C)
     ``X.T @ (P - Y) / N + 2 * reg * W``; float32 only if W and X are both
     float32, else float64.
+
+Raises
+------
+TypeError, ValueError
+    For bad input, naming the argument and what was expected (README, "Bad
+    input").
+FloatingPointError
+    If finite inputs give scores beyond the dtype's range.
 """
+
+_PUBLIC_DOC = "Softmax loss and gradient, ``{name}`` backend.\n" + CONTRACT_DOC
