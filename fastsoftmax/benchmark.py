@@ -45,6 +45,7 @@ import time
 import numpy as np
 
 from . import _peers, backends
+from ._files import atomic_write
 from ._threads import get_num_threads, threads as fs_threads
 from ._validate import prepare
 from .cases import CASES
@@ -442,7 +443,7 @@ def peak_extra_memory(case, names, threads, data_dir=None, timeout=600):
         "case": {f: getattr(case, f) for f in ("n", "d", "c", "dtype", "reg", "seed")},
         "names": names,
         "threads": threads,
-        "data_dir": data_dir,
+        "data_dir": os.path.abspath(data_dir) if data_dir else None,
         "extra": extra,
     }
     env = dict(os.environ)
@@ -453,6 +454,10 @@ def peak_extra_memory(case, names, threads, data_dir=None, timeout=600):
         capture_output=True,
         text=True,
         env=env,
+        # Not the caller's directory: `python -c` puts it first on sys.path,
+        # and run from a source checkout it would import the uncompiled
+        # package instead of the installed one.
+        cwd=tempfile.gettempdir(),
         timeout=timeout,
     )
     if proc.returncode != 0:
@@ -548,41 +553,21 @@ def format_table(case, source, ref_name, records):
     return "\n".join([head, line(cols), *(line(r) for r in rows)])
 
 
-def _atomic_write(path, write):
-    """Call ``write(tmp_path)``, then move the file to ``path`` in one step."""
-    path = os.path.abspath(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def write_json(path, payload):
     """Write ``payload`` as JSON to ``path`` atomically."""
-
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=1, default=float)
-            f.write("\n")
-
-    _atomic_write(path, write)
+    with atomic_write(path, "w") as f:
+        json.dump(payload, f, indent=1, default=float)
+        f.write("\n")
 
 
 def write_plot(path, cases, records):
     """A PNG bar chart of median time per call: log scale, one panel per case, floor as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .visualize import _figure, _save  # an Agg canvas, never pyplot's global state
 
     cols = min(2, len(cases))
     nrows = -(-len(cases) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(7 * cols, 3.6 * nrows), squeeze=False)
+    fig = _figure((7 * cols, 3.6 * nrows))
+    axes = fig.subplots(nrows, cols, squeeze=False)
     colors = {"backend": "tab:blue", "yardstick": "tab:gray", "peer": "tab:orange"}
     multi = len({r["threads"] for r in records}) > 1
     for ax, case in zip(axes.flat, cases):
@@ -606,9 +591,7 @@ def write_plot(path, cases, records):
     for ax in list(axes.flat)[len(cases):]:
         ax.set_visible(False)
     fig.suptitle("fastsoftmax bench: backends (blue), yardsticks (gray), peers (orange)")
-    fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    _save(fig, path)
 
 
 # ---------------------------------------------------------------------- run
@@ -705,6 +688,8 @@ def run(
             records += case_records
             bar.clear()
             out(format_table(case, source, ref_name, case_records))
+            for note in dict.fromkeys(r["memory_note"] for r in case_records if "memory_note" in r):
+                out(f"extra mem not measured: {note}")
     finally:
         bar.close()
     out("\n" + _footnotes(names, threads))

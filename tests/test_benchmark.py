@@ -195,3 +195,15 @@ def test_bench_harness_uses_the_shared_case_table():
     spec.loader.exec_module(bench_conftest)
     params = bench_conftest.case_setup._fixture_function_marker.params
     assert tuple(params) == CASES
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the memory probe needs Linux /proc")
+def test_memory_probe_ignores_a_source_checkout_in_the_working_directory(tmp_path, monkeypatch):
+    """Run from a repository root after `pip install .`, the probe must import the installed package."""
+    shadow = tmp_path / "fastsoftmax"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('imported the checkout, not the install')\n")
+    monkeypatch.chdir(tmp_path)
+    mem = benchmark.peak_extra_memory(Case(64), ["numpy"], 1)
+    assert "_error" not in mem, mem.get("_error")
+    assert mem["numpy"] >= 0
