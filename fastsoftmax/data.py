@@ -275,26 +275,26 @@ def split_cifar10(loaded, num_training=49000, num_validation=1000, num_test=1000
             f"num_training = {num_training} images"
         )
 
-    def flat(images):
-        return images.reshape(len(images), -1).astype(dtype)
-
-    X_train = flat(X_train_all[:num_training])
-    mean_image = X_train.mean(axis=0, dtype=np.float64).astype(dtype)
+    mean_image = X_train_all[:num_training].reshape(num_training, -1).mean(axis=0, dtype=np.float64).astype(dtype)
     dev_idx = np.random.default_rng(seed).choice(num_training, num_dev, replace=False)
 
-    def finish(X):
-        X -= mean_image
-        return np.hstack([X, np.ones((len(X), 1), dtype=dtype)])
+    def finish(images):
+        """Flat pixels minus the mean image, with a bias column: one array, written once."""
+        X = np.empty((len(images), mean_image.size + 1), dtype=dtype)
+        X[:, :-1] = images.reshape(len(images), -1)
+        X[:, :-1] -= mean_image
+        X[:, -1] = 1
+        return X
 
     stop = num_training + num_validation
     return CIFAR10Splits(
-        X_train=finish(X_train.copy()),
+        X_train=finish(X_train_all[:num_training]),
         y_train=y_train_all[:num_training].copy(),
-        X_val=finish(flat(X_train_all[num_training:stop])),
+        X_val=finish(X_train_all[num_training:stop]),
         y_val=y_train_all[num_training:stop].copy(),
-        X_test=finish(flat(X_test_all[:num_test])),
+        X_test=finish(X_test_all[:num_test]),
         y_test=y_test_all[:num_test].copy(),
-        X_dev=finish(X_train[dev_idx]),
+        X_dev=finish(X_train_all[dev_idx]),
         y_dev=y_train_all[dev_idx].copy(),
         mean_image=mean_image,
         class_names=class_names,
