@@ -6,7 +6,7 @@ CIFAR_DIR defaults to the shared real subset beside the repository
 (../shared/cifar-10-subset/cifar-10-batches-py); get the full dataset with
 ``fastsoftmax.data.download_cifar10(dest)``.  The whole exercise with every
 figure (sanity loss, gradient check, naive vs fast timing, tuning) is
-``python -m fastsoftmax.exercise --data CIFAR_DIR``.
+``fastsoftmax train --data CIFAR_DIR``.
 """
 
 import os

@@ -19,7 +19,6 @@ from fastsoftmax.data import load_cifar10
 from fastsoftmax.testing import compare, write_fake_cifar10
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CIFAR = os.path.join(ROOT, "..", "shared", "cifar-10-subset", "cifar-10-batches-py")
 HOG_BYTES = 48 * 2**20
 
 
@@ -149,10 +148,9 @@ def test_data_dir_reads_official_batches_and_repeats_them(tmp_path):
         benchmark.case_data(Case(7), str(tmp_path / "empty"))
 
 
-@pytest.mark.skipif(not os.path.isdir(CIFAR), reason="the real CIFAR-10 subset (../shared) is not here")
-def test_cli_on_real_cifar(capsys):
+def test_cli_on_real_cifar(cifar_root, capsys):
     status = cli.main(["bench", "--sizes", "64", "--dtypes", "float32", "--backends", "numpy",
-                       "--no-peers", "--no-memory", "--repeat", "1", "--data", CIFAR])
+                       "--no-peers", "--no-memory", "--repeat", "1", "--data", str(cifar_root)])
     out = capsys.readouterr().out
     assert status == 0, out
     assert "real CIFAR-10" in out and "PASS" in out

@@ -18,9 +18,8 @@ otherwise round differently.
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
-import fastsoftmax
+from fastsoftmax.benchmark import limit_threads
 from fastsoftmax.cases import make_problem
 from fastsoftmax.testing import random_problem, relative_error
 
@@ -31,11 +30,6 @@ from fastsoftmax.testing import random_problem, relative_error
 ACROSS_THREADS = {np.dtype(np.float64): 1e-13, np.dtype(np.float32): 2e-5}
 
 THREADS = [1, 2, 3]
-
-
-def _limits(n):
-    """Set both thread knobs: ours (numba, cython) and BLAS's (numpy)."""
-    return fastsoftmax.threads(n), threadpool_limits(n)
 
 
 def assert_identical(a, b, context):
@@ -50,8 +44,7 @@ def test_repeated_calls_are_bit_identical(backend, dtype, n_threads):
     rng = np.random.default_rng(21)
     n = 40 if name == "python" else 1500
     W, X, y = random_problem(rng, n, 37, 10, dtype=dtype, scale=5.0)
-    ours, blas = _limits(n_threads)
-    with ours, blas:
+    with limit_threads(n_threads):
         first = f(W, X, y, 0.3)
         for rep in range(4):
             assert_identical(f(W, X, y, 0.3), first, f"{name} call {rep + 2}")
@@ -69,8 +62,7 @@ def test_thread_count_changes_results_by_at_most_the_documented_bound(fast_backe
     W, X, y = make_problem(2000, 1000, 10, dtype, seed=4)
     results = {}
     for n in (1, 2, 3, 8):
-        ours, blas = _limits(n)
-        with ours, blas:
+        with limit_threads(n):
             results[n] = f(W, X, y, 1e3)
     bound = ACROSS_THREADS[np.dtype(dtype)]
     for n, res in results.items():
