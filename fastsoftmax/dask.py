@@ -21,7 +21,7 @@ same helper the compiled backends use (``backends._common.finish``).  So:
   again instead of picking up a result the scheduler still holds under the
   same deterministic key (which made repeated timings meaningless);
 * validation is the shared validator's: ``W``, the dtypes and ``reg`` are
-  checked up front by :func:`fastsoftmax._validate.prepare` on a one-row probe
+  checked up front by :func:`fastsoftmax.backends._validate.prepare` on a one-row probe
   of X's and y's dtypes; each chunk is validated again by the backend it runs
   (so a label out of ``[0, C)`` or a NaN in ``X`` raises the validator's
   error, lazily, from the chunk that holds it).
@@ -58,9 +58,9 @@ from dask.base import tokenize
 from dask.utils import parse_bytes
 
 from . import backends
-from ._threads import _check as _check_threads
-from ._threads import threads
-from ._validate import prepare
+from .backends._threads import _check as _check_threads
+from .backends._threads import threads
+from .backends._validate import prepare
 from .backends._common import finish
 
 __all__ = ["softmax_loss", "take_rows", "minibatches", "from_array", "from_npy", "chunk_rows", "local_client"]
@@ -412,7 +412,7 @@ def from_array(a, chunks="auto", *, scatter=None):
     Parameters
     ----------
     a : ndarray, np.memmap or dask.array.Array, shape (N, ...)
-        For example the arrays of :func:`fastsoftmax.data.get_cifar10_data`.
+        For example the arrays of :func:`fastsoftmax.training.data.get_cifar10_data`.
         A whole ``np.memmap`` (as from ``np.load(path, mmap_mode="r")``) is
         read lazily, chunk by chunk, on the workers; so is a ``.npy`` file via
         :func:`from_npy`.  A Dask array is rechunked to whole rows.

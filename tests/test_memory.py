@@ -9,7 +9,7 @@ Design note
   (``sys.getallocatedblocks``), which catches a leaked reference to even one
   small object per call.
 * Copies of X: X is the one large array (N x D); the validator never copies
-  it when it has the working dtype (``fastsoftmax._validate``), and a kernel
+  it when it has the working dtype (``fastsoftmax.backends._validate``), and a kernel
   may copy it only to change an unusable layout.  Two independent meters
   check a C-contiguous X of the working dtype, 40-80 MB so that a copy is
   obvious: ``tracemalloc`` (sees NumPy's and Cython's allocations) and the

@@ -4,10 +4,10 @@ Design note
 -----------
 A backend is a module in this package exposing a *kernel*
 ``softmax_loss(W, X, y, reg)`` that trusts its inputs (see
-``fastsoftmax._validate.Problem``).  The registry wraps every kernel in the
-same public function: validate with :func:`fastsoftmax._validate.prepare`,
+``fastsoftmax.backends._validate.Problem``).  The registry wraps every kernel in the
+same public function: validate with :func:`fastsoftmax.backends._validate.prepare`,
 run the kernel, check the result with
-:func:`fastsoftmax._validate.check_result`.  So all backends share one
+:func:`fastsoftmax.backends._validate.check_result`.  So all backends share one
 validator and differ only in their kernel.
 
 Backends load lazily, on first use, as in opt_einsum: ``import fastsoftmax``
@@ -30,7 +30,7 @@ import os
 
 import numpy as np
 
-from .._validate import check_result, prepare, working_dtype
+from ._validate import check_result, prepare, working_dtype
 
 __all__ = [
     "BACKENDS",
@@ -155,7 +155,7 @@ def unavailable():
 def get_kernel(name):
     """The raw kernel of backend ``name``: no validation, for benchmarks only.
 
-    Its inputs must already be what :func:`fastsoftmax._validate.prepare`
+    Its inputs must already be what :func:`fastsoftmax.backends._validate.prepare`
     returns.
     """
     return _load(name)
@@ -234,7 +234,7 @@ def fastest(dtype=None, n=None):
     ----------
     dtype : dtype, optional
         Working dtype of the problem (see
-        :func:`fastsoftmax._validate.working_dtype`); default float64.
+        :func:`fastsoftmax.backends._validate.working_dtype`); default float64.
     n : int, optional
         Number of examples N; default a large batch.
 

@@ -18,7 +18,7 @@ layouts (Fortran order, column-strided views) are copied, once.
 
 import numpy as np
 
-from .._threads import get_num_threads
+from ._threads import get_num_threads
 from ._common import finish, padded_transpose, thread_count
 from ._cython_kernel import CLASS_BLOCK, SUPPORTED_ISAS, fused_loss_grad
 

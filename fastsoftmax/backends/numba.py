@@ -12,7 +12,7 @@ measured 1.2x faster than 4 x 2 at N=500); with
 ``fastmath={'reassoc', 'contract'}`` LLVM turns each into vector accumulators
 and FMAs for the host CPU.  Only those two flags: reassociation
 lets the sums vectorize and contraction allows FMA, while ``nnan``/``ninf``
-stay off so NaN and inf propagate and :func:`fastsoftmax._validate.check_result`
+stay off so NaN and inf propagate and :func:`fastsoftmax.backends._validate.check_result`
 still sees a non-finite result.  Classes are padded with zero weights to a
 multiple of 5 and the last block's missing rows read a zero row, so the hot
 loops have no remainder code.
@@ -44,7 +44,7 @@ import numba
 import numpy as np
 from numba.core.caching import NullCache
 
-from .._threads import get_num_threads
+from ._threads import get_num_threads
 from ._common import finish, padded_transpose, thread_count
 
 _RB = 4  # rows per block (the kernel below is written for exactly 4)

@@ -64,7 +64,7 @@ _NUM_CLASSES = 10
 _HOW_TO_GET = (
     f"Expected the CIFAR-10 python version: a directory ({CIFAR10_DIRNAME}/) holding "
     f"{', '.join(_TRAIN_FILES)}, {_TEST_FILE} and {_META_FILE}. Get it with "
-    f"fastsoftmax.data.download_cifar10(dest), or download {CIFAR10_URL} "
+    f"fastsoftmax.training.data.download_cifar10(dest), or download {CIFAR10_URL} "
     f"(md5 {CIFAR10_MD5}) and extract it."
 )
 
