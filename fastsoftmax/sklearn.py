@@ -487,7 +487,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         ndarray, shape (n_samples,)
             Values from ``classes_``.
         """
-        return self.classes_[np.argmax(self._scores(X), axis=1)]
+        S = self._scores(X)  # first: NotFittedError before classes_ is read
+        return self.classes_[np.argmax(S, axis=1)]
 
     def predict_log_proba(self, X):
         """Log of the softmax probabilities.
