@@ -373,3 +373,54 @@ def test_import_fastsoftmax_does_not_import_sklearn_or_scipy():
     code = "import sys, fastsoftmax; fastsoftmax.sklearn.SoftmaxClassifier; print('sklearn' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "True"
+
+
+# -- the fit benchmark (fastsoftmax bench --sklearn) -------------------------------------
+
+
+def test_bench_sklearn_table_checks_and_times_every_row(tmp_path, capsys):
+    from fastsoftmax import cli
+    from fastsoftmax.testing import write_fake_cifar10
+
+    root = write_fake_cifar10(tmp_path / "cifar", n=4)
+    status = cli.main(["bench", "--sklearn", "--data", str(root), "--threads", "1", "--repeat", "2",
+                       "--C", "0.01", "--tol", "1e-6", "--max-iter", "200"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "fit on 20 x 3072 CIFAR-10" in out and "1 thread(s), median of 2" in out
+    for row in ("LogisticRegression float64", "SoftmaxClassifier float64", "LogisticRegression float32",
+                "SoftmaxClassifier float32"):
+        assert row in out
+    assert out.count(" ok") == 4 and "DISAGREES" not in out
+
+
+def test_bench_sklearn_run_fails_a_row_that_disagrees(tmp_path, monkeypatch):
+    """The check can fail: a SoftmaxClassifier at the wrong C is reported, exit status 1."""
+    from fastsoftmax.harness import fit
+    from fastsoftmax.testing import write_fake_cifar10
+
+    root = write_fake_cifar10(tmp_path / "cifar", n=4)
+    real = fit.fit_rows
+
+    def wrong_c(C, tol, max_iter, fit_intercept, backend=None):
+        rows = real(C, tol, max_iter, fit_intercept, backend)
+        make, dt = rows["SoftmaxClassifier float64"]
+        rows["SoftmaxClassifier float64"] = (lambda: make().set_params(C=2 * C), dt)
+        return rows
+
+    monkeypatch.setattr(fit, "fit_rows", wrong_c)
+    lines = []
+    records, status = fit.run_fit(root, threads=[1], repeat=1, C=0.01, tol=1e-6, max_iter=200, out=lines.append)
+    assert status == 1
+    bad = [r for r in records if not r["ok"]]
+    assert [r["row"] for r in bad] == ["SoftmaxClassifier float64"]
+    assert any("DISAGREES" in line for line in lines)
+
+
+def test_bench_sklearn_needs_data(capsys):
+    from fastsoftmax import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", "--sklearn"])
+    assert exc.value.code == 2
+    assert "--sklearn needs --data DIR" in capsys.readouterr().err
