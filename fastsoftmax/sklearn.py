@@ -130,7 +130,12 @@ def weighted_softmax_loss(W, X, y, reg, sample_weight, *, b=None, out=None):
     S /= Z[:, None]  # P
     S[rows, y] -= 1  # P - Y
     S *= v[:, None]
-    dW = np.matmul(X.T, S, out=out)
+    # (C, D) product copied transposed, as the numpy backend does:
+    # matmul(X.T, S, out=out) is slower (measured ~1.5x here).
+    if out is None:
+        out = np.empty(W.shape, dtype=W.dtype)
+    out[...] = (S.T @ X).T
+    dW = out
     dW += (2 * reg) * W
     if b is None:
         return loss, dW
@@ -244,7 +249,8 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
     backend_ : str
         The backend the fit used.
     loss_ : float
-        Objective at the solution (the form in the design note).
+        L-BFGS: the objective (the form in the design note) at the solution;
+        SGD: the mean minibatch loss of the last epoch.
 
     Examples
     --------
