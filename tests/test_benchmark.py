@@ -77,7 +77,8 @@ def test_cli_quick_json_has_a_verdict_per_backend(tmp_path, capsys):
     assert payload["floor_check"]["checks"][0]["l2_block_gbs"] > 0
     assert "textbook" in out and "stream X" in out and "N=64|float64" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
+    # Exactly the two outputs: no temporary file of atomic_write (".bench.json.*.tmp") left behind.
+    assert sorted(os.listdir(tmp_path)) == ["bench.json", "bench.png"]
 
 
 def test_cli_fails_naming_a_wrong_backend(registered, tmp_path, capsys):
