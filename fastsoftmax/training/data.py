@@ -196,14 +196,15 @@ class _Dtype(_Recipe):
 
     def __setstate__(self, state):
         # NumPy writes (3, byteorder, None, None, None, -1, -1, 0) for a plain
-        # number; anything else would set fields, sub-arrays, sizes or flags
-        # (a crafted state can make a 1-byte dtype with a field far outside it).
+        # number, byteorder one of "<>|"; anything else would set fields,
+        # sub-arrays, sizes or flags (a crafted state can make a 1-byte dtype
+        # with a field far outside it, or a uint64 "holding" object pointers).
         # Types are checked before values: an array from the file compares elementwise.
         if (
             self.has_state
             or not (isinstance(state, tuple) and len(state) == 8)
             or not (_is_int(state[0]) and state[0] == 3)
-            or not (isinstance(state[1], str) and state[1] in ("<", ">", "|", "="))
+            or not (isinstance(state[1], str) and state[1] in ("<", ">", "|"))
             or not all(a is None for a in state[2:5])
             or not all(_is_int(a) and a == b for a, b in zip(state[5:], _DTYPE_STATE_TAIL[3:]))
         ):
