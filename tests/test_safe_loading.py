@@ -236,7 +236,7 @@ CRAFTED_NUMPY = {
     "object array": (np.array([1, "a"], dtype=object), r"numpy\.dtype\('O8'"),
     "structured array": (np.zeros(2, dtype=[("a", "u1")]), r"numpy\.dtype\('V1'"),
     "datetime array": (np.zeros(2, "M8[s]"), r"numpy\.dtype\('M8'"),
-    "numpy scalar": (np.int64(3), r"the global numpy\._core\.multiarray\.scalar"),
+    "numpy scalar": (np.int64(3), r"the global numpy\.(_)?core\.multiarray\.scalar"),  # _core: NumPy 2
     "ndarray constructor": (Call(np.ndarray, (4,), "u1", b"x" * 4), r"numpy\.ndarray\(\(4,\)"),
     "reconstruct of a non-empty array": (Call(NP_RECONSTRUCT, np.ndarray, (10,), b"b"), r"_reconstruct\(numpy\.ndarray, \(10,\)"),
     "array without state": (Call(NP_RECONSTRUCT, np.ndarray, (0,), b"b"), r"a bare numpy\.ndarray"),
