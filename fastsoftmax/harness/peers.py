@@ -125,10 +125,9 @@ def _stream():
         from ..backends._numba_cache import jit
 
         # reassoc lets LLVM keep several vector accumulators, so the loop is
-        # limited by loads, not by the latency of one chain of adds (measured:
-        # ~100 GB/s on an L2-resident float64 block vs ~6 GB/s without).  No nnan/ninf.
+        # limited by loads, not by the latency of one chain of adds.  No nnan/ninf.
         # Serial and nogil, threaded from Python: inside a Numba prange the
-        # same loop did not vectorize (2 GB/s in L2).
+        # same loop did not vectorize.  Figures: docs/benchmarks.md.
         @jit(nogil=True, fastmath={"reassoc", "contract"})
         def stream_sum(flat, lo, hi, passes):
             # Index a slice from 0 to its size: with lo..hi indices into
