@@ -1,4 +1,4 @@
-"""The numba backend's on-disk cache: read-only installs, NUMBA_CACHE_DIR, damaged files.
+"""The numba backend's on-disk cache: never in the package, NUMBA_CACHE_DIR, read-only installs, damaged files.
 
 Design note
 -----------
@@ -157,14 +157,14 @@ def test_numba_cache_dir_elsewhere_is_used(world):
 
 
 def test_read_only_package_uses_the_user_cache(world, tmp_path):
-    """A package in a read-only directory (a system install) caches in ~/.cache instead."""
+    """A package in a read-only directory (a system install) caches in ~/.cache/fastsoftmax/numba."""
     require_read_only(world["pkg"])
     home = tmp_path / "home"
     home.mkdir()
     first = probe(world["pkg"], home)
     assert first["agree"], first
     assert not list(world["pkg"].rglob("*.nbi")), "wrote into the read-only package"
-    assert list((home / ".cache").rglob("*.nbi")), "cached nowhere"
+    assert list((home / ".cache" / "fastsoftmax" / "numba").rglob("*.nbi")), "not in the user cache directory"
     second = probe(world["pkg"], home)
     assert second["agree"] and second["hits"] >= 1, second
 
