@@ -12,7 +12,7 @@ from fastsoftmax.harness import training_step as ts
 def small_x(monkeypatch):
     """The section's shapes, shrunk so the test takes seconds (CIFAR's D is kept)."""
     monkeypatch.setattr(ts, "N", 600)
-    monkeypatch.setattr(ts, "COLD_BATCHES", 3)
+    monkeypatch.setattr(ts, "PREDRAWN", 5)
 
 
 def test_cli_training_step_only_writes_table_and_json(small_x, tmp_path, capsys):

@@ -1,10 +1,10 @@
 """A training step beside the bare kernel (issue 14), one benchmark group per dtype and thread count.
 
-Run ``pytest bench/test_training_step.py --benchmark-only``.  The rows and
+Run ``pytest bench/test_bench_training_step.py --benchmark-only``.  The rows and
 their setup are those of ``fastsoftmax bench --training-step``
 (:mod:`fastsoftmax.harness.training_step`): ``kernel`` on an already gathered
-batch of 200 (the yardstick; target: a step <= 1.15x it), ``kernel, cold``
-cycling through batches gathered beforehand, ``copy step`` (gather, loss,
+batch of 200 (the yardstick; target: a step <= 1.15x it), ``kernel, rows``
+reading a fresh batch of rows in place each call, ``copy step`` (gather, loss,
 ``W -= lr * dW``) and ``rows step`` (``SGDStep``: ``rows=``, ``out=``, in-place
 update), on X of 4585 x 3073 (CIFAR-shaped).  Before timing, the setup checks
 that ``rows=`` agrees with the gathered call and records whether rows steps
