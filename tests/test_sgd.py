@@ -98,6 +98,16 @@ def test_step_with_bias_equals_the_copy_path(dtype):
     assert losses == losses_ref
 
 
+@pytest.mark.parametrize("n, batch_size", [(1, 3), (7, 1), (4585, 200), (10**6, 50)])
+def test_draw_rows_is_the_cs231n_draw(n, batch_size):
+    """draw_rows keeps the stream of rng.choice(n, batch_size, replace=True): same seed, same batches."""
+    a, b = np.random.default_rng(9), np.random.default_rng(9)
+    for _ in range(3):
+        drawn, choice = draw_rows(a, n, batch_size), b.choice(n, batch_size, replace=True)
+        np.testing.assert_array_equal(drawn, choice)
+        assert drawn.dtype == choice.dtype
+
+
 def test_negative_rows_mean_what_they_mean_in_numpy():
     W0, X, y = data(np.float64, n=50, d=7, c=3)
     rows = np.array([3, 49, 0, 3])
