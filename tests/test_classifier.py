@@ -242,3 +242,15 @@ def test_two_backends_same_model_on_real_subset(cifar_splits, fast_backend, one_
     model.train(s.X_train, s.y_train, **kw)
     assert relative_error(model.W, ref.W) < 1e-8
     assert model.score(s.X_val, s.y_val) == ref.score(s.X_val, s.y_val)
+
+
+def test_lists_and_read_only_memmaps_train_like_arrays(small, tmp_path):
+    """X is turned into an array once, not once per step; a read-only memmap is read in place."""
+    X, y = small
+    ref, ref_history = fit(X, y)
+    as_lists, history = fit(X.tolist(), y.tolist())
+    np.testing.assert_array_equal(as_lists.W, ref.W)
+    assert history == ref_history
+    np.save(tmp_path / "X.npy", X)
+    mapped, _ = fit(np.load(tmp_path / "X.npy", mmap_mode="r"), y)
+    np.testing.assert_array_equal(mapped.W, ref.W)

@@ -195,7 +195,9 @@ class Softmax:
                 from ..dask import minibatches as batches
             else:
                 batches = random_batches
-        if not hasattr(X, "shape"):
+                # Once, not per step (a no-op for NumPy arrays and memmaps: no copy).
+                X = np.asarray(X)
+        elif not hasattr(X, "shape"):
             X = np.asarray(X)
         y = self._check_data(X, y)
         if self.W is None:
