@@ -55,3 +55,21 @@ def test_a_rows_path_that_disagrees_fails_the_run(small_x, tmp_path, capsys):
         backends.unregister("wrong-rows")
     out = capsys.readouterr().out
     assert "FAIL" in out and "training step float64 x1" in out
+
+
+def test_section_follows_the_case_tables_in_one_run(small_x, tmp_path):
+    """``fastsoftmax bench --training-step``: the per-case tables, then the section, in one JSON."""
+    from fastsoftmax.harness import run
+    from fastsoftmax.harness.cases import Case
+
+    lines = []
+    path = tmp_path / "both.json"
+    status = run([Case(64, d=33, c=10)], backend_names=["numpy"], peers=False, memory=False, repeat=1,
+                 training_step=True, training_step_threads=(1,), training_step_dtypes=["float64"],
+                 json_path=str(path), out=lines.append)
+    assert status == 0
+    text = "\n".join(lines)
+    assert text.index("N=64|float64") < text.index("training step   X 600 x 3073")
+    payload = json.loads(path.read_text())
+    assert {r["backend"] for r in payload["records"]} >= {"numpy"}
+    assert {(r["dtype"], r["threads"]) for r in payload["training_step"]} == {("float64", 1)}
