@@ -26,7 +26,7 @@ pytest.importorskip("scipy")
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 
 from fastsoftmax import get_num_threads  # noqa: E402
-from fastsoftmax.harness.fit import F32_RTOL, F64_RTOL, fit_data, fit_rows  # noqa: E402
+from fastsoftmax.harness.fit import BENCH_RTOL, fit_data, fit_rows  # noqa: E402
 from fastsoftmax.harness.machine import machine_info  # noqa: E402
 from fastsoftmax.harness.threads import limit_threads  # noqa: E402
 
@@ -69,7 +69,7 @@ def test_fit(benchmark, fit_setup, name, full_run):
         warnings.simplefilter("ignore", ConvergenceWarning)  # the plain run stops at 20 iterations
         est = make().fit(X, y)  # the check, and the warm-up (imports, JIT)
         err = float(np.linalg.norm(est.coef_ - ref.coef_) / np.linalg.norm(ref.coef_))
-        limit = F64_RTOL if dt == np.float64 else F32_RTOL
+        limit = BENCH_RTOL
         assert err <= limit, f"{name}: coef differs from LogisticRegression float64 by {err:.1e} (> {limit:.0e})"
         benchmark.group = f"sklearn fit|CIFAR {X.shape[0]}x{X.shape[1]}|{threads} threads"
         benchmark.extra_info.update(

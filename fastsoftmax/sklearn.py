@@ -7,7 +7,8 @@ owns no kernel and no input check of its own.  scikit-learn's
 ``validate_data`` gives the errors scikit-learn users expect (and its
 estimator checks test); the loss and gradient are
 :func:`fastsoftmax.backends.get`'s validated ``softmax_loss`` for the chosen
-backend; the thread count is :func:`fastsoftmax.threads`.  scikit-learn and
+backend, which also checks the ``n_threads`` it is handed; numbers are
+checked by the package's ``real``/``integer``.  scikit-learn and
 SciPy are imported by this module only, so ``import fastsoftmax`` does not
 need them (``pip install fastsoftmax[sklearn]``).
 
@@ -64,6 +65,7 @@ opposite, so ``||W||^2`` is half the binomial ``||w||^2``); tested.
 from __future__ import annotations
 
 import contextlib
+import functools
 import numbers
 import warnings
 
@@ -75,7 +77,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, check_random_state, validate_data
 
 from . import backends
-from .backends._threads import threads
+from .backends._validate import integer, real
 from .training.classifier import Softmax
 
 __all__ = ["SoftmaxClassifier", "weighted_softmax_loss"]
@@ -149,9 +151,10 @@ class _SGD(Softmax):
     kernel's ``rows=`` (no copy), and ``_update`` steps W and b together.
     """
 
-    def __init__(self, backend, seed, W, b, p):
+    def __init__(self, loss_fn, backend, seed, W, b, p):
         super().__init__(backend=backend, seed=seed)
         self.W, self.b, self._p = W, b, p
+        self._loss_fn = loss_fn  # the backend's validated softmax_loss, n_threads bound
 
     def _minibatch_indices(self, n, batch_size):
         return self._rng.choice(n, batch_size, replace=True, p=self._p)
@@ -161,7 +164,7 @@ class _SGD(Softmax):
 
     def loss(self, X, batch, reg):
         y, idx = batch
-        fn = backends.get(self._backend_name())
+        fn = self._loss_fn
         if self.b is None:
             loss, dW = fn(self.W, X, y, reg, rows=idx)
             return loss, (dW, None)
@@ -173,22 +176,6 @@ class _SGD(Softmax):
         self.W -= learning_rate * dW
         if db is not None:
             self.b -= learning_rate * db
-
-
-def _real(name, value, low, *, allow_inf=False, inclusive=False):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    ok = (value >= low if inclusive else value > low) and (np.isfinite(value) or (allow_inf and value == np.inf))
-    if not ok:
-        raise ValueError(f"{name} must be a {'' if allow_inf else 'finite '}number {'>=' if inclusive else '>'} {low}, got {value}")
-    return value
-
-
-def _integer(name, value, low):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
 
 
 class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
@@ -297,11 +284,12 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"solver must be one of {_SOLVERS}, got {self.solver!r}")
         if not isinstance(self.fit_intercept, (bool, np.bool_)):
             raise TypeError(f"fit_intercept must be a bool, got {self.fit_intercept!r}")
-        C = _real("C", self.C, 0.0, allow_inf=True)
-        max_iter = _integer("max_iter", self.max_iter, 0)
+        # The package's one checkers of numbers (C may also be inf: no penalty).
+        C = np.inf if isinstance(self.C, numbers.Real) and self.C == np.inf else real(self.C, "C", positive=True)
+        max_iter = integer(self.max_iter, "max_iter", 0)
         if self.tol is None and self.solver == "lbfgs":
             raise ValueError("tol=None is only for solver='sgd'; L-BFGS needs a gradient tolerance")
-        tol = None if self.tol is None else _real("tol", self.tol, 0.0, inclusive=True)
+        tol = None if self.tol is None else real(self.tol, "tol")
         if self.dtype is None:
             dtype = [np.float64, np.float32]
         else:
@@ -311,20 +299,19 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 raise TypeError(f"dtype must be numpy.float64, numpy.float32 or None, got {self.dtype!r}") from exc
             if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
                 raise ValueError(f"dtype must be numpy.float64, numpy.float32 or None, got {self.dtype!r}")
-        learning_rate = _real("learning_rate", self.learning_rate, 0.0)
-        batch_size = _integer("batch_size", self.batch_size, 1)
-        return C, max_iter, tol, dtype, learning_rate, batch_size
+        learning_rate = real(self.learning_rate, "learning_rate", positive=True)
+        batch_size = integer(self.batch_size, "batch_size", 1)
+        n_threads = None if self.n_threads is None else integer(self.n_threads, "n_threads", 1)
+        return C, max_iter, tol, dtype, learning_rate, batch_size, n_threads
 
-    def _thread_limits(self):
-        """Context: n_threads for our compiled kernels (checked there) and for BLAS."""
-        if self.n_threads is None:
+    @staticmethod
+    def _blas_limit(n_threads):
+        """BLAS held to n_threads (None: untouched); the kernels get n_threads per call."""
+        if n_threads is None:
             return contextlib.nullcontext()
         from threadpoolctl import threadpool_limits
 
-        stack = contextlib.ExitStack()
-        stack.enter_context(threads(self.n_threads))  # validates n_threads
-        stack.enter_context(threadpool_limits(limits=self.n_threads))
-        return stack
+        return threadpool_limits(limits=n_threads)
 
     def fit(self, X, y, sample_weight=None):
         """Fit the model to (X, y), optionally weighted.
@@ -344,7 +331,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        C, max_iter, tol, dtype, learning_rate, batch_size = self._checked_params()
+        C, max_iter, tol, dtype, learning_rate, batch_size, n_threads = self._checked_params()
         X, y = validate_data(self, X, y, dtype=dtype, order="C")
         check_classification_targets(y)
         self.classes_, y_idx = np.unique(y, return_inverse=True)
@@ -371,12 +358,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         loss_fn = backends.get(name)  # BackendUnavailable (a ValueError) for a bad name
         self.backend_ = name
 
-        with self._thread_limits():
+        loss_fn = functools.partial(loss_fn, n_threads=n_threads)
+        with self._blas_limit(n_threads):
             if self.solver == "lbfgs":
                 W, b, self.loss_, n_iter = self._lbfgs(loss_fn, X, y_idx, reg, sw, n_classes, max_iter, tol)
             else:
                 W, b, self.loss_, n_iter = self._sgd(
-                    name, X, y_idx, reg, sw, n_classes, max_iter, tol, learning_rate, batch_size
+                    loss_fn, name, X, y_idx, reg, sw, n_classes, max_iter, tol, learning_rate, batch_size
                 )
         self.coef_ = np.ascontiguousarray(W.T)
         self.intercept_ = b if b is not None else np.zeros(n_classes, dtype=X.dtype)
@@ -428,13 +416,13 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         b = theta[DC:].astype(dtype) if fit_b else None
         return W, b, float(res.fun), n_iter
 
-    def _sgd(self, name, X, y, reg, sw, n_classes, max_iter, tol, learning_rate, batch_size):
+    def _sgd(self, loss_fn, name, X, y, reg, sw, n_classes, max_iter, tol, learning_rate, batch_size):
         """Epochs of ``Softmax.train`` (see :class:`_SGD`), stopping on ``tol`` as SGDClassifier."""
         N, D = X.shape
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         p = None if sw is None else (sw / sw.sum(dtype=np.float64)).astype(np.float64)
         model = _SGD(
-            name, seed, np.zeros((D, n_classes), dtype=X.dtype),
+            loss_fn, name, seed, np.zeros((D, n_classes), dtype=X.dtype),
             np.zeros(n_classes, dtype=X.dtype) if self.fit_intercept else None, p,
         )
         steps = -(-N // batch_size)

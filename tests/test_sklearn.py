@@ -290,7 +290,8 @@ def test_not_fitted(digits):
 @pytest.mark.parametrize(
     "params, error, match",
     [
-        (dict(C=0), ValueError, "C must be"),
+        (dict(C=0), ValueError, "C must be a finite number > 0"),
+        (dict(C=np.nan), ValueError, "C must be a finite number > 0"),
         (dict(C=-1.0), ValueError, "C must be"),
         (dict(C="1"), TypeError, "C must be a real number"),
         (dict(solver="newton"), ValueError, "solver must be one of"),
@@ -303,7 +304,8 @@ def test_not_fitted(digits):
         (dict(learning_rate=0.0), ValueError, "learning_rate must be"),
         (dict(batch_size=0), ValueError, "batch_size must be an integer >= 1"),
         (dict(backend="nope"), backends.BackendUnavailable, "unknown backend 'nope'"),
-        (dict(n_threads=0), ValueError, "must be a positive integer"),
+        (dict(n_threads=0), ValueError, "n_threads must be an integer >= 1"),
+        (dict(n_threads=1.5), TypeError, "n_threads must be an integer"),
     ],
 )
 def test_bad_parameters_are_named(params, error, match, digits):
