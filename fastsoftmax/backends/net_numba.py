@@ -124,7 +124,7 @@ def _chunk(W1t, b1, W2, b2, X, y, start, stop, G1, gb1, gW2, gb2, zero):  # prag
                 continue
             for k in range(H):
                 a = hid[r, k] + b1[k]
-                hid[r, k] = a if a > 0 else 0
+                hid[r, k] = 0 if a <= 0 else a  # NaN stays NaN, so it reaches the result
             # scores and softmax in float64
             yi = y[i0 + r]
             for c in range(C):

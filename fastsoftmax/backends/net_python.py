@@ -56,7 +56,8 @@ def two_layer_loss(problem, n_threads):
             a = b1l[k]
             for d in range(D):
                 a += x[d] * W1l[d][k]
-            hidden.append(a if a > 0.0 else 0.0)
+            # NaN stays NaN (as np.maximum does), so a NaN in X reaches the result
+            hidden.append(0.0 if a <= 0.0 else a)
         scores = []
         for c in range(C):
             s = b2l[c]
