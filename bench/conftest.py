@@ -76,5 +76,5 @@ def case_setup(request):
         pytest.skip(f"{case.name} is timed only under --benchmark-only (the plain run checks N=500 once)")
     args, source = case_data(case)
     problem = prepare(*args)
-    ref_name, ref = reference(*problem)
+    ref_name, ref = reference(*problem.args)
     return CaseSetup(case, problem, source, ref_name, ref)

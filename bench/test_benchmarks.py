@@ -97,7 +97,7 @@ def test_numba_first_call(benchmark, dtype, cache, full_run):
         if cache == "warm":
             # Numba's usual on-disk cache, as a user's second process sees
             # it; filled here (untimed) if this is the first call ever.
-            fresh_numba_backend(None).softmax_loss(*problem)
+            fresh_numba_backend(None).softmax_loss(problem, get_num_threads())
 
         def setup():
             directory = None if cache == "warm" else tempfile.mkdtemp(dir=root)
@@ -109,4 +109,4 @@ def test_numba_first_call(benchmark, dtype, cache, full_run):
             versions=machine_info()["libraries"],
         )
         rounds = 3 if full_run else 1
-        benchmark.pedantic(lambda m: m.softmax_loss(*problem), setup=setup, rounds=rounds)
+        benchmark.pedantic(lambda m: m.softmax_loss(problem, get_num_threads()), setup=setup, rounds=rounds)

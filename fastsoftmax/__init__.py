@@ -57,8 +57,9 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def softmax_loss(W, X, y, reg):
-    return backends.get(fastest(*backends.problem_key(W, X)))(W, X, y, reg)
+def softmax_loss(W, X, y, reg, *, b=None, rows=None, out=None, n_threads=None):
+    name = fastest(*backends.problem_key(W, X, rows))
+    return backends.get(name)(W, X, y, reg, b=b, rows=rows, out=out, n_threads=n_threads)
 
 
 # The contract is written once, in the registry, for every backend and this.

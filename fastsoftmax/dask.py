@@ -59,7 +59,6 @@ from dask.utils import parse_bytes
 
 from . import backends
 from .backends._threads import _check as _check_threads
-from .backends._threads import threads
 from .backends._validate import prepare
 from .backends._common import finish
 
@@ -97,8 +96,7 @@ def _partial_sums(X_block, y_block, W, backend, num_threads):
     """
     n = X_block.shape[0]
     # reg = 0: the L2 term belongs to the whole problem, added once at the end.
-    with threads(num_threads):
-        loss, dW = backends.get(backend)(W, X_block, y_block, 0.0)
+    loss, dW = backends.get(backend)(W, X_block, y_block, 0.0, n_threads=num_threads)
     return loss * n, dW.astype(np.float64) * n, n
 
 

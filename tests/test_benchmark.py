@@ -28,17 +28,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOG_BYTES = 48 * 2**20
 
 
-def wrong_kernel(W, X, y, reg):
+def wrong_kernel(problem, n_threads):
     """A deliberately wrong backend: the gradient misses its L2 term."""
-    loss, dW = backends.get_kernel("numpy")(W, X, y, reg)
-    return loss, dW - (2.0 * reg) * W
+    loss, dW, db = backends.get_kernel("numpy")(problem, n_threads)
+    return loss, dW - (2.0 * problem.reg) * problem.W, db
 
 
-def hog_kernel(W, X, y, reg):
+def hog_kernel(problem, n_threads):
     """A correct backend that also touches a 48 MiB temporary (for the memory probe)."""
     waste = np.ones(HOG_BYTES // 8)
     waste[::512] = 2.0
-    return backends.get_kernel("numpy")(W, X, y, reg)
+    return backends.get_kernel("numpy")(problem, n_threads)
 
 
 @pytest.fixture
@@ -123,9 +123,9 @@ def test_blocked_reference_matches_python(monkeypatch, dtype):
     monkeypatch.setattr(agreement, "PYTHON_MAX_WORK", 0)
     case = Case(600, d=40, c=7, dtype=dtype)
     problem = prepare(*case.make())
-    name, ref = agreement.reference(*problem)
+    name, ref = agreement.reference(*problem.args)
     assert name == "float64 NumPy, blocked"
-    result = compare(ref, backends.get("python")(*problem), dtype)
+    result = compare(ref, backends.get("python")(*problem.args), dtype)
     assert result.ok, result
 
 
@@ -133,7 +133,7 @@ def test_every_row_agrees_on_a_small_case():
     """The yardstick and peers follow our convention (reg * ||W||^2, mean loss)."""
     case = Case(50, d=30, c=5)
     problem = prepare(*case.make())
-    ref = agreement.reference(*problem)[1]
+    ref = agreement.reference(*problem.args)[1]
     for name in peers.ROWS:
         if peers.row_status(name) is None:
             result = setup_row(name, problem, 1)[0]()

@@ -89,10 +89,10 @@ def test_the_leak_check_catches_a_leak():
     """The meters above do see a kernel that keeps one small gradient per call."""
     kept = []
 
-    def leaky(W, X, y, reg):
-        loss, dW = backends.get_kernel("numpy")(W, X, y, reg)
+    def leaky(problem, n_threads):
+        loss, dW, db = backends.get_kernel("numpy")(problem, n_threads)
         kept.append(dW.copy())
-        return loss, dW
+        return loss, dW, db
 
     backends.register("leaky", leaky)
     try:
@@ -167,9 +167,10 @@ def test_no_copy_of_x(name, wdt, xdt):
 def test_the_copy_check_catches_a_copy(meter):
     """Both meters see a kernel that quietly works on a float64 copy of a float32 X."""
 
-    def copier(W, X, y, reg):
-        loss, dW = backends.get_kernel("numpy")(W.astype(np.float64), X.astype(np.float64), y, reg)
-        return loss, dW.astype(W.dtype)
+    def copier(problem, n_threads):
+        wide = problem._replace(W=problem.W.astype(np.float64), X=problem.X.astype(np.float64))
+        loss, dW, db = backends.get_kernel("numpy")(wide, n_threads)
+        return loss, dW.astype(problem.W.dtype), db
 
     W, X, y = big_problem(np.float32, np.float32)
     backends.register("copier", copier)

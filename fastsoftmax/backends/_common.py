@@ -61,6 +61,26 @@ def padded_transpose(W, multiple):
     return Wt
 
 
+def interim(problem, n_threads):
+    """The ``numpy`` kernel, for a problem with a bias or a batch of ``rows``.
+
+    Interim: until the fused kernels read ``b`` and ``rows`` themselves,
+    the compiled backends hand such problems to the vectorized kernel (same
+    contract, same tolerances), so every backend takes the whole contract.
+    """
+    from .numpy import softmax_loss
+
+    return softmax_loss(problem, n_threads)
+
+
+def into(out, dW):
+    """``dW``, or ``out`` holding a copy of it when ``out`` is given."""
+    if out is None:
+        return dW
+    out[...] = dW
+    return out
+
+
 def finish(W, N, reg, loss_sum, grad_sum):
     """Average the sums over N examples and add ``reg * ||W||^2``, in place.
 

@@ -18,8 +18,7 @@ layouts (Fortran order, column-strided views) are copied, once.
 
 import numpy as np
 
-from ._threads import get_num_threads
-from ._common import finish, padded_transpose, thread_count
+from ._common import finish, interim, into, padded_transpose, thread_count
 from ._cython_kernel import CLASS_BLOCK, SUPPORTED_ISAS, fused_loss_grad
 
 #: Which instruction-set build of the kernel runs (one of ``SUPPORTED_ISAS``);
@@ -29,26 +28,32 @@ ISA = None
 __all__ = ["softmax_loss", "ISA", "SUPPORTED_ISAS"]
 
 
-def softmax_loss(W, X, y, reg):
+def softmax_loss(problem, n_threads):
     """Softmax loss and gradient from the compiled, GIL-free kernel.
 
     Parameters
     ----------
-    W : ndarray, shape (D, C), float32 or float64
-    X : ndarray, shape (N, D), same dtype as ``W``
-    y : ndarray, shape (N,), intp labels in [0, C)
-    reg : float
+    problem : fastsoftmax.backends._validate.Problem
+        ``W`` (D, C) and ``X`` (N, D) float32 or float64, ``y`` (N,) intp,
+        ``reg``; optional ``b``, ``rows``, ``out``.
+    n_threads : int
+        Upper bound on threads; small problems use fewer (``thread_count``).
 
     Returns
     -------
     loss : float
-    dW : ndarray, shape (D, C), dtype of ``W``
+    dW : ndarray, shape (D, C), dtype of ``W`` (``out`` if given)
+    db : ndarray, shape (C,), or None without ``b``
     """
+    if problem.b is not None or problem.rows is not None:
+        return interim(problem, n_threads)
+    W, X, y, reg = problem.args
     N, C = X.shape[0], W.shape[1]
     item = X.dtype.itemsize
     if X.shape[1] > 1 and X.strides[1] != item or X.strides[0] % item:
         X = np.ascontiguousarray(X)
     Wt = padded_transpose(W, CLASS_BLOCK)
-    n_threads = thread_count(N, X.shape[1], C, get_num_threads())
+    n_threads = thread_count(N, X.shape[1], C, n_threads)
     data_loss, grad_sum = fused_loss_grad(Wt, X, y, C, n_threads, ISA)
-    return finish(W, N, reg, data_loss, grad_sum)
+    loss, dW = finish(W, N, reg, data_loss, grad_sum)
+    return loss, into(problem.out, dW), None

@@ -44,8 +44,7 @@ import numba
 import numpy as np
 from numba.core.caching import NullCache
 
-from ._threads import get_num_threads
-from ._common import finish, padded_transpose, thread_count
+from ._common import finish, interim, into, padded_transpose, thread_count
 
 _RB = 4  # rows per block (the kernel below is written for exactly 4)
 _CB = 5  # classes per micro-kernel: Cp is C rounded up to a multiple of 5
@@ -232,24 +231,29 @@ def threading_layer():
         return None
 
 
-def softmax_loss(W, X, y, reg):
+def softmax_loss(problem, n_threads):
     """Softmax loss and gradient with one fused, parallel pass over X.
 
     Parameters
     ----------
-    W : ndarray, shape (D, C), float32 or float64
-    X : ndarray, shape (N, D), same dtype as ``W``
-    y : ndarray, shape (N,), intp labels in [0, C)
-    reg : float
+    problem : fastsoftmax.backends._validate.Problem
+        ``W`` (D, C) and ``X`` (N, D) float32 or float64, ``y`` (N,) intp,
+        ``reg``; optional ``b``, ``rows``, ``out``.
+    n_threads : int
+        Upper bound on threads; small problems use fewer (``thread_count``).
 
     Returns
     -------
     loss : float
-    dW : ndarray, shape (D, C), dtype of ``W``
+    dW : ndarray, shape (D, C), dtype of ``W`` (``out`` if given)
+    db : ndarray, shape (C,), or None without ``b``
     """
     global _layer_is_threadsafe
+    if problem.b is not None or problem.rows is not None:
+        return interim(problem, n_threads)
+    W, X, y, reg = problem.args
     N, C = X.shape[0], W.shape[1]
-    n_threads = min(get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    n_threads = min(n_threads, numba.config.NUMBA_NUM_THREADS)
     n_threads = n_chunks = thread_count(N, X.shape[1], C, n_threads)
     X = np.ascontiguousarray(X)  # rows must be contiguous; a no-op for C order
     Wt = padded_transpose(W, _CB)
@@ -261,4 +265,5 @@ def softmax_loss(W, X, y, reg):
             numba.set_num_threads(n_threads)
             data_loss, grad_sum = _run_fused(Wt, C, X, y, n_chunks)
             _layer_is_threadsafe = threading_layer() in ("tbb", "omp")
-    return finish(W, N, reg, data_loss, grad_sum)
+    loss, dW = finish(W, N, reg, data_loss, grad_sum)
+    return loss, into(problem.out, dW), None

@@ -69,9 +69,9 @@ def setup_row(name, problem, threads):
 
     def timed():
         with np.errstate(all="ignore"):  # as the registry's wrapper does
-            return kernel(*problem)
+            return kernel(problem, threads)
 
-    return (lambda: public(*problem)), timed
+    return (lambda: public(*problem.args, n_threads=threads)), timed
 
 
 def skip_reason(case, name):

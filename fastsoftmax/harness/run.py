@@ -174,7 +174,7 @@ def run(
         for case in cases:
             args, source = case_data(case, data_dir)
             problem = prepare(*args)
-            ref_name, ref = reference(*problem)
+            ref_name, ref = reference(*problem.args)
             sources[case.name] = source
             case_records = []
             for n_threads in threads:

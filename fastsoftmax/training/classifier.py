@@ -214,7 +214,7 @@ class Softmax:
         if dask_array is not None and isinstance(X, dask_array.Array):
             # X stays on its workers: only the drawn rows are fetched, the same
             # batches as in memory (see fastsoftmax.dask.minibatches).
-            from .dask import minibatches
+            from ..dask import minibatches
 
             batches = minibatches(self, X, y, batch_size, num_iters)
         loss_history = []
