@@ -1,9 +1,9 @@
-"""Command line: ``fastsoftmax bench`` and ``fastsoftmax train``.
+"""Command line: ``fastsoftmax bench``, ``train``, ``net`` and ``spiral``.
 
 Design note
 -----------
 A thin argparse layer; the work is in :mod:`fastsoftmax.harness` and
-:mod:`fastsoftmax.training.exercise` so that it can be called from Python and tested
+:mod:`fastsoftmax.training.exercise` (and ``net_exercise``, ``spiral``) so that it can be called from Python and tested
 without a subprocess.  Argument errors
 (an unknown backend, a size with no case) are reported by argparse with exit
 status 2; a backend that disagrees with the reference gives exit status 1.
@@ -65,6 +65,15 @@ def _parser():
         description="The CS231n softmax exercise end to end: load CIFAR-10 (or the spiral toy data), "
         "sanity-check the loss, check the gradient, train with SGD, tune, and draw the learned weights.",
     ))
+    from .training import spiral
+
+    spiral.add_arguments(sub.add_parser(
+        "spiral",
+        help="the CS231n spiral case study: linear softmax vs two-layer net, with pictures",
+        description="Train a linear softmax classifier with bias and a two-layer net on the spiral "
+        "data by full-batch gradient descent, as in the CS231n notes; report training accuracies and "
+        "draw the data and both models' decision regions.",
+    ))
     return parser
 
 
@@ -76,6 +85,10 @@ def main(argv=None):
         from .training import exercise
 
         return exercise.run_args(args)
+    if args.command == "spiral":
+        from .training import spiral
+
+        return spiral.run_args(args)
     from . import backends
     from .harness import run
     from .harness.cases import CASES, QUICK_CASES, Case, select
