@@ -65,8 +65,15 @@ def _parser():
         description="The CS231n softmax exercise end to end: load CIFAR-10 (or the spiral toy data), "
         "sanity-check the loss, check the gradient, train with SGD, tune, and draw the learned weights.",
     ))
-    from .training import spiral
+    from .training import net_exercise, spiral
 
+    net_exercise.add_arguments(sub.add_parser(
+        "net",
+        help="the CS231n two-layer net on CIFAR-10: check, tune, test, draw",
+        description="Train and tune the two-layer net on a CIFAR-10 directory: sanity loss, gradient "
+        "check of every parameter, a grid over hidden size, learning rate, decay and reg, test accuracy, "
+        "the first layer's weights and the loss/accuracy curves.",
+    ))
     spiral.add_arguments(sub.add_parser(
         "spiral",
         help="the CS231n spiral case study: linear softmax vs two-layer net, with pictures",
@@ -85,6 +92,10 @@ def main(argv=None):
         from .training import exercise
 
         return exercise.run_args(args)
+    if args.command == "net":
+        from .training import net_exercise
+
+        return net_exercise.run_args(args)
     if args.command == "spiral":
         from .training import spiral
 
