@@ -55,6 +55,10 @@ def _parser():
     bench.add_argument("--data", metavar="DIR", help="real CIFAR-10 python batches instead of synthetic data")
     bench.add_argument("--json", metavar="PATH", help="write every figure as JSON (one record per row per case)")
     bench.add_argument("--plot", metavar="PATH", help="write a PNG bar chart (log scale, one panel per case)")
+    bench.add_argument("--net", action=argparse.BooleanOptionalAction, default=True,
+                       help="also run the two-layer net cases (N=500 and 10000, D=3073, H=100, C=10, as "
+                       "selected by --sizes/--quick/--dtypes) with the GEMM roofline yardstick (default: on)")
+    bench.add_argument("--net-only", action="store_true", help="run only the two-layer net cases")
     bench.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="progress bar on stderr (default: only on a terminal)")
     from .training import exercise
@@ -119,8 +123,16 @@ def main(argv=None):
         bad = [b for b in args.backends if b not in known]
         if bad:
             parser.error(f"unknown backend(s) {bad}; backends are {sorted(known)}")
+    from .harness.net import select_net
+
+    net_cases = select_net(sizes, dtypes) if args.net or args.net_only else ()
+    if args.net_only:
+        cases = []
+        if not net_cases:
+            parser.error("--net-only: no net case has these sizes; net cases have N = 500 and 10000")
     return run(
         cases,
+        net_cases=net_cases,
         backend_names=args.backends,
         threads=args.threads,
         repeat=args.repeat,

@@ -125,6 +125,7 @@ def run(
     plot_path=None,
     out=print,
     progress=None,
+    net_cases=(),
 ):
     """Benchmark ``cases``; print one table per case; return the exit status.
 
@@ -149,6 +150,10 @@ def run(
         Receives each table.
     progress : bool or None
         tqdm progress bar on stderr (None: only on a terminal).
+    net_cases : sequence of fastsoftmax.harness.net.NetCase
+        Two-layer net cases, run after ``cases`` with the net backends and
+        the GEMM roofline yardstick (:mod:`fastsoftmax.harness.net`); their
+        records go to the JSON's ``net_records``.
 
     Returns
     -------
@@ -208,9 +213,23 @@ def run(
                 out(f"extra mem not measured: {note}")
     finally:
         bar.close()
-    out("\n" + footnotes(names, threads))
+    if cases:
+        out("\n" + footnotes(names, threads))
+    net_records = []
+    if net_cases:
+        from .net import format_net_table, net_row_names, run_net_case
+
+        net_names = net_row_names(backend_names)
+        for case in net_cases:
+            ref_name, case_records = run_net_case(case, net_names, threads, repeat)
+            out(format_net_table(case, ref_name, case_records))
+            failed += [f"{r['backend']} on {case.name} (threads={r['threads']})"
+                       for r in case_records if r.get("verdict") == "FAIL"]
+            net_records += case_records
     payload = {"machine": machine_info(), "argv": sys.argv, "repeat": repeat, "records": records}
-    if any(name == "stream X" for name in names):
+    if net_cases:
+        payload["net_records"] = net_records
+    if cases and any(name == "stream X" for name in names):
         payload["floor_check"] = _floor_check(cases, records, threads)
         out(payload["floor_check"]["summary"])
     if json_path:
