@@ -223,6 +223,25 @@ def test_backends_agree_with_the_reference(n, d, h, c, dtype, scale, reg, seed, 
             assert error <= tol * float(np.max(np.abs(ref[k]))) + allowance[k], (name, k, error)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n, d, h", [(31, 513, 5), (33, 1030, 12), (70, 511, 3), (64, 1, 1)])
+def test_fused_kernel_at_larger_shapes(n, d, h, dtype):
+    """The numba kernel at larger shapes: partial row blocks (4), unit groups (5), several chunks.
+
+    Compared with the numpy backend (itself checked against the loops above)
+    with the package's tolerances; the loops would take too long at D ~ 1000.
+    """
+    params, X, y = random_net(np.random.default_rng(n + d), n, d, h, 4, dtype)
+    ref_loss, ref = backends.get("numpy", contract="net")(params, X, y, 0.1)
+    f = load_backend("numba", contract="net")
+    tol = TOLERANCE[np.dtype(dtype)]
+    for n_threads in (1, 3):
+        loss, grads = f(params, X, y, 0.1, n_threads=n_threads)
+        assert relative_error(loss, ref_loss) <= tol
+        for k in NET_PARAMS:
+            assert relative_error(grads[k], ref[k]) <= tol, (k, n_threads)
+
+
 def test_backend_handles_layouts_and_leaves_inputs_alone(net_backend):
     name, f = net_backend
     params, X, y = random_net(np.random.default_rng(3), 9, 8, 6, 4)
