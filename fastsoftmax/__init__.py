@@ -19,7 +19,9 @@ Three products, one subpackage each; only the first is imported here.
                 checks, tuning, pictures
 ``dask``        the same loss and training on row-chunked Dask arrays
 
-The kernels import nothing from the harness or the training kit.
+The kernels import nothing from the harness, and from the training kit only
+its NumPy-only layer functions (``training.layers``: the two-layer net's
+``numpy`` backend is their composition, so each formula exists once).
 """
 
 from . import backends
