@@ -521,8 +521,12 @@ def from_npy(path, chunks="auto"):
     FileNotFoundError, ValueError
         For a missing file, or one that is not a ``.npy`` array (NumPy's message).
     """
-    mm = np.load(os.fspath(path), mmap_mode="r")
+    # allow_pickle=False said, not assumed from NumPy's default: a .npy of
+    # objects is a pickle and would run code (docs/security.md).
+    mm = np.load(os.fspath(path), mmap_mode="r", allow_pickle=False)
     if not isinstance(mm, np.memmap):
+        if hasattr(mm, "close"):
+            mm.close()  # an NpzFile holds its file open
         raise ValueError(f"{os.fspath(path)!r} is not a .npy array file (np.load returned {type(mm).__name__})")
     return from_array(mm, chunks=chunks)
 

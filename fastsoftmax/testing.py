@@ -64,12 +64,12 @@ def random_problem(rng, n, d, c, dtype=np.float64, scale=1.0):
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-def write_fake_cifar10(root, n=7, bytes_keys=False, seed=0):
+def write_fake_cifar10(root, n=7, bytes_keys=False, seed=0, protocol=2):
     """Write a tiny CIFAR-10 directory in the official python format, for tests.
 
-    Six protocol-2 pickles (``data_batch_1`` .. ``data_batch_5``,
-    ``test_batch``) of ``n`` random images each, and ``batches.meta``, laid out
-    as the official archive is (uint8 rows of 3072 values, CHW order).
+    Six pickles (``data_batch_1`` .. ``data_batch_5``, ``test_batch``) of
+    ``n`` random images each, and ``batches.meta``, laid out as the official
+    archive is (uint8 rows of 3072 values, CHW order).
 
     Parameters
     ----------
@@ -78,13 +78,26 @@ def write_fake_cifar10(root, n=7, bytes_keys=False, seed=0):
     n : int
         Images per file.
     bytes_keys : bool
-        Use bytes keys, as ``pickle.load(f, encoding="bytes")`` would see them.
+        Use bytes keys (and bytes class names), as the official Python 2 files
+        appear to ``pickle.load(f, encoding="bytes")``.
     seed : int
+    protocol : int
+        Pickle protocol, 2 (that of the official files) to
+        ``pickle.HIGHEST_PROTOCOL``.  Python 3 and NumPy write each protocol
+        differently (protocol 2 spells bytes as ``_codecs.encode`` calls,
+        protocol 5 arrays as ``_frombuffer``), so the loader is tested on all.
 
     Returns
     -------
     root : the same path, as passed
+
+    Raises
+    ------
+    ValueError
+        If ``protocol`` is not an integer from 2 to ``pickle.HIGHEST_PROTOCOL``.
     """
+    if isinstance(protocol, bool) or not isinstance(protocol, int) or not 2 <= protocol <= pickle.HIGHEST_PROTOCOL:
+        raise ValueError(f"protocol must be an integer from 2 to {pickle.HIGHEST_PROTOCOL}, got {protocol!r}")
     rng = np.random.default_rng(seed)
     os.makedirs(root, exist_ok=True)
     key = (lambda k: k.encode()) if bytes_keys else (lambda k: k)
@@ -96,10 +109,10 @@ def write_fake_cifar10(root, n=7, bytes_keys=False, seed=0):
             key("filenames"): [f"img_{i}.png" for i in range(n)],
         }
         with open(os.path.join(root, name), "wb") as f:
-            pickle.dump(batch, f, protocol=2)
+            pickle.dump(batch, f, protocol=protocol)
     names = [nm.encode() for nm in CIFAR10_CLASSES] if bytes_keys else CIFAR10_CLASSES
     with open(os.path.join(root, "batches.meta"), "wb") as f:
-        pickle.dump({key("label_names"): names}, f, protocol=2)
+        pickle.dump({key("label_names"): names}, f, protocol=protocol)
     return root
 
 

@@ -147,6 +147,10 @@ def float64_blocks(W, X, y, block=None):
     yb : ndarray, shape (n,)
     S : ndarray, shape (n, C), float64
         Scores shifted so each row's maximum is 0.
+    log_total : ndarray, shape (n,), float64
+        ``log(sum_j exp(S[i, j]))``, so the loss of row i is
+        ``log_total[i] - S[i, y[i]]`` (finite even where ``P[i, y[i]]``
+        underflows to 0).
     P : ndarray, shape (n, C), float64
         Softmax probabilities.
     """
@@ -157,7 +161,8 @@ def float64_blocks(W, X, y, block=None):
         S = Xb @ W64
         S -= S.max(axis=1, keepdims=True)
         E = np.exp(S)
-        yield Xb, np.asarray(y[lo : lo + block]), S, E / E.sum(axis=1, keepdims=True)
+        total = E.sum(axis=1)
+        yield Xb, np.asarray(y[lo : lo + block]), S, np.log(total), E / total[:, None]
 
 
 def reference(W, X, y, reg):
@@ -188,9 +193,9 @@ def reference(W, X, y, reg):
     N = X.shape[0]
     loss = 0.0
     grad = np.zeros_like(W64)
-    for Xb, yb, S, P in float64_blocks(W, X, y):
+    for Xb, yb, S, log_total, P in float64_blocks(W, X, y):
         rows = np.arange(len(yb))
-        loss -= float(np.sum(np.log(P[rows, yb])))
+        loss += float(np.sum(log_total - S[rows, yb]))
         P[rows, yb] -= 1.0
         grad += Xb.T @ P
     loss = loss / N + reg * float(np.sum(W64 * W64))
@@ -227,10 +232,10 @@ def problem_tolerance(W, X, y, reg, dtype) -> float:
     grad = np.zeros_like(W)  # X.T @ (P - Y)
     spread = np.zeros_like(W)  # |X|.T @ (P * (1 - P))
     mass = np.zeros_like(W)  # |X|.T @ P
-    for Xb, yb, S, P in float64_blocks(W, X, y):
+    for Xb, yb, S, log_total, P in float64_blocks(W, X, y):
         rows = np.arange(len(yb))
         delta = max(delta, D * u * float((np.abs(Xb) @ np.abs(W)).max(initial=0.0)))
-        loss -= float(np.sum(np.log(P[rows, yb])))
+        loss += float(np.sum(log_total - S[rows, yb]))
         miss += float(np.sum(1 - P[rows, yb]))
         spread += np.abs(Xb).T @ (P * (1 - P))
         mass += np.abs(Xb).T @ P
