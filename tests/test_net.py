@@ -378,6 +378,11 @@ def test_twolayernet_save_load_round_trip(tmp_path):
              meta=np.array('{"format": "fastsoftmax.TwoLayerNet/1"}'))
     with pytest.raises(ValueError, match="inconsistent parameters"):
         TwoLayerNet.load(bad)
+    # a pickled (object) array is refused before it is unpickled (allow_pickle=False, as Softmax.load)
+    np.savez(bad, W1=np.array([object()], dtype=object), b1=np.ones(2), W2=np.ones((2, 2)), b2=np.ones(2),
+             meta=np.array('{"format": "fastsoftmax.TwoLayerNet/1"}'))
+    with pytest.raises(ValueError, match="is not a fastsoftmax TwoLayerNet model.*pickle"):
+        TwoLayerNet.load(bad)
     with pytest.raises(FileNotFoundError):
         TwoLayerNet.load(tmp_path / "missing.npz")
 
