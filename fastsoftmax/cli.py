@@ -52,6 +52,12 @@ def _parser():
     bench.add_argument("--quick", action="store_true", help="N = 500 only (a smoke run)")
     bench.add_argument("--no-peers", action="store_true", help="skip scikit-learn, PyTorch and JAX rows")
     bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory probe (saves a few s per case)")
+    bench.add_argument("--training-step", action="store_true",
+                       help="also time a training step (batch 200 drawn from a 4585 x 3073 X, copy path "
+                       "and rows=) beside the bare kernel on the gathered batch, at 1 and 2 threads "
+                       "unless --threads (10-30 s)")
+    bench.add_argument("--training-step-only", action="store_true",
+                       help="only the training-step section (no per-case tables)")
     bench.add_argument("--data", metavar="DIR", help="real CIFAR-10 python batches instead of synthetic data")
     bench.add_argument("--json", metavar="PATH", help="write every figure as JSON (one record per row per case)")
     bench.add_argument("--plot", metavar="PATH", help="write a PNG bar chart (log scale, one panel per case)")
@@ -113,9 +119,10 @@ def main(argv=None):
     bad = [d for d in dtypes if d not in {c.dtype for c in CASES}]
     if bad:
         parser.error(f"unknown dtype(s) {bad}; dtypes are float64, float32")
-    cases = list(select(sizes, dtypes))
+    cases = [] if args.training_step_only else list(select(sizes, dtypes))
     # A size outside the table gets a case of the same family (CIFAR shapes).
-    cases += [Case(n, dtype=dt) for n in sizes or () if n not in {c.n for c in CASES} for dt in dtypes]
+    if not args.training_step_only:
+        cases += [Case(n, dtype=dt) for n in sizes or () if n not in {c.n for c in CASES} for dt in dtypes]
     if args.repeat < 1:
         parser.error(f"--repeat must be >= 1, got {args.repeat}")
     if args.backends:
@@ -142,6 +149,9 @@ def main(argv=None):
         json_path=args.json,
         plot_path=args.plot,
         progress=args.progress,
+        training_step=args.training_step or args.training_step_only,
+        training_step_threads=args.threads or (1, 2),
+        training_step_dtypes=dtypes,
     )
 
 

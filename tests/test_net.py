@@ -414,7 +414,7 @@ def test_twolayernet_save_load_round_trip(tmp_path):
     "kwargs, match",
     [
         (dict(hidden_size=0), "hidden_size must be an integer >= 1, got 0"),
-        (dict(hidden_size=2.5), "hidden_size must be an integer >= 1"),
+        (dict(hidden_size=2.5), "hidden_size must be an integer, got float 2.5"),
         (dict(input_size=0), "input_size must be an integer >= 1"),
         (dict(output_size=-1), "output_size must be an integer >= 1"),
         (dict(std=float("nan")), "std must be a finite number"),

@@ -113,7 +113,7 @@ def test_thread_settings(monkeypatch):
         with fastsoftmax.threads(1):
             assert fastsoftmax.get_num_threads() == 1
         assert fastsoftmax.get_num_threads() == 2
-        with pytest.raises(ValueError, match="positive integer"):
+        with pytest.raises(ValueError, match=r"n must be an integer >= 1, got 0"):
             fastsoftmax.set_num_threads(0)
     finally:
         fastsoftmax.set_num_threads(None)

@@ -39,9 +39,8 @@ import os
 
 import numpy as np
 
-from ._threads import _check as _check_threads
 from ._threads import get_num_threads
-from ._validate import check_result, prepare, working_dtype
+from ._validate import check_result, integer, prepare, working_dtype
 
 __all__ = [
     "BACKENDS",
@@ -239,7 +238,7 @@ def get(name, contract="softmax"):
 
     def softmax_loss(W, X, y, reg, *, b=None, rows=None, out=None, n_threads=None):
         problem = prepare(W, X, y, reg, b, rows, out)
-        n_threads = get_num_threads() if n_threads is None else _check_threads(n_threads, "n_threads")
+        n_threads = get_num_threads() if n_threads is None else integer(n_threads, "n_threads", 1)
         # Non-finite intermediates are detected from the result by
         # check_result, which names the cause; NumPy's warnings would only
         # repeat it less clearly.
@@ -448,7 +447,7 @@ def _get_net(name):
 
     def two_layer_loss(params, X, y, reg, *, n_threads=None):
         problem = prepare_net(params, X, y, reg)
-        n_threads = get_num_threads() if n_threads is None else _check_threads(n_threads, "n_threads")
+        n_threads = get_num_threads() if n_threads is None else integer(n_threads, "n_threads", 1)
         with np.errstate(all="ignore"):  # non-finite results are explained by check_net_result
             loss, *grads = kernel(problem, n_threads)
         return check_net_result(problem, loss, grads)

@@ -125,6 +125,9 @@ def run(
     plot_path=None,
     out=print,
     progress=None,
+    training_step=False,
+    training_step_threads=(1, 2),
+    training_step_dtypes=None,
     net_cases=(),
 ):
     """Benchmark ``cases``; print one table per case; return the exit status.
@@ -150,6 +153,13 @@ def run(
         Receives each table.
     progress : bool or None
         tqdm progress bar on stderr (None: only on a terminal).
+    training_step : bool
+        Also time a training step beside the bare kernel
+        (:mod:`fastsoftmax.harness.training_step`).
+    training_step_threads : sequence of int
+        Thread counts of that section.
+    training_step_dtypes : sequence of str, optional
+        Its dtypes (default: those of ``cases``, or both).
     net_cases : sequence of fastsoftmax.harness.net.NetCase
         Two-layer net cases, run after ``cases`` with the net backends and
         the GEMM roofline yardstick (:mod:`fastsoftmax.harness.net`); their
@@ -170,7 +180,7 @@ def run(
                and n not in backends._extra]
     if unknown:
         raise backends.BackendUnavailable(f"unknown backend(s) {unknown}; available: {backends.available()}")
-    records, failed, sources = [], [], {}
+    records, failed, sources, steps = [], [], {}, []
     # tqdm's disable=None means "only on a terminal".
     disable = None if progress is None else not progress
     bar = tqdm(total=len(cases) * len(threads) * len(names), disable=disable,
@@ -211,23 +221,32 @@ def run(
             out(format_table(case, source, ref_name, case_records))
             for note in dict.fromkeys(r["memory_note"] for r in case_records if "memory_note" in r):
                 out(f"extra mem not measured: {note}")
+        if training_step:
+            from . import training_step as ts
+
+            dtypes = training_step_dtypes or list(dict.fromkeys(c.dtype for c in cases)) or ["float64", "float32"]
+            steps = ts.measure(dtypes, training_step_threads, progress=bar.set_description)
+            bar.clear()
+            out(ts.format_table(steps))
+            failed += [f"training step {r['dtype']} x{r['threads']} (rows= disagrees with the gathered call)"
+                       for r in steps if r["row"] == "rows step" and not r["agrees"]]
     finally:
         bar.close()
+    payload = {"machine": machine_info(), "argv": sys.argv, "repeat": repeat, "records": records}
+    if steps:
+        payload["training_step"] = steps
     if cases:
         out("\n" + footnotes(names, threads))
-    net_records = []
     if net_cases:
         from .net import format_net_table, net_row_names, run_net_case
 
-        net_names = net_row_names(backend_names)
+        net_records = []
         for case in net_cases:
-            ref_name, case_records = run_net_case(case, net_names, threads, repeat)
+            ref_name, case_records = run_net_case(case, net_row_names(backend_names), threads, repeat)
             out(format_net_table(case, ref_name, case_records))
             failed += [f"{r['backend']} on {case.name} (threads={r['threads']})"
                        for r in case_records if r.get("verdict") == "FAIL"]
             net_records += case_records
-    payload = {"machine": machine_info(), "argv": sys.argv, "repeat": repeat, "records": records}
-    if net_cases:
         payload["net_records"] = net_records
     if cases and any(name == "stream X" for name in names):
         payload["floor_check"] = _floor_check(cases, records, threads)

@@ -3,6 +3,8 @@
 Layout
 ------
 ``classifier``  :class:`Softmax`: minibatch SGD, predict, save/load
+``sgd``         the shared minibatch step (rows read in place, gradient buffer
+                reused, W updated in place) and the batch-source protocol
 ``layers``      affine, ReLU and softmax-on-scores forward/backward (CS231n)
 ``net``         :class:`TwoLayerNet`: the CS231n two-layer net on the net backends
 ``spiral``      the spiral case study: linear vs two-layer net, with pictures

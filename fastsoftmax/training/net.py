@@ -34,7 +34,7 @@ import numpy as np
 from .. import backends
 from .._files import atomic_write
 from ..backends._validate import NET_PARAMS
-from .classifier import _finite, _positive_int
+from ..backends._validate import integer, real
 from .layers import affine_forward, affine_relu_forward
 
 __all__ = ["TwoLayerNet"]
@@ -85,10 +85,10 @@ class TwoLayerNet:
 
     def __init__(self, input_size, hidden_size, output_size, std=1e-4, seed=None, dtype=np.float64,
                  backend=None):
-        D = _positive_int("input_size", input_size, 1)
-        H = _positive_int("hidden_size", hidden_size, 1)
-        C = _positive_int("output_size", output_size, 1)
-        std = _finite("std", std, positive=False)
+        D = integer(input_size, "input_size", 1)
+        H = integer(hidden_size, "hidden_size", 1)
+        C = integer(output_size, "output_size", 1)
+        std = real(std, "std", positive=False)
         dtype = _dtype(dtype)
         if backend is not None:
             backends.get(backend, contract="net")  # a clear error now rather than at the first step
@@ -208,14 +208,14 @@ class TwoLayerNet:
             ``loss_history`` (one float per iteration), ``train_acc_history``
             and ``val_acc_history`` (one float per epoch).
         """
-        learning_rate = _finite("learning_rate", learning_rate, positive=True)
-        decay = _finite("learning_rate_decay", learning_rate_decay, positive=True)
+        learning_rate = real(learning_rate, "learning_rate", positive=True)
+        decay = real(learning_rate_decay, "learning_rate_decay", positive=True)
         if decay > 1:
             raise ValueError(f"learning_rate_decay must be in (0, 1], got {decay}")
-        reg = _finite("reg", reg, positive=False)
-        num_iters = _positive_int("num_iters", num_iters, 0)
+        reg = real(reg, "reg", positive=False)
+        num_iters = integer(num_iters, "num_iters", 0)
         if batch_size is not None:
-            batch_size = _positive_int("batch_size", batch_size, 1)
+            batch_size = integer(batch_size, "batch_size", 1)
         X = X if hasattr(X, "shape") else np.asarray(X)
         X_val = X_val if hasattr(X_val, "shape") else np.asarray(X_val)
         y = np.asarray(y)

@@ -185,7 +185,7 @@ def run(data, out_dir=".", json_path=None, hidden_sizes=None, learning_rates=Non
     from tqdm.auto import tqdm
 
     from .._files import atomic_write
-    from .classifier import _positive_int
+    from ..backends._validate import integer
     from .net import TwoLayerNet
     from .visualize import plot_first_layer, plot_net_history
 
@@ -198,8 +198,8 @@ def run(data, out_dir=".", json_path=None, hidden_sizes=None, learning_rates=Non
             if not value:
                 raise ValueError(f"{key} must hold at least one value")
             grid[key] = value
-    num_iters = _positive_int("num_iters", num_iters, 1)
-    batch_size = _positive_int("batch_size", batch_size, 1)
+    num_iters = integer(num_iters, "num_iters", 1)
+    batch_size = integer(batch_size, "batch_size", 1)
     started = time.perf_counter()
     s = _load(data, num_training, num_validation, 50, dtype, seed)
     os.makedirs(out_dir, exist_ok=True)

@@ -115,13 +115,13 @@ def run(out_dir=".", json_path=None, linear_steps=200, net_steps=10000, hidden_s
         ``files``.
     """
     from .._files import atomic_write
-    from .classifier import _positive_int
+    from ..backends._validate import integer
     from .data import make_spiral
     from .net import TwoLayerNet
     from .visualize import plot_decision_regions, plot_net_history, plot_points
 
-    linear_steps = _positive_int("linear_steps", linear_steps, 1)
-    net_steps = _positive_int("net_steps", net_steps, 1)
+    linear_steps = integer(linear_steps, "linear_steps", 1)
+    net_steps = integer(net_steps, "net_steps", 1)
     X, y = make_spiral(n_per_class, n_classes, seed=seed)
     reg = package_reg(notes_reg)
     os.makedirs(out_dir, exist_ok=True)
