@@ -517,16 +517,18 @@ def prepare_net(params, X, y, reg) -> NetProblem:
     if b2.shape != (C,):
         raise ValueError(f"params['b2'] must have shape (C,) = ({C},) to match params['W2'] {W2.shape}, got {b2.shape}")
     X = _as_array("X", X)
+    y = _as_array("y", y)
     if X.ndim == 2 and X.shape[1] != D:
         raise ValueError(
             f"params['W1'] has {D} rows but X has {X.shape[1]} columns: W1 must be ({X.shape[1]}, H) "
             f"for X of shape {X.shape}"
         )
-    # X, y and reg: exactly the linear contract's checks (a zero W of the
-    # right shape stands in for the parameters, checked above).
-    problem = prepare(np.zeros((D, C), dtype=W1.dtype), X, y, reg)
+    # X, y and reg: the linear contract's checks and messages.
+    check_data(X, y)
+    check_labels(y, C)
+    reg = real(reg, "reg")
     dtype = np.dtype(np.float32)
-    if any(working_dtype(a.dtype, a.dtype) != dtype for a in (W1, b1, W2, b2, problem.X)):
+    if any(working_dtype(a.dtype, a.dtype) != dtype for a in (W1, b1, W2, b2, X)):
         dtype = np.dtype(np.float64)
     out = []
     for k, a in zip(NET_PARAMS, (W1, b1, W2, b2)):
@@ -536,7 +538,7 @@ def prepare_net(params, X, y, reg) -> NetProblem:
         if not np.isfinite(a).all():
             raise ValueError(f"params[{k!r}] contains NaN or inf; parameters must be finite")
         out.append(a)
-    return NetProblem(*out, problem.X.astype(dtype, copy=False), problem.y, problem.reg)
+    return NetProblem(*out, X.astype(dtype, copy=False), np.ascontiguousarray(y, dtype=np.intp), reg)
 
 
 def check_net_result(problem: NetProblem, loss, grads):
