@@ -132,7 +132,10 @@ def main(argv=None):
             parser.error(f"unknown backend(s) {bad}; backends are {sorted(known)}")
     from .harness.net import select_net
 
-    net_cases = select_net(sizes, dtypes) if args.net or args.net_only else ()
+    if args.net_only and args.training_step_only:
+        parser.error("--net-only and --training-step-only exclude each other")
+    # The net cases run by default, but not in another section's "only" run.
+    net_cases = select_net(sizes, dtypes) if args.net_only or (args.net and not args.training_step_only) else ()
     if args.net_only:
         cases = []
         if not net_cases:
