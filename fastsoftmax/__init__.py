@@ -40,6 +40,7 @@ __all__ = [
     "set_num_threads",
     "threads",
     "Softmax",
+    "TwoLayerNet",
     "harness",
     "training",
 ]
@@ -56,6 +57,8 @@ def __getattr__(name):
         return importlib.import_module(f".{name}", __name__)
     if name == "Softmax":
         return importlib.import_module(".training.classifier", __name__).Softmax
+    if name == "TwoLayerNet":
+        return importlib.import_module(".training.net", __name__).TwoLayerNet
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

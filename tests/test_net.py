@@ -325,6 +325,7 @@ def test_missing_parameter_is_named():
 
 
 def test_twolayernet_interface_and_sanity_loss():
+    assert fastsoftmax.TwoLayerNet is TwoLayerNet  # beside fastsoftmax.Softmax
     net = TwoLayerNet(5, 10, 3, std=1e-1, seed=0)
     assert net.params["W1"].shape == (5, 10) and net.params["b1"].shape == (10,)
     assert net.params["W2"].shape == (10, 3) and net.params["b2"].shape == (3,)
