@@ -237,6 +237,9 @@ def run(
         payload["training_step"] = steps
     if cases:
         out("\n" + footnotes(names, threads))
+    if cases and any(name == "stream X" for name in names):
+        payload["floor_check"] = _floor_check(cases, records, threads)
+        out(payload["floor_check"]["summary"])
     if net_cases:
         from .net import format_net_table, net_row_names, run_net_case
 
@@ -248,9 +251,6 @@ def run(
                        for r in case_records if r.get("verdict") == "FAIL"]
             net_records += case_records
         payload["net_records"] = net_records
-    if cases and any(name == "stream X" for name in names):
-        payload["floor_check"] = _floor_check(cases, records, threads)
-        out(payload["floor_check"]["summary"])
     if json_path:
         write_json(json_path, payload)
         out(f"wrote {json_path}")
