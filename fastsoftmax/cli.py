@@ -1,4 +1,4 @@
-"""Command line: ``fastsoftmax bench``, ``train``, ``net`` and ``spiral``.
+"""Command line: ``fastsoftmax bench``, ``report``, ``train``, ``net`` and ``spiral``.
 
 Design note
 -----------
@@ -67,6 +67,15 @@ def _parser():
     bench.add_argument("--net-only", action="store_true", help="run only the two-layer net cases")
     bench.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="progress bar on stderr (default: only on a terminal)")
+    report = sub.add_parser(
+        "report",
+        help="the README's results table from a `fastsoftmax bench --json` file",
+        description="Print the results table (Markdown: median time per call, one column per case) made "
+        "from a `fastsoftmax bench --json` file, or write it into a Markdown file between its markers.",
+    )
+    report.add_argument("json_path", metavar="BENCH_JSON", help="a file written by `fastsoftmax bench --json`")
+    report.add_argument("--readme", metavar="PATH",
+                        help="rewrite the table between the results-table markers of this Markdown file")
     from .training import exercise
 
     exercise.add_arguments(sub.add_parser(
@@ -94,6 +103,25 @@ def _parser():
     return parser
 
 
+def _report(parser, args):
+    """``fastsoftmax report``: the results table, printed or written into a Markdown file."""
+    import json
+
+    from .harness.report import results_table, update_results_table
+
+    try:
+        with open(args.json_path, encoding="utf-8") as f:
+            payload = json.load(f)
+        if args.readme is None:
+            print(results_table(payload), end="")
+            return 0
+        changed = update_results_table(args.readme, payload)
+    except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+        parser.error(f"report: {exc}")
+    print(f"{'updated' if changed else 'unchanged'}: results table in {args.readme}")
+    return 0
+
+
 def main(argv=None):
     """Entry point of the ``fastsoftmax`` command; returns the exit status."""
     parser = _parser()
@@ -102,6 +130,8 @@ def main(argv=None):
         from .training import exercise
 
         return exercise.run_args(args)
+    if args.command == "report":
+        return _report(parser, args)
     if args.command == "net":
         from .training import net_exercise
 

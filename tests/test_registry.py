@@ -14,8 +14,42 @@ from fastsoftmax.testing import REQUIRE_ALL_ENV
 REQUIRE_ALL = os.environ.get(REQUIRE_ALL_ENV) == "1"
 
 
-def test_all_four_backends_exist():
-    assert set(backends.BACKENDS) == {"python", "numpy", "numba", "cython"}
+def test_registry_and_backend_modules_match():
+    """Every public module in fastsoftmax/backends/ is registered under its own name, and only those.
+
+    Over both contracts of the registry (:data:`fastsoftmax.backends.CONTRACTS`).
+
+    A new backend module that was never added to BACKENDS (so no test and no
+    benchmark would see it), or an entry pointing at a module that does not
+    exist, fails here.
+    """
+    import importlib.util
+    import pkgutil
+
+    modules = {m.name for m in pkgutil.iter_modules(backends.__path__) if not m.name.startswith("_")}
+    # Each contract's table (the linear loss, the two-layer net) names its
+    # modules: ``name`` for the linear loss, ``net_<name>`` for the net.
+    prefixes = {"softmax": "", "net": "net_"}
+    assert set(backends.CONTRACTS) == set(prefixes)
+    registered = set()
+    for contract, (table, _) in backends.CONTRACTS.items():
+        for name, module in table.items():
+            assert module == f"fastsoftmax.backends.{prefixes[contract]}{name}", (contract, name)
+            assert importlib.util.find_spec(module) is not None, module
+            registered.add(module.rsplit(".", 1)[1])
+    assert registered == modules
+
+
+def test_every_backend_loads_or_says_why():
+    """Each registered backend either gives a kernel or is listed as unavailable with a reason."""
+    loaded = set(backends.available())
+    missing = backends.unavailable()
+    for name in backends.BACKENDS:
+        assert (name in loaded) != (name in missing), name
+        if name in loaded:
+            assert callable(backends.get_kernel(name)) and callable(backends.get(name))
+        else:
+            assert missing[name].strip(), name
 
 
 def test_available_backends_are_ranked():
