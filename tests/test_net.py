@@ -265,6 +265,38 @@ def test_fused_kernel_at_larger_shapes(n, d, h, dtype):
             assert relative_error(grads[k], ref[k]) <= tol, (k, n_threads)
 
 
+def test_numba_net_recompiles_when_its_cache_cannot_be_read():
+    """A cache load that fails (no new overload, a cache still set) warns and recompiles without the cache."""
+    pytest.importorskip("numba")
+    from numba.core.caching import NullCache
+
+    from fastsoftmax.backends import net_numba
+
+    class Dispatcher:
+        """Stands in for a Numba dispatcher whose first call fails reading a damaged cache file."""
+
+        def __init__(self, fail):
+            self.overloads, self._cache, self.fail, self.calls = {}, object(), fail, 0
+
+        def __call__(self, *args):
+            self.calls += 1
+            if self.fail:
+                self.fail -= 1
+                raise EOFError("Ran out of input")
+            return "result"
+
+    fused, helper = Dispatcher(fail=1), Dispatcher(fail=0)
+    with pytest.warns(RuntimeWarning, match="cache could not be read .*EOFError.*recompiling without the cache"):
+        assert net_numba._call(fused, (helper, fused), 1, 2) == "result"
+    assert fused.calls == 2 and isinstance(fused._cache, NullCache) and isinstance(helper._cache, NullCache)
+    # without a cache to blame, the error is real and propagates, once
+    uncached = Dispatcher(fail=1)
+    uncached._cache = NullCache()
+    with pytest.raises(EOFError):
+        net_numba._call(uncached, (uncached,), 1)
+    assert uncached.calls == 1
+
+
 def test_backend_handles_layouts_and_leaves_inputs_alone(net_backend):
     name, f = net_backend
     params, X, y = random_net(np.random.default_rng(3), 9, 8, 6, 4)

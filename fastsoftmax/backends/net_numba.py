@@ -20,18 +20,21 @@ Parallelism: one contiguous chunk of rows per thread, each with its own
 accumulators (a (Hp, D) one for ``W1``: 2.5 MB per thread on CIFAR shapes
 in float64); they are summed in chunk order, so a given thread count gives
 bit-identical results.  Compilation happens on the first call per dtype and
-is cached on disk, with the same fallbacks as the linear kernel
-(:func:`fastsoftmax.backends.numba._jit`).
+is cached on disk (:mod:`fastsoftmax.backends._numba_cache`); a cache file
+that cannot be read makes the first call recompile without the cache, with
+a ``RuntimeWarning``, as in the linear kernel (:func:`_call`).
 """
 
 import math
+import warnings
 
 import numba
 import numpy as np
+from numba.core.caching import NullCache
 
 from ._common import padded_transpose, thread_count
-from ._threads import get_num_threads
-from .numba import _FASTMATH, _jit, _launch_lock
+from ._numba_cache import jit as _jit
+from .numba import _FASTMATH, _launch_lock
 
 _RB = 4  # rows per block (the micro-kernels are written for exactly 4)
 _HB = 5  # hidden units per micro-kernel step: Hp is H rounded up to 5
@@ -187,6 +190,32 @@ def _fused(W1t, b1, W2, b2, X, y, n_chunks):  # pragma: no cover - jitted
     return losses.sum(), dW1, gb1.sum(axis=0), gW2.sum(axis=0), gb2.sum(axis=0)
 
 
+def _call(fused, kernels, *args):
+    """``fused(*args)``; if that fails loading its on-disk cache, recompile ``kernels`` without it.
+
+    The linear kernel's recovery (``_run_fused`` in
+    :mod:`fastsoftmax.backends.numba`): a call that raised without adding a
+    compiled overload, from a dispatcher that still has a cache, failed
+    reading the cache (an unpickling error, EOFError, ...); compiling afresh
+    cannot fail that way.
+    """
+    compiled = len(fused.overloads)
+    try:
+        return fused(*args)
+    except Exception as exc:
+        if len(fused.overloads) != compiled or isinstance(fused._cache, NullCache):
+            raise  # not a compile or cache load: a real error
+        warnings.warn(
+            f"fastsoftmax numba net backend: Numba's on-disk cache could not be read "
+            f"({type(exc).__name__}: {exc}); recompiling without the cache in this process",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        for kernel in kernels:
+            kernel._cache = NullCache()
+        return fused(*args)
+
+
 def two_layer_loss(problem, n_threads):
     """Loss and gradients of affine - ReLU - affine - softmax, fused and parallel.
 
@@ -216,7 +245,8 @@ def two_layer_loss(problem, n_threads):
     # the thread-unsafe "workqueue" (see fastsoftmax.backends.numba).
     with _launch_lock:
         numba.set_num_threads(n_chunks)
-        loss_sum, g1, gb1, gW2, gb2 = _fused(W1t, b1, W2, b2, X, y, n_chunks)
+        loss_sum, g1, gb1, gW2, gb2 = _call(_fused, (_dots, _outer_add, _chunk, _fused),
+                                            W1t, b1, W2, b2, X, y, n_chunks)
     dtype = W1.dtype
     g1 /= N
     g1 += (2.0 * reg) * W1
