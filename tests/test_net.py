@@ -468,6 +468,8 @@ def test_twolayernet_bad_training_input_and_nonfinite_parameters():
         net.predict(np.ones((4, 2)))
     with pytest.raises(ValueError, match=r"X_val must be 2-D with one row per label of y_val"):
         net.train(X, y, X[:2], y[:3])
+    with pytest.raises(ValueError, match=r"X_val must have 3 columns for params\['W1'\] of shape \(3, 4\)"):
+        net.train(X, y, np.ones((4, 5)), y)
     with pytest.raises(ValueError, match="learning_rate_decay must be in"):
         net.train(X, y, X, y, learning_rate_decay=1.5)
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):

@@ -225,6 +225,11 @@ class TwoLayerNet:
                 label_name = "y" if name == "X" else "y_val"
                 raise ValueError(f"{name} must be 2-D with one row per label of {label_name}: "
                                  f"{label_name} has shape {labels.shape}, {name} has shape {a.shape}")
+        D = self.params["W1"].shape[0]
+        for name, a in (("X", X), ("X_val", X_val)):
+            if a.shape[1] != D:  # found now, not after the first epoch's steps
+                raise ValueError(f"{name} must have {D} columns for params['W1'] of shape "
+                                 f"{self.params['W1'].shape}, got shape {a.shape}")
         if y.shape[0] == 0:
             raise ValueError("cannot train on an empty data set (y has no labels)")
         if y_val.shape[0] == 0:
