@@ -21,7 +21,9 @@ Three products, one subpackage each; only the first is imported here.
 ``sklearn``     ``SoftmaxClassifier``, a scikit-learn estimator (the
                 ``sklearn`` extra: scikit-learn and SciPy, imported only here)
 
-The kernels import nothing from the harness or the training kit.
+The kernels import nothing from the harness, and from the training kit only
+its NumPy-only layer functions (``training.layers``: the two-layer net's
+``numpy`` backend is their composition, so each formula exists once).
 """
 
 from . import backends
@@ -40,6 +42,7 @@ __all__ = [
     "set_num_threads",
     "threads",
     "Softmax",
+    "TwoLayerNet",
     "harness",
     "training",
 ]
@@ -56,6 +59,8 @@ def __getattr__(name):
         return importlib.import_module(f".{name}", __name__)
     if name == "Softmax":
         return importlib.import_module(".training.classifier", __name__).Softmax
+    if name == "TwoLayerNet":
+        return importlib.import_module(".training.net", __name__).TwoLayerNet
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
