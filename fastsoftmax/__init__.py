@@ -18,6 +18,8 @@ Three products, one subpackage each; only the first is imported here.
 ``training/``   the CS231n training kit: ``Softmax``, CIFAR-10, gradient
                 checks, tuning, pictures
 ``dask``        the same loss and training on row-chunked Dask arrays
+``sklearn``     ``SoftmaxClassifier``, a scikit-learn estimator (the
+                ``sklearn`` extra: scikit-learn and SciPy, imported only here)
 
 The kernels import nothing from the harness, and from the training kit only
 its NumPy-only layer functions (``training.layers``: the two-layer net's
@@ -47,7 +49,7 @@ __all__ = [
 
 # Training tools load on first use (PEP 562), so that `import fastsoftmax`
 # stays as light as the kernels need: no matplotlib or tqdm until asked for.
-_LAZY_MODULES = {"harness", "training", "dask"}
+_LAZY_MODULES = {"harness", "training", "dask", "sklearn"}
 
 
 def __getattr__(name):

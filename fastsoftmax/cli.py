@@ -48,7 +48,8 @@ def _parser():
     bench.add_argument("--threads", type=_int_list, metavar="T,T",
                        help="thread counts, each a full run of every case (default: the current "
                        "fastsoftmax setting, all cores unless FASTSOFTMAX_NUM_THREADS is set)")
-    bench.add_argument("--repeat", type=int, default=7, help="timed calls per row after warm-up (default 7)")
+    bench.add_argument("--repeat", type=int, default=None,
+                       help="timed calls per row after warm-up (default 7; with --sklearn, fits per row, default 3)")
     bench.add_argument("--quick", action="store_true", help="N = 500 only (a smoke run)")
     bench.add_argument("--no-peers", action="store_true", help="skip scikit-learn, PyTorch and JAX rows")
     bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory probe (saves a few s per case)")
@@ -61,6 +62,17 @@ def _parser():
     bench.add_argument("--data", metavar="DIR", help="real CIFAR-10 python batches instead of synthetic data")
     bench.add_argument("--json", metavar="PATH", help="write every figure as JSON (one record per row per case)")
     bench.add_argument("--plot", metavar="PATH", help="write a PNG bar chart (log scale, one panel per case)")
+    fit = bench.add_argument_group(
+        "scikit-learn fit table (--sklearn)",
+        "Instead of the kernel table: time whole fits of fastsoftmax.sklearn.SoftmaxClassifier and "
+        "LogisticRegression(solver='lbfgs'), float64 and float32, on the real CIFAR-10 of --data "
+        "(required), each checked against LogisticRegression float64; needs the sklearn extra.",
+    )
+    fit.add_argument("--sklearn", action="store_true", help="run the fit table")
+    fit.add_argument("--C", type=float, default=1e-3, help="inverse L2 strength of both estimators (default 1e-3)")
+    fit.add_argument("--tol", type=float, default=1e-4, help="L-BFGS gradient tolerance of both (default 1e-4)")
+    fit.add_argument("--max-iter", type=int, default=300, help="iteration limit of both (default 300)")
+    fit.add_argument("--no-intercept", action="store_true", help="fit_intercept=False for both")
     bench.add_argument("--net", action=argparse.BooleanOptionalAction, default=True,
                        help="also run the two-layer net cases (N=500 and 10000, D=3073, H=100, C=10, as "
                        "selected by --sizes/--quick/--dtypes) with the GEMM roofline yardstick (default: on)")
@@ -153,13 +165,29 @@ def main(argv=None):
     # A size outside the table gets a case of the same family (CIFAR shapes).
     if not args.training_step_only:
         cases += [Case(n, dtype=dt) for n in sizes or () if n not in {c.n for c in CASES} for dt in dtypes]
-    if args.repeat < 1:
+    if args.repeat is not None and args.repeat < 1:
         parser.error(f"--repeat must be >= 1, got {args.repeat}")
     if args.backends:
         known = set(backends.BACKENDS) | set(backends.available())
         bad = [b for b in args.backends if b not in known]
         if bad:
             parser.error(f"unknown backend(s) {bad}; backends are {sorted(known)}")
+    if args.sklearn:
+        if not args.data:
+            parser.error("--sklearn needs --data DIR (real CIFAR-10 python batches)")
+        import importlib.util
+
+        missing = [m for m in ("sklearn", "scipy") if importlib.util.find_spec(m) is None]
+        if missing:
+            parser.error(f"--sklearn needs {missing} (pip install fastsoftmax[sklearn])")
+        if args.backends and len(args.backends) > 1:
+            parser.error("--sklearn fits with one backend; give one name to --backends")
+        from .harness.fit import run_fit
+
+        _, status = run_fit(args.data, threads=args.threads, repeat=args.repeat or 3, C=args.C, tol=args.tol,
+                            max_iter=args.max_iter, fit_intercept=not args.no_intercept,
+                            backend=args.backends[0] if args.backends else None)
+        return status
     from .harness.net import select_net
 
     if args.net_only and args.training_step_only:
@@ -175,7 +203,7 @@ def main(argv=None):
         net_cases=net_cases,
         backend_names=args.backends,
         threads=args.threads,
-        repeat=args.repeat,
+        repeat=args.repeat or 7,
         peers=not args.no_peers,
         memory=not args.no_memory,
         data_dir=args.data,

@@ -13,6 +13,8 @@ Layout
 ``machine``    what the run ran on
 ``report``     table, JSON and chart
 ``run``        :func:`run`, what ``fastsoftmax bench`` calls
+``fit``        ``fastsoftmax bench --sklearn``: whole fits of the scikit-learn
+               estimator beside LogisticRegression (needs the sklearn extra)
 
 The harness imports the kernels (:mod:`fastsoftmax.backends`); the kernels
 never import the harness.  Nothing here is imported by ``import fastsoftmax``.
