@@ -73,30 +73,39 @@ L2_BYTES = _l2_bytes()
 def blocking(D, Cp, itemsize, l2_bytes=None):
     """Tile rows and score-pass D-chunk of the C kernel, from the cache model.
 
-    * The tile (T rows of X) is read twice, by the score pass and by the
-      gradient pass, and must stay in L2 in between, beside the next tile
-      (being prefetched), W.T and the (Cp, D) gradient accumulator: a quarter
-      of L2.  The accumulator is loaded and stored once per tile, so larger
-      tiles cut that traffic (2 * Cp / T of X's); at least 10 rows, at most 60.
-      T is a multiple of 10, the score micro-kernel's row blocks (2 or 5).
+    * A tile of T rows of X is read from memory by the score pass, which also
+      writes an aligned packed copy of it; the gradient pass reads the copy.
+      Meanwhile the next tile is prefetched.  So three tiles' bytes, plus W.T
+      and the (Cp, D) gradient accumulator, must fit in three quarters of L2
+      (the rest is left to the hardware's own use and to the other
+      hyperthread).  Larger tiles cut the accumulator's traffic (loaded and
+      stored once per tile: 2 * Cp / T of X's), so T is the largest that
+      fits, a multiple of 10 (the score micro-kernels' 2 or 5 rows), at
+      least 10 and at most 60.
     * The D-chunk: :data:`L1_W_BYTES` of W.T, a multiple of 16 elements.
 
     The tile changes the order of the gradient sums, so results are
-    bit-identical for a given machine (L2 size), not across machines.
+    bit-identical for a given machine (L2 size) and thread count, not across
+    machines.  docs/kernels.md has the measurements behind the model.
 
     Returns
     -------
     (tile, dchunk) : tuple of int
     """
     l2 = L2_BYTES if l2_bytes is None else l2_bytes
-    rows = l2 // 4 // max(1, D * itemsize)
+    row = max(1, D) * itemsize
+    rows = (3 * l2 // 4 - 2 * Cp * row) // (3 * row)
     tile = max(10, min(60, rows // 10 * 10))
     dchunk = max(16, L1_W_BYTES // (Cp * itemsize) // 16 * 16)
     return tile, dchunk
 
 
-def padded_transpose(W, multiple):
-    """``W.T`` as a C-contiguous (Cp, D) array, Cp = C rounded up to ``multiple``.
+def padded_transpose(W, multiple, aligned=False):
+    """``W.T`` as a (Cp, D) array, Cp = C rounded up to ``multiple``.
+
+    C-contiguous; or, with ``aligned``, a view whose rows start on 64-byte
+    boundaries (row stride a multiple of 64 bytes), so that the C kernel's
+    vector loads of W never straddle two cache lines.
 
     The extra rows are zero weights: the kernels' micro-kernels then work on
     whole class blocks, and the padded classes' scores and gradients are
@@ -113,7 +122,14 @@ def padded_transpose(W, multiple):
     """
     D, C = W.shape
     Cp = -(-C // multiple) * multiple
-    Wt = np.zeros((Cp, D), dtype=W.dtype)
+    if aligned:
+        line = 64 // W.dtype.itemsize
+        ld = -(-D // line) * line
+        flat = np.zeros(Cp * ld + line, dtype=W.dtype)
+        off = ((-flat.ctypes.data) % 64) // W.dtype.itemsize
+        Wt = flat[off:off + Cp * ld].reshape(Cp, ld)[:, :D]
+    else:
+        Wt = np.zeros((Cp, D), dtype=W.dtype)
     Wt[:C] = W.T
     return Wt
 

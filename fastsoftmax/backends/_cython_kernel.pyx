@@ -28,16 +28,16 @@ from cython.parallel cimport prange
 import numpy as np
 
 cdef extern from "_fused_kernel.h" nogil:
-    ctypedef double (*fs_kernel_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+    ctypedef double (*fs_kernel_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                      const double *, const double *, Py_ssize_t,
                                      const Py_ssize_t *, const Py_ssize_t *,
                                      Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                     double *, double *, const double *)
-    ctypedef double (*fs_kernel_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                     double *, Py_ssize_t, double *, const double *)
+    ctypedef double (*fs_kernel_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                      const float *, const float *, Py_ssize_t,
                                      const Py_ssize_t *, const Py_ssize_t *,
                                      Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                     float *, double *, const float *)
+                                     float *, Py_ssize_t, double *, const float *)
     int fs_best_isa()
     fs_kernel_f64 fs_select_f64(int isa)
     fs_kernel_f32 fs_select_f32(int isa)
@@ -59,7 +59,7 @@ SUPPORTED_ISAS = tuple(ISA_NAMES[: BEST_ISA + 1]) if FS_MULTI_ISA else ("baselin
 
 
 def fused_loss_grad(
-    const floating[:, ::1] Wt,
+    const floating[:, :] Wt,
     const floating[:, :] X,
     const Py_ssize_t[::1] y,
     Py_ssize_t C,
@@ -75,9 +75,10 @@ def fused_loss_grad(
 
     Parameters
     ----------
-    Wt : ndarray, shape (Cp, D), C-contiguous float32 or float64   # IN
+    Wt : ndarray, shape (Cp, D), float32 or float64, unit stride along D  # IN
         ``W.T`` with zero rows appended so that Cp is a multiple of
-        :data:`CLASS_BLOCK`.
+        :data:`CLASS_BLOCK` (``_common.padded_transpose(..., aligned=True)``
+        gives 64-byte aligned rows, which the kernel's loads prefer).
     X : ndarray, shape (N, D), same dtype, unit stride along D      # IN
         Rows may be strided (a view such as ``X[::2]`` needs no copy).
     y : ndarray, shape (N,), intp labels in [0, C), indexed like X  # IN
@@ -112,6 +113,8 @@ def fused_loss_grad(
         raise ValueError("fused_loss_grad: inconsistent shapes")
     if D > 1 and X.strides[1] != sizeof(floating) or X.strides[0] % <Py_ssize_t>sizeof(floating):
         raise ValueError("fused_loss_grad: X needs unit stride along D, whole-element row strides")
+    if D > 1 and Wt.strides[1] != sizeof(floating) or Wt.strides[0] % <Py_ssize_t>sizeof(floating):
+        raise ValueError("fused_loss_grad: Wt needs unit stride along D")
     cdef int level = BEST_ISA
     if isa is not None:
         if isa not in SUPPORTED_ISAS:
@@ -147,8 +150,13 @@ def fused_loss_grad(
     if outv.shape[0] != D or outv.shape[1] != C:
         raise ValueError("fused_loss_grad: out must have shape (D, C)")
     cdef Py_ssize_t n_chunks = max(1, min(<Py_ssize_t>n_threads, n))
-    grads_arr = np.zeros((n_chunks, Cp, D), dtype=dtype)
-    cdef floating[:, :, ::1] grads = grads_arr
+    # Per-thread (Cp, D) accumulators, 64-byte aligned rows of ldg elements.
+    cdef Py_ssize_t line = 64 // sizeof(floating)
+    cdef Py_ssize_t ldg = (D + line - 1) // line * line
+    flat = np.zeros(n_chunks * Cp * ldg + line, dtype=dtype)
+    cdef Py_ssize_t off = ((-flat.ctypes.data) % 64) // sizeof(floating)
+    cdef floating[:, :, :] grads = flat[off:off + n_chunks * Cp * ldg].reshape(n_chunks, Cp, ldg)
+    cdef Py_ssize_t ldw = Wt.strides[0] // <Py_ssize_t>sizeof(floating)
     cdef double[:, ::1] gbs = np.zeros((n_chunks, Cp), dtype=np.float64)
     cdef floating[::1] zero_row = np.zeros(max(D, 1), dtype=dtype)
     cdef double[::1] losses = np.zeros(n_chunks, dtype=np.float64)
@@ -159,13 +167,13 @@ def fused_loss_grad(
     with nogil:
         for t in prange(n_chunks, num_threads=n_threads, schedule="static"):
             if floating is double:
-                losses[t] = k64(&Wt[0, 0], Cp, C, D, bp, &X[0, 0], ldx, rp, &y[0],
+                losses[t] = k64(&Wt[0, 0], ldw, Cp, C, D, bp, &X[0, 0], ldx, rp, &y[0],
                                 t * n // n_chunks, (t + 1) * n // n_chunks, tile, dchunk,
-                                &grads[t, 0, 0], &gbs[t, 0], &zero_row[0])
+                                &grads[t, 0, 0], ldg, &gbs[t, 0], &zero_row[0])
             else:
-                losses[t] = k32(&Wt[0, 0], Cp, C, D, bp, &X[0, 0], ldx, rp, &y[0],
+                losses[t] = k32(&Wt[0, 0], ldw, Cp, C, D, bp, &X[0, 0], ldx, rp, &y[0],
                                 t * n // n_chunks, (t + 1) * n // n_chunks, tile, dchunk,
-                                &grads[t, 0, 0], &gbs[t, 0], &zero_row[0])
+                                &grads[t, 0, 0], ldg, &gbs[t, 0], &zero_row[0])
     # Reduce the per-thread (Cp, D) accumulators in chunk order, transposing
     # to (D, C) on the way.
     cdef Py_ssize_t d, j

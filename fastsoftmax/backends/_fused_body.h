@@ -27,13 +27,13 @@ typedef FT VEC;                                /* VL is 1: plain scalar code */
  * whole tile: G is loaded and stored once per tile, X's tile rows (in L2)
  * once per class group.  nc and kv are compile-time constants at every call
  * site, so the loops unroll completely. */
-static FS_INLINE void GRAD_MK(const int nc, const int kv, FT *G, Py_ssize_t D,
+static FS_INLINE void GRAD_MK(const int nc, const int kv, FT *G, Py_ssize_t ldg,
                               Py_ssize_t j0, Py_ssize_t d, const FT *const *xp,
                               const FT *cf, Py_ssize_t Cp, Py_ssize_t nt)
 {
     VEC acc[GNC][GKV];
     for (int c = 0; c < nc; c++)
-        for (int k = 0; k < kv; k++) acc[c][k] = *(const VEC *)(G + (j0 + c) * D + d + k * VL);
+        for (int k = 0; k < kv; k++) acc[c][k] = *(const VEC *)(G + (j0 + c) * ldg + d + k * VL);
     for (Py_ssize_t r = 0; r < nt; r++) {
         VEC xv[GKV];
         for (int k = 0; k < kv; k++) xv[k] = *(const VEC *)(xp[r] + d + k * VL);
@@ -44,11 +44,12 @@ static FS_INLINE void GRAD_MK(const int nc, const int kv, FT *G, Py_ssize_t D,
         }
     }
     for (int c = 0; c < nc; c++)
-        for (int k = 0; k < kv; k++) *(VEC *)(G + (j0 + c) * D + d + k * VL) = acc[c][k];
+        for (int k = 0; k < kv; k++) *(VEC *)(G + (j0 + c) * ldg + d + k * VL) = acc[c][k];
 }
 
 static double NAME(
     const FT *Wt,          /* IN  (Cp, D) transposed weights, rows >= C are zero */
+    Py_ssize_t ldw,        /*     row stride of Wt (64-byte multiple: aligned loads) */
     Py_ssize_t Cp, Py_ssize_t C, Py_ssize_t D,
     const FT *bias,        /* IN  (C,) bias, or NULL */
     const FT *X,           /* IN  data, row i at X + i * ldx, unit column stride */
@@ -59,6 +60,7 @@ static double NAME(
     Py_ssize_t T,          /* rows per tile, a multiple of RB */
     Py_ssize_t Dc,         /* D-chunk of the score pass, a multiple of VL */
     FT *G,                 /* OUT (Cp, D) gradient sum, accumulated into */
+    Py_ssize_t ldg,        /*     row stride of G (64-byte multiple: aligned loads) */
     double *gb,            /* OUT (Cp,) sum of P - Y, accumulated into */
     const FT *zero_row)    /* IN  (D,) zeros: stands in for rows past `stop` */
 {
@@ -68,17 +70,28 @@ static double NAME(
     T -= T % RB;
     if (Dc < VL) Dc = VL;
     Dc -= Dc % VL;
-    /* scratch: partial score vectors, scores/coefficients in double, the
-     * coefficients in FT, this tile's and the next tile's row pointers */
-    size_t bytes = sizeof(VEC) * (size_t)(T * Cp) + sizeof(double) * (size_t)(T * Cp)
-                   + sizeof(FT) * (size_t)(T * Cp) + 2 * sizeof(FT *) * (size_t)T + 64;
+    /* The tile, packed: the score pass copies each row's vectorised part
+     * into a 64-byte aligned buffer with a cache-line multiple stride as it
+     * reads it from memory, so later reads (the other class blocks, the
+     * gradient pass) never split a cache line, whatever X's row alignment,
+     * and gathered rows (`rows`) become contiguous. */
+    const Py_ssize_t line = 64 / (Py_ssize_t)sizeof(FT);
+    const Py_ssize_t ldp = Dv > 0 ? (Dv + line - 1) / line * line : 0;
+    /* scratch: packed tile, partial score vectors, scores/coefficients in
+     * double, the coefficients in FT, this tile's and the next tile's rows */
+    size_t bytes = 64 + sizeof(FT) * (size_t)(T * ldp) + sizeof(VEC) * (size_t)(T * Cp)
+                   + sizeof(double) * (size_t)(T * Cp) + sizeof(FT) * (size_t)(T * Cp)
+                   + 3 * sizeof(FT *) * (size_t)T + 64;
     char *scratch = (char *)malloc(bytes);
     if (scratch == NULL) return NAN;           /* a NaN loss is reported as an error */
-    VEC *Sv = (VEC *)scratch;
+    FT *Pk = (FT *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    VEC *Sv = (VEC *)(Pk + T * ldp);
     double *S = (double *)(Sv + T * Cp);
     FT *cf = (FT *)(S + T * Cp);
     const FT **xp = (const FT **)(((uintptr_t)(cf + T * Cp) + 15) & ~(uintptr_t)15);
     const FT **xn = xp + T;
+    FT **pk = (FT **)(xn + T);
+    for (Py_ssize_t r = 0; r < T; r++) pk[r] = Pk + r * ldp;
 
     for (Py_ssize_t k0 = start; k0 < stop; k0 += T) {
         Py_ssize_t nt = stop - k0 < T ? stop - k0 : T;   /* real rows in this tile */
@@ -99,12 +112,16 @@ static double NAME(
         /* 1. scores, D-chunk by D-chunk: the chunk of W (Cp x Dc, a few KB)
          * stays in L1 while every row block of the tile uses it; RB x CB
          * vector partial sums are carried in Sv from chunk to chunk. */
-#ifndef FS_SKIP_SCORE
+#ifndef FS_SKIP_SCORE             /* profiling aid: time one pass alone */
         for (Py_ssize_t d0 = 0; d0 < Dv; d0 += Dc) {
             Py_ssize_t d1 = d0 + Dc < Dv ? d0 + Dc : Dv;
             for (Py_ssize_t r0 = 0; r0 < Tp; r0 += RB) {
                 const FT *x[RB];
-                for (int r = 0; r < RB; r++) x[r] = xp[r0 + r];
+                FT *p[RB];
+                for (int r = 0; r < RB; r++) {
+                    x[r] = xp[r0 + r];
+                    p[r] = pk[r0 + r];
+                }
                 for (Py_ssize_t j0 = 0; j0 < Cp; j0 += CB) {
                     VEC acc[RB][CB];
                     VEC *sv = Sv + r0 * Cp + j0;
@@ -116,13 +133,27 @@ static double NAME(
                             for (int c = 0; c < CB; c++) acc[r][c] = sv[r * Cp + c];
                     }
                     const FT *w[CB];
-                    for (int c = 0; c < CB; c++) w[c] = Wt + (j0 + c) * D;
-                    for (Py_ssize_t d = d0; d < d1; d += VL) {
-                        VEC xv[RB];
-                        for (int r = 0; r < RB; r++) xv[r] = *(const VEC *)(x[r] + d);
-                        for (int c = 0; c < CB; c++) {
-                            VEC wv = *(const VEC *)(w[c] + d);
-                            for (int r = 0; r < RB; r++) acc[r][c] += xv[r] * wv;
+                    for (int c = 0; c < CB; c++) w[c] = Wt + (j0 + c) * ldw;
+                    if (j0 == 0) {             /* first class block: read X, pack it */
+                        for (Py_ssize_t d = d0; d < d1; d += VL) {
+                            VEC xv[RB];
+                            for (int r = 0; r < RB; r++) {
+                                xv[r] = *(const VEC *)(x[r] + d);
+                                *(VEC *)(p[r] + d) = xv[r];
+                            }
+                            for (int c = 0; c < CB; c++) {
+                                VEC wv = *(const VEC *)(w[c] + d);
+                                for (int r = 0; r < RB; r++) acc[r][c] += xv[r] * wv;
+                            }
+                        }
+                    } else {                   /* the others: the packed copy */
+                        for (Py_ssize_t d = d0; d < d1; d += VL) {
+                            VEC xv[RB];
+                            for (int r = 0; r < RB; r++) xv[r] = *(const VEC *)(p[r] + d);
+                            for (int c = 0; c < CB; c++) {
+                                VEC wv = *(const VEC *)(w[c] + d);
+                                for (int r = 0; r < RB; r++) acc[r][c] += xv[r] * wv;
+                            }
                         }
                     }
                     for (int r = 0; r < RB; r++)
@@ -142,7 +173,7 @@ static double NAME(
                     VEC v = Sv[r * Cp + j];
                     for (int l = 0; l < VL; l++) a += FS_LANE(v, l);
                 }
-                const FT *wj = Wt + j * D;
+                const FT *wj = Wt + j * ldw;
                 for (Py_ssize_t d = Dv; d < D; d++) a += xr[d] * wj[d];
                 s[j] = (double)a + (bias ? (double)bias[j] : 0.0);
             }
@@ -176,21 +207,21 @@ static double NAME(
 #endif
         for (; d + GKV * VL <= Dv; d += GKV * VL) {
             Py_ssize_t j0 = 0;
-            for (; j0 + GNC <= Cp; j0 += GNC) GRAD_MK(GNC, GKV, G, D, j0, d, xp, cf, Cp, nt);
-            for (; j0 < Cp; j0 += CB) GRAD_MK(CB, GKV, G, D, j0, d, xp, cf, Cp, nt);
+            for (; j0 + GNC <= Cp; j0 += GNC) GRAD_MK(GNC, GKV, G, ldg, j0, d, (const FT *const *)pk, cf, Cp, nt);
+            for (; j0 < Cp; j0 += CB) GRAD_MK(CB, GKV, G, ldg, j0, d, (const FT *const *)pk, cf, Cp, nt);
             for (Py_ssize_t r = 0; r < nn; r++)
                 for (int k = 0; k < GKV * VL * (int)sizeof(FT); k += 64)
                     FS_PREFETCH_L2((const char *)(xn[r] + d) + k);
         }
         for (; d < Dv; d += VL) {
-            for (Py_ssize_t j0 = 0; j0 < Cp; j0 += CB) GRAD_MK(CB, 1, G, D, j0, d, xp, cf, Cp, nt);
+            for (Py_ssize_t j0 = 0; j0 < Cp; j0 += CB) GRAD_MK(CB, 1, G, ldg, j0, d, (const FT *const *)pk, cf, Cp, nt);
             for (Py_ssize_t r = 0; r < nn; r++) FS_PREFETCH_L2(xn[r] + d);
         }
         for (Py_ssize_t j = 0; j < Cp; j++)
             for (d = Dv; d < D; d++) {
-                FT gs = G[j * D + d];
+                FT gs = G[j * ldg + d];
                 for (Py_ssize_t r = 0; r < nt; r++) gs += cf[r * Cp + j] * xp[r][d];
-                G[j * D + d] = gs;
+                G[j * ldg + d] = gs;
             }
     }
     free(scratch);

@@ -42,19 +42,21 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-typedef double (*fs_kernel_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+typedef double (*fs_kernel_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                 const double *, const double *, Py_ssize_t,
                                 const Py_ssize_t *, const Py_ssize_t *,
                                 Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                double *, double *, const double *);
-typedef double (*fs_kernel_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                double *, Py_ssize_t, double *, const double *);
+typedef double (*fs_kernel_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                 const float *, const float *, Py_ssize_t,
                                 const Py_ssize_t *, const Py_ssize_t *,
                                 Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                float *, double *, const float *);
+                                float *, Py_ssize_t, double *, const float *);
 
 /* Classes per score micro-kernel: Cp = C rounded up to a multiple of this. */
 #define FS_CB 5
+
+/* Where the next tile is prefetched: 0 gradient pass, 1 score pass, 2 both, 3 nowhere */
 
 /* GCC and clang have vector extensions; other compilers (MSVC) get scalar
  * code (VL = 1) from the same body.  -DFS_NO_VECTOR_EXT forces that path. */

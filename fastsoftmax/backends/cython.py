@@ -61,7 +61,7 @@ def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None):
     item = X.dtype.itemsize
     if X.shape[1] > 1 and X.strides[1] != item or X.strides[0] % item:
         X = np.ascontiguousarray(X)
-    Wt = padded_transpose(W, CLASS_BLOCK)
+    Wt = padded_transpose(W, CLASS_BLOCK, aligned=True)
     tile, dchunk = BLOCKING or blocking(X.shape[1], Wt.shape[0], item)
     n_threads = thread_count(n, X.shape[1], C, get_num_threads() if n_threads is None else n_threads)
     data_loss, grad_sum, bias_sum = fused_loss_grad(
