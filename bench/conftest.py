@@ -4,9 +4,9 @@ Design note
 -----------
 ``pytest --benchmark-only`` times every row of ``fastsoftmax bench`` (the
 registered backends, the yardsticks and the installed peers) on every case
-of :data:`fastsoftmax.cases.CASES`, one ``benchmark.group`` per case so the
+of :data:`fastsoftmax.harness.cases.CASES`, one ``benchmark.group`` per case so the
 rows line up side by side.  What is timed is also what is verified: each row
-is compared with the case's reference (:func:`fastsoftmax.benchmark.reference`)
+is compared with the case's reference (:func:`fastsoftmax.harness.agreement.reference`)
 before it is timed, and the test fails, naming the row, if they disagree.
 
 The plain ``pytest`` run also collects this directory (``testpaths``), and
@@ -14,7 +14,7 @@ pytest-benchmark refuses ``--benchmark-only`` together with
 ``--benchmark-disable``, so the plain run cannot simply switch timing off.
 Instead, without ``--benchmark-only`` (the ``full_run`` fixture):
 
-* only :data:`fastsoftmax.cases.QUICK_CASES` (N = 500) run; the larger cases
+* only :data:`fastsoftmax.harness.cases.QUICK_CASES` (N = 500) run; the larger cases
   are skipped with a reason;
 * every row is checked against the reference exactly as in a full run, and
   timed for a single pedantic round (one call), so the harness itself is
@@ -36,9 +36,10 @@ from typing import NamedTuple
 
 import pytest
 
-from fastsoftmax import benchmark
-from fastsoftmax._validate import Problem, prepare
-from fastsoftmax.cases import CASES, QUICK_CASES, Case
+from fastsoftmax.harness.agreement import reference
+from fastsoftmax.harness.inputs import case_data
+from fastsoftmax.backends._validate import Problem, prepare
+from fastsoftmax.harness.cases import CASES, QUICK_CASES, Case
 from fastsoftmax.testing import REQUIRE_ALL_ENV
 
 def _full_run(config):
@@ -73,7 +74,7 @@ def case_setup(request):
     case = request.param
     if case not in QUICK_CASES and not _full_run(request.config):
         pytest.skip(f"{case.name} is timed only under --benchmark-only (the plain run checks N=500 once)")
-    args, source = benchmark.case_data(case)
+    args, source = case_data(case)
     problem = prepare(*args)
-    ref_name, ref = benchmark.reference(case, problem)
+    ref_name, ref = reference(*problem.args)
     return CaseSetup(case, problem, source, ref_name, ref)

@@ -1,7 +1,7 @@
 """The cost of distribution: loss and gradient on a Dask array vs in memory.
 
 Run with ``pytest bench/test_bench_dask.py --benchmark-only``.  For every case
-of :data:`fastsoftmax.cases.CASES` it times, in the case's benchmark group
+of :data:`fastsoftmax.harness.cases.CASES` it times, in the case's benchmark group
 (``case.name``, the group every row of that case uses, so the rows line up):
 
 * ``in-memory``: :func:`fastsoftmax.softmax_loss` (the fastest backend, all
@@ -28,7 +28,7 @@ distributed = pytest.importorskip("distributed", reason="fastsoftmax[dask] is no
 
 import fastsoftmax  # noqa: E402
 from fastsoftmax import dask as fd  # noqa: E402
-from fastsoftmax.cases import CASES, QUICK_CASES  # noqa: E402
+from fastsoftmax.harness.cases import CASES, QUICK_CASES  # noqa: E402
 from fastsoftmax.testing import compare  # noqa: E402
 
 #: Row-chunk counts timed per case: one chunk (pure overhead), two per worker, eight per worker.

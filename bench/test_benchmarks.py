@@ -9,10 +9,14 @@ import tempfile
 import numpy as np
 import pytest
 
-from fastsoftmax import _peers, backends, get_num_threads
-from fastsoftmax import benchmark as fsbench
+from fastsoftmax import backends, get_num_threads
+from fastsoftmax.harness import peers
+from fastsoftmax.harness.compile import fresh_numba_backend
+from fastsoftmax.harness.machine import machine_info
+from fastsoftmax.harness.rows import row_kind, setup_row, skip_reason
+from fastsoftmax.harness.threads import limit_threads
 from fastsoftmax.testing import compare, random_problem
-from fastsoftmax._validate import prepare
+from fastsoftmax.backends._validate import prepare
 
 #: Built-in backends (skipped with the reason where they cannot load) and any
 #: added with ``fastsoftmax.backends.register`` before collection.
@@ -21,7 +25,7 @@ BACKEND_NAMES = list(dict.fromkeys([*backends.BACKENDS, *backends.available()]))
 
 def _check_then_time(benchmark_fixture, setup, name, full_run, require_all):
     case, problem = setup.case, setup.problem
-    reason = fsbench.skip_reason(case, name)
+    reason = skip_reason(case, name)
     if reason is not None:
         if require_all and name in backends.BACKENDS and case.skip_reason(name) is None:
             pytest.fail(f"backend {name!r} must be available here: {reason}")
@@ -29,9 +33,9 @@ def _check_then_time(benchmark_fixture, setup, name, full_run, require_all):
     if name == setup.reference_name and not full_run:
         pytest.skip(f"{name} computed this case's reference once already; it is timed under --benchmark-only")
     threads = get_num_threads()
-    kind = fsbench.row_kind(name)
-    with fsbench.limit_threads(threads):
-        check, timed = fsbench.setup_row(name, problem, threads)  # JIT, copies: untimed
+    kind = row_kind(name)
+    with limit_threads(threads):
+        check, timed = setup_row(name, problem, threads)  # JIT, copies: untimed
         # The reference row is not compared with itself (that proves nothing
         # and would cost another slow python call).
         result = None if name == setup.reference_name else check()
@@ -47,14 +51,14 @@ def _check_then_time(benchmark_fixture, setup, name, full_run, require_all):
         benchmark_fixture.group = case.name
         benchmark_fixture.extra_info.update(
             kind=kind,
-            threads=_peers.jax_threads() if name == "jax" else threads,  # XLA's pool is fixed
+            threads=peers.jax_threads() if name == "jax" else threads,  # XLA's pool is fixed
             dtype=case.dtype,
             N=case.n,
             D=case.d,
             C=case.c,
             data=setup.source,
             reference=setup.reference_name,
-            versions=fsbench.machine_info()["libraries"],
+            versions=machine_info()["libraries"],
         )
         if full_run:
             benchmark_fixture(timed)
@@ -68,7 +72,7 @@ def test_backend(benchmark, case_setup, name, full_run, require_all):
     _check_then_time(benchmark, case_setup, name, full_run, require_all)
 
 
-@pytest.mark.parametrize("name", list(_peers.ROWS))
+@pytest.mark.parametrize("name", list(peers.ROWS))
 def test_yardstick_or_peer(benchmark, case_setup, name, full_run):
     """Textbook NumPy, the stream-X floor, and scikit-learn / PyTorch / JAX where installed."""
     _check_then_time(benchmark, case_setup, name, full_run, require_all=False)
@@ -80,7 +84,7 @@ def test_numba_first_call(benchmark, dtype, cache, full_run):
     """Numba's first call: a fresh compile (cold: empty cache) vs a load from Numba's on-disk cache (warm).
 
     Each round executes a new copy of the numba backend module
-    (:func:`fastsoftmax.benchmark.fresh_numba_backend`) and times its first
+    (:func:`fastsoftmax.harness.compile.fresh_numba_backend`) and times its first
     call on a tiny problem, so the figure is compilation (or cache loading),
     not arithmetic.
     """
@@ -93,16 +97,16 @@ def test_numba_first_call(benchmark, dtype, cache, full_run):
         if cache == "warm":
             # Numba's usual on-disk cache, as a user's second process sees
             # it; filled here (untimed) if this is the first call ever.
-            fsbench.fresh_numba_backend(None).softmax_loss(*problem)
+            fresh_numba_backend(None).softmax_loss(problem, get_num_threads())
 
         def setup():
             directory = None if cache == "warm" else tempfile.mkdtemp(dir=root)
-            return (fsbench.fresh_numba_backend(directory),), {}
+            return (fresh_numba_backend(directory),), {}
 
         benchmark.group = f"numba first call|{dtype}"
         benchmark.extra_info.update(
             cache=cache, dtype=dtype, threads=get_num_threads(), N=64, D=33, C=10,
-            versions=fsbench.machine_info()["libraries"],
+            versions=machine_info()["libraries"],
         )
         rounds = 3 if full_run else 1
-        benchmark.pedantic(lambda m: m.softmax_loss(*problem), setup=setup, rounds=rounds)
+        benchmark.pedantic(lambda m: m.softmax_loss(problem, get_num_threads()), setup=setup, rounds=rounds)

@@ -4,7 +4,7 @@
 
 CIFAR_DIR defaults to the shared real subset beside the repository
 (../shared/cifar-10-subset/cifar-10-batches-py); get the full dataset with
-``fastsoftmax.data.download_cifar10(dest)``.  The whole exercise with every
+``fastsoftmax.training.data.download_cifar10(dest)``.  The whole exercise with every
 figure (sanity loss, gradient check, naive vs fast timing, tuning) is
 ``fastsoftmax train --data CIFAR_DIR``.
 """
@@ -13,8 +13,8 @@ import os
 import sys
 
 import fastsoftmax
-from fastsoftmax.data import get_cifar10_data
-from fastsoftmax.visualize import plot_loss, plot_weights
+from fastsoftmax.training.data import get_cifar10_data
+from fastsoftmax.training.visualize import plot_loss, plot_weights
 
 here = os.path.dirname(os.path.abspath(__file__))
 root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "..", "shared", "cifar-10-subset",

@@ -8,14 +8,22 @@
 
 Layout
 ------
-``_validate``   the one input validator every backend shares
-``backends/``   the registry (``backends/__init__``) and one kernel per module:
-                ``python`` (reference), ``numpy``, ``numba``, ``cython``
-``_threads``    the one thread-count setting of the compiled backends
+Three products, one subpackage each; only the first is imported here.
+
+``backends/``   the kernels: the contract and registry (``backends/__init__``),
+                the one validator (``_validate``), the thread setting
+                (``_threads``) and one kernel per module: ``python`` (the
+                reference), ``numpy``, ``numba``, ``cython``
+``harness/``    the benchmark harness behind ``fastsoftmax bench`` and ``bench/``
+``training/``   the CS231n training kit: ``Softmax``, CIFAR-10, gradient
+                checks, tuning, pictures
+``dask``        the same loss and training on row-chunked Dask arrays
+
+The kernels import nothing from the harness or the training kit.
 """
 
 from . import backends
-from ._threads import get_num_threads, set_num_threads, threads
+from .backends._threads import get_num_threads, set_num_threads, threads
 from .backends import available, fastest, set_backend
 
 __version__ = "0.1.0"
@@ -30,15 +38,13 @@ __all__ = [
     "set_num_threads",
     "threads",
     "Softmax",
-    "data",
-    "gradcheck",
-    "tuning",
-    "visualize",
+    "harness",
+    "training",
 ]
 
 # Training tools load on first use (PEP 562), so that `import fastsoftmax`
 # stays as light as the kernels need: no matplotlib or tqdm until asked for.
-_LAZY_MODULES = {"data", "gradcheck", "tuning", "visualize", "classifier"}
+_LAZY_MODULES = {"harness", "training", "dask"}
 
 
 def __getattr__(name):
@@ -47,12 +53,13 @@ def __getattr__(name):
     if name in _LAZY_MODULES:
         return importlib.import_module(f".{name}", __name__)
     if name == "Softmax":
-        return importlib.import_module(".classifier", __name__).Softmax
+        return importlib.import_module(".training.classifier", __name__).Softmax
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def softmax_loss(W, X, y, reg):
-    return backends.get(fastest(*backends.problem_key(W, X)))(W, X, y, reg)
+def softmax_loss(W, X, y, reg, *, b=None, rows=None, out=None, n_threads=None):
+    name = fastest(*backends.problem_key(W, X, rows))
+    return backends.get(name)(W, X, y, reg, b=b, rows=rows, out=out, n_threads=n_threads)
 
 
 # The contract is written once, in the registry, for every backend and this.

@@ -2,8 +2,8 @@
 
 Design note
 -----------
-A thin argparse layer; the work is in :mod:`fastsoftmax.benchmark` and
-:mod:`fastsoftmax.exercise` so that it can be called from Python and tested
+A thin argparse layer; the work is in :mod:`fastsoftmax.harness` and
+:mod:`fastsoftmax.training.exercise` so that it can be called from Python and tested
 without a subprocess.  Argument errors
 (an unknown backend, a size with no case) are reported by argparse with exit
 status 2; a backend that disagrees with the reference gives exit status 1.
@@ -57,7 +57,7 @@ def _parser():
     bench.add_argument("--plot", metavar="PATH", help="write a PNG bar chart (log scale, one panel per case)")
     bench.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="progress bar on stderr (default: only on a terminal)")
-    from . import exercise
+    from .training import exercise
 
     exercise.add_arguments(sub.add_parser(
         "train",
@@ -73,11 +73,12 @@ def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "train":
-        from . import exercise
+        from .training import exercise
 
         return exercise.run_args(args)
-    from . import backends, benchmark
-    from .cases import CASES, QUICK_CASES, Case, select
+    from . import backends
+    from .harness import run
+    from .harness.cases import CASES, QUICK_CASES, Case, select
 
     sizes = args.sizes or ([c.n for c in QUICK_CASES] if args.quick else None)
     dtypes = args.dtypes or list(dict.fromkeys(c.dtype for c in CASES))
@@ -94,7 +95,7 @@ def main(argv=None):
         bad = [b for b in args.backends if b not in known]
         if bad:
             parser.error(f"unknown backend(s) {bad}; backends are {sorted(known)}")
-    return benchmark.run(
+    return run(
         cases,
         backend_names=args.backends,
         threads=args.threads,

@@ -21,7 +21,7 @@ same helper the compiled backends use (``backends._common.finish``).  So:
   again instead of picking up a result the scheduler still holds under the
   same deterministic key (which made repeated timings meaningless);
 * validation is the shared validator's: ``W``, the dtypes and ``reg`` are
-  checked up front by :func:`fastsoftmax._validate.prepare` on a one-row probe
+  checked up front by :func:`fastsoftmax.backends._validate.prepare` on a one-row probe
   of X's and y's dtypes; each chunk is validated again by the backend it runs
   (so a label out of ``[0, C)`` or a NaN in ``X`` raises the validator's
   error, lazily, from the chunk that holds it).
@@ -58,9 +58,8 @@ from dask.base import tokenize
 from dask.utils import parse_bytes
 
 from . import backends
-from ._threads import _check as _check_threads
-from ._threads import threads
-from ._validate import prepare
+from .backends._threads import _check as _check_threads
+from .backends._validate import prepare
 from .backends._common import finish
 
 __all__ = ["softmax_loss", "take_rows", "minibatches", "from_array", "from_npy", "chunk_rows", "local_client"]
@@ -97,8 +96,7 @@ def _partial_sums(X_block, y_block, W, backend, num_threads):
     """
     n = X_block.shape[0]
     # reg = 0: the L2 term belongs to the whole problem, added once at the end.
-    with threads(num_threads):
-        loss, dW = backends.get(backend)(W, X_block, y_block, 0.0)
+    loss, dW = backends.get(backend)(W, X_block, y_block, 0.0, n_threads=num_threads)
     return loss * n, dW.astype(np.float64) * n, n
 
 
@@ -412,7 +410,7 @@ def from_array(a, chunks="auto", *, scatter=None):
     Parameters
     ----------
     a : ndarray, np.memmap or dask.array.Array, shape (N, ...)
-        For example the arrays of :func:`fastsoftmax.data.get_cifar10_data`.
+        For example the arrays of :func:`fastsoftmax.training.data.get_cifar10_data`.
         A whole ``np.memmap`` (as from ``np.load(path, mmap_mode="r")``) is
         read lazily, chunk by chunk, on the workers; so is a ``.npy`` file via
         :func:`from_npy`.  A Dask array is rechunked to whole rows.
@@ -523,8 +521,12 @@ def from_npy(path, chunks="auto"):
     FileNotFoundError, ValueError
         For a missing file, or one that is not a ``.npy`` array (NumPy's message).
     """
-    mm = np.load(os.fspath(path), mmap_mode="r")
+    # allow_pickle=False said, not assumed from NumPy's default: a .npy of
+    # objects is a pickle and would run code (docs/security.md).
+    mm = np.load(os.fspath(path), mmap_mode="r", allow_pickle=False)
     if not isinstance(mm, np.memmap):
+        if hasattr(mm, "close"):
+            mm.close()  # an NpzFile holds its file open
         raise ValueError(f"{os.fspath(path)!r} is not a .npy array file (np.load returned {type(mm).__name__})")
     return from_array(mm, chunks=chunks)
 

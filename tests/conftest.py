@@ -76,7 +76,7 @@ def cifar_root():
 @pytest.fixture(scope="session")
 def cifar_splits(cifar_root):
     """The issue's splits of the subset: 4585 train / 500 val / 500 dev / all 1017 test, float64."""
-    from fastsoftmax.data import get_cifar10_data
+    from fastsoftmax.training.data import get_cifar10_data
 
     return get_cifar10_data(cifar_root, num_training=4585, num_validation=500, num_test=1017, num_dev=500)
 

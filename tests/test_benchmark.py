@@ -12,27 +12,33 @@ import sys
 import numpy as np
 import pytest
 
-from fastsoftmax import _peers, backends, benchmark, cli
-from fastsoftmax._validate import prepare
-from fastsoftmax.cases import CASES, Case
-from fastsoftmax.data import load_cifar10
+from fastsoftmax import backends, cli
+from fastsoftmax.harness import agreement, peers
+from fastsoftmax.harness.compile import fresh_numba_backend
+from fastsoftmax.harness.inputs import case_data
+from fastsoftmax.harness.memory import peak_extra_memory
+from fastsoftmax.harness.report import write_json
+from fastsoftmax.harness.rows import setup_row
+from fastsoftmax.backends._validate import prepare
+from fastsoftmax.harness.cases import CASES, Case
+from fastsoftmax.training.data import load_cifar10
 from fastsoftmax.testing import compare, write_fake_cifar10
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOG_BYTES = 48 * 2**20
 
 
-def wrong_kernel(W, X, y, reg):
+def wrong_kernel(problem, n_threads):
     """A deliberately wrong backend: the gradient misses its L2 term."""
-    loss, dW = backends.get_kernel("numpy")(W, X, y, reg)
-    return loss, dW - (2.0 * reg) * W
+    loss, dW, db = backends.get_kernel("numpy")(problem, n_threads)
+    return loss, dW - (2.0 * problem.reg) * problem.W, db
 
 
-def hog_kernel(W, X, y, reg):
+def hog_kernel(problem, n_threads):
     """A correct backend that also touches a 48 MiB temporary (for the memory probe)."""
     waste = np.ones(HOG_BYTES // 8)
     waste[::512] = 2.0
-    return backends.get_kernel("numpy")(W, X, y, reg)
+    return backends.get_kernel("numpy")(problem, n_threads)
 
 
 @pytest.fixture
@@ -104,7 +110,7 @@ def test_pytest_harness_fails_naming_a_wrong_backend(tmp_path):
 
 def test_memory_probe_sees_a_temporary(registered):
     registered("hog", hog_kernel)
-    mem = benchmark.peak_extra_memory(Case(64, dtype="float64"), ["numpy", "hog"], threads=1)
+    mem = peak_extra_memory(Case(64, dtype="float64"), ["numpy", "hog"], threads=1)
     assert "_error" not in mem, mem
     assert HOG_BYTES <= mem["hog"] < HOG_BYTES + 8 * 2**20
     assert mem["numpy"] < 4 * 2**20
@@ -112,31 +118,31 @@ def test_memory_probe_sees_a_temporary(registered):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_blocked_reference_matches_python(monkeypatch, dtype):
-    """Above PYTHON_MAX_N the reference is blocked float64 NumPy: check it against python."""
-    monkeypatch.setattr(benchmark, "_REF_BLOCK", 128)
+    """Above PYTHON_MAX_WORK the reference is blocked float64 NumPy: check it against python."""
+    monkeypatch.setattr(agreement, "BLOCK_ROWS", 128)  # several blocks, the last one partial
+    monkeypatch.setattr(agreement, "PYTHON_MAX_WORK", 0)
     case = Case(600, d=40, c=7, dtype=dtype)
-    assert case.skip_reason("python") is not None
     problem = prepare(*case.make())
-    name, ref = benchmark.reference(case, problem)
+    name, ref = agreement.reference(*problem.args)
     assert name == "float64 NumPy, blocked"
-    agreement = compare(ref, backends.get("python")(*problem), dtype)
-    assert agreement.ok, agreement
+    result = compare(ref, backends.get("python")(*problem.args), dtype)
+    assert result.ok, result
 
 
 def test_every_row_agrees_on_a_small_case():
     """The yardstick and peers follow our convention (reg * ||W||^2, mean loss)."""
     case = Case(50, d=30, c=5)
     problem = prepare(*case.make())
-    ref = benchmark.reference(case, problem)[1]
-    for name in _peers.ROWS:
-        if _peers.row_status(name) is None:
-            result = benchmark.setup_row(name, problem, 1)[0]()
+    ref = agreement.reference(*problem.args)[1]
+    for name in peers.ROWS:
+        if peers.row_status(name) is None:
+            result = setup_row(name, problem, 1)[0]()
             assert result is None or compare(result, ref, np.float64).ok, name
 
 
 def test_data_dir_reads_official_batches_and_repeats_them(tmp_path):
     root = write_fake_cifar10(tmp_path / "cifar", n=1)  # 6 images, one per file
-    (W, X, y, reg), source = benchmark.case_data(Case(7, dtype="float32"), str(root))
+    (W, X, y, reg), source = case_data(Case(7, dtype="float32"), str(root))
     assert X.shape == (7, 3073) and X.dtype == np.float32 and W.shape == (3073, 10)
     _, y_train, _, y_test, _ = load_cifar10(root)
     expected = y_train.tolist() + y_test.tolist()
@@ -145,7 +151,7 @@ def test_data_dir_reads_official_batches_and_repeats_them(tmp_path):
     np.testing.assert_allclose(X[:, :-1].mean(axis=0), 0.0, atol=1e-4)
     assert "6 images, repeated cyclically to 7 rows" in source
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        benchmark.case_data(Case(7), str(tmp_path / "empty"))
+        case_data(Case(7), str(tmp_path / "empty"))
 
 
 def test_cli_on_real_cifar(cifar_root, capsys):
@@ -169,7 +175,7 @@ def test_json_write_is_atomic(tmp_path):
     path = tmp_path / "out.json"
     path.write_text("old")
     with pytest.raises(TypeError):
-        benchmark.write_json(str(path), {"bad": object()})
+        write_json(str(path), {"bad": object()})
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["out.json"]
 
 
@@ -178,7 +184,7 @@ def test_fresh_numba_backend_has_nothing_compiled(tmp_path):
         pytest.skip(backends.unavailable()["numba"])
     import numba.core.registry
 
-    module = benchmark.fresh_numba_backend(str(tmp_path))
+    module = fresh_numba_backend(str(tmp_path))
     jitted = [v for v in vars(module).values() if isinstance(v, numba.core.registry.CPUDispatcher)]
     assert jitted and all(not d.signatures for d in jitted)
     original = sys.modules[backends.BACKENDS["numba"]]
@@ -202,6 +208,6 @@ def test_memory_probe_ignores_a_source_checkout_in_the_working_directory(tmp_pat
     shadow.mkdir()
     (shadow / "__init__.py").write_text("raise ImportError('imported the checkout, not the install')\n")
     monkeypatch.chdir(tmp_path)
-    mem = benchmark.peak_extra_memory(Case(64), ["numpy"], 1)
+    mem = peak_extra_memory(Case(64), ["numpy"], 1)
     assert "_error" not in mem, mem.get("_error")
     assert mem["numpy"] >= 0

@@ -207,3 +207,92 @@ def test_half_reg_convention():
     loss, dW = fastsoftmax.softmax_loss(W, X, y, 0.8 / 2)
     assert loss == pytest.approx(loss0 + 0.5 * 0.8 * np.sum(W * W), rel=1e-12)
     np.testing.assert_allclose(dW, dW0 + 0.8 * W, rtol=1e-12, atol=1e-15)
+
+
+# --- the optional parts of the contract: b, rows, out ----------------------
+
+
+def _ones_column(W, X, b):
+    """The same model with the bias as a last weight row and a column of ones in X."""
+    return np.vstack([W, b[None, :]]), np.hstack([X, np.ones((X.shape[0], 1), dtype=X.dtype)])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("reg", [0.0, 0.3])
+def test_bias_is_an_unregularized_ones_column(backend, dtype, reg):
+    """``b`` gives what appending a column of ones gives, less b's L2 term."""
+    name, f = backend
+    rng = np.random.default_rng(7)
+    W, X, y = random_problem(rng, 37, 11, 6, dtype=dtype, scale=3.0)
+    b = (2 * rng.standard_normal(6)).astype(dtype)
+    loss, dW, db = f(W, X, y, reg, b=b)
+    W1, X1 = _ones_column(W, X, b)
+    ref_loss, ref_dW1 = f(W1, X1, y, reg)
+    ref_loss -= reg * float(np.sum(b.astype(np.float64) ** 2))
+    ref_db = ref_dW1[-1] - 2 * reg * b
+    assert compare((loss, dW), (ref_loss, ref_dW1[:-1]), dtype).ok, name
+    assert relative_error(db, ref_db) <= tolerance(dtype), name
+    assert db.shape == (6,) and db.dtype == np.dtype(dtype) and dW.dtype == np.dtype(dtype)
+
+
+def test_bias_gradient_is_the_numerical_derivative(backend):
+    """db by central differences on the python reference's loss (float64)."""
+    name, f = backend
+    rng = np.random.default_rng(3)
+    W, X, y = random_problem(rng, 9, 5, 4, scale=2.0)
+    b = rng.standard_normal(4)
+    _, _, db = f(W, X, y, 0.1, b=b)
+    h = 1e-6
+    numeric = np.empty(4)
+    for j in range(4):
+        e = np.zeros(4)
+        e[j] = h
+        numeric[j] = (f(W, X, y, 0.1, b=b + e)[0] - f(W, X, y, 0.1, b=b - e)[0]) / (2 * h)
+    # Central differences are accurate to O(h^2) plus roundoff ~1e-16/h: 1e-8 absolute.
+    np.testing.assert_allclose(db, numeric, rtol=0, atol=1e-8, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_rows_equal_the_gathered_batch(backend, dtype):
+    """``rows`` (any order, repeats, negatives) gives what ``X[rows], y[rows]`` gives."""
+    name, f = backend
+    rng = np.random.default_rng(11)
+    W, X, y = random_problem(rng, 50, 13, 7, dtype=dtype, scale=3.0)
+    b = rng.standard_normal(7).astype(dtype)
+    rows = np.array([49, 3, 3, -1, 0, 17, -50, 25, 8, 8, 8, 30])
+    before = (X.copy(), y.copy(), rows.copy())
+    loss, dW, db = f(W, X, y, 0.2, b=b, rows=rows)
+    ref = f(W, X[rows], y[rows], 0.2, b=b)
+    assert compare((loss, dW), ref[:2], dtype).ok, name
+    assert relative_error(db, ref[2]) <= tolerance(dtype), name
+    for a, a0 in zip((X, y, rows), before):
+        np.testing.assert_array_equal(a, a0)  # nothing the caller passed is changed
+
+
+def test_rows_of_any_integer_dtype_and_lists(backend):
+    name, f = backend
+    W, X, y = random_problem(np.random.default_rng(5), 20, 6, 3)
+    ref = f(W, X[[4, 2, 19]], y[[4, 2, 19]], 0.1)
+    for rows in ([4, 2, 19], np.array([4, 2, 19], dtype=np.uint8), np.array([4, 2, -1], dtype=np.int16)):
+        got = f(W, X, y, 0.1, rows=rows)
+        assert compare(got, ref, np.float64).ok, (name, rows)
+
+
+def test_rows_ignore_labels_outside_the_batch(backend):
+    """Only the chosen rows' labels must be valid, as for ``y[rows]``."""
+    name, f = backend
+    W, X, y = random_problem(np.random.default_rng(6), 8, 5, 3)
+    y[5] = 99
+    got = f(W, X, y, 0.0, rows=[0, 1, 2])
+    assert compare(got, f(W, X[:3], y[:3], 0.0), np.float64).ok, name
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_out_receives_the_gradient(backend, dtype):
+    name, f = backend
+    W, X, y = random_problem(np.random.default_rng(8), 30, 9, 5, dtype=dtype)
+    out = np.full(W.shape, np.nan, dtype=dtype)
+    loss, dW = f(W, X, y, 0.4, out=out)
+    assert dW is out
+    ref = f(W, X, y, 0.4)
+    assert loss == ref[0] and np.array_equal(out, ref[1]), name

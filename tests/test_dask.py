@@ -351,7 +351,7 @@ def test_take_rows_equals_in_memory_indexing(client):
 
 
 def test_training_on_a_dask_array_matches_training_in_memory(client, capsys):
-    from fastsoftmax.data import make_spiral
+    from fastsoftmax.training.data import make_spiral
 
     X, y = make_spiral(n_per_class=100, n_classes=3, seed=0)
     X = np.c_[X, np.ones(len(X))]  # bias column

@@ -1,4 +1,4 @@
-"""fastsoftmax.data: the CIFAR-10 loader, the CS231n splits, the downloader, the spiral."""
+"""fastsoftmax.training.data: the CIFAR-10 loader, the CS231n splits, the downloader, the spiral."""
 
 import hashlib
 import http.server
@@ -11,9 +11,9 @@ import threading
 import numpy as np
 import pytest
 
-from fastsoftmax.classifier import Softmax
+from fastsoftmax.training.classifier import Softmax
 from fastsoftmax.testing import CIFAR10_CLASSES, write_fake_cifar10
-from fastsoftmax.data import (
+from fastsoftmax.training.data import (
     CIFAR10_DIRNAME,
     DownloadError,
     download_cifar10,

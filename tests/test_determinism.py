@@ -19,8 +19,8 @@ otherwise round differently.
 import numpy as np
 import pytest
 
-from fastsoftmax.benchmark import limit_threads
-from fastsoftmax.cases import make_problem
+from fastsoftmax.harness.threads import limit_threads
+from fastsoftmax.harness.cases import make_problem
 from fastsoftmax.testing import random_problem, relative_error
 
 #: Largest relative change (loss, gradient) between thread counts 1..8, by dtype.

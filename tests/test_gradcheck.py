@@ -1,9 +1,9 @@
-"""fastsoftmax.gradcheck, and every backend's gradient checked numerically on real images."""
+"""fastsoftmax.training.gradcheck, and every backend's gradient checked numerically on real images."""
 
 import numpy as np
 import pytest
 
-from fastsoftmax.gradcheck import eval_numerical_gradient, grad_check_sparse, rel_error
+from fastsoftmax.training.gradcheck import eval_numerical_gradient, grad_check_sparse, rel_error
 
 
 def test_numerical_gradient_of_a_known_function():
@@ -45,7 +45,7 @@ def test_every_backend_passes_the_cs231n_gradient_check(backend, cifar_splits, r
 
     The step is h = 1e-6, not CS231n's 1e-5: on raw mean-subtracted pixels the
     truncation error of 1e-5 alone is ~2e-7 relative (see the note in
-    fastsoftmax.gradcheck; measured 2.3e-7 with 1e-5, 2.2e-9 with 1e-6).  The
+    fastsoftmax.training.gradcheck; measured 2.3e-7 with 1e-5, 2.2e-9 with 1e-6).  The
     pure-Python reference runs on the first 20 dev rows (its 21 loss calls on
     all 500 would take half a minute); the others on the whole 500-image batch.
     """

@@ -9,7 +9,7 @@ Design note
   (``sys.getallocatedblocks``), which catches a leaked reference to even one
   small object per call.
 * Copies of X: X is the one large array (N x D); the validator never copies
-  it when it has the working dtype (``fastsoftmax._validate``), and a kernel
+  it when it has the working dtype (``fastsoftmax.backends._validate``), and a kernel
   may copy it only to change an unusable layout.  Two independent meters
   check a C-contiguous X of the working dtype, 40-80 MB so that a copy is
   obvious: ``tracemalloc`` (sees NumPy's and Cython's allocations) and the
@@ -89,10 +89,10 @@ def test_the_leak_check_catches_a_leak():
     """The meters above do see a kernel that keeps one small gradient per call."""
     kept = []
 
-    def leaky(W, X, y, reg):
-        loss, dW = backends.get_kernel("numpy")(W, X, y, reg)
+    def leaky(problem, n_threads):
+        loss, dW, db = backends.get_kernel("numpy")(problem, n_threads)
         kept.append(dW.copy())
-        return loss, dW
+        return loss, dW, db
 
     backends.register("leaky", leaky)
     try:
@@ -167,9 +167,10 @@ def test_no_copy_of_x(name, wdt, xdt):
 def test_the_copy_check_catches_a_copy(meter):
     """Both meters see a kernel that quietly works on a float64 copy of a float32 X."""
 
-    def copier(W, X, y, reg):
-        loss, dW = backends.get_kernel("numpy")(W.astype(np.float64), X.astype(np.float64), y, reg)
-        return loss, dW.astype(W.dtype)
+    def copier(problem, n_threads):
+        wide = problem._replace(W=problem.W.astype(np.float64), X=problem.X.astype(np.float64))
+        loss, dW, db = backends.get_kernel("numpy")(wide, n_threads)
+        return loss, dW.astype(problem.W.dtype), db
 
     W, X, y = big_problem(np.float32, np.float32)
     backends.register("copier", copier)

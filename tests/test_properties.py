@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 import fastsoftmax
 from fastsoftmax import backends
-from fastsoftmax._validate import working_dtype
+from fastsoftmax.backends._validate import working_dtype
 from fastsoftmax.testing import compare, load_backend, problem_tolerance, random_problem
 
 #: Largest N * D * C the pure-Python reference is asked to do (~20 ms).

@@ -86,8 +86,8 @@ def test_missing_extension_does_not_break_import(tmp_path):
 
 
 def test_register_and_unregister():
-    def kernel(W, X, y, reg):
-        return 0.0, np.zeros_like(W)
+    def kernel(problem, n_threads):
+        return 0.0, np.zeros_like(problem.W), None
 
     backends.register("zero", kernel)
     try:

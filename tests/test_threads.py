@@ -29,7 +29,7 @@ import psutil
 import pytest
 
 import fastsoftmax
-from fastsoftmax.cases import make_problem
+from fastsoftmax.harness.cases import make_problem
 from fastsoftmax.testing import load_backend
 
 COMPILED = ["numba", "cython"]

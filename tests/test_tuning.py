@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from fastsoftmax import cli, exercise
-from fastsoftmax.data import make_spiral
-from fastsoftmax.tuning import grid_search
-from fastsoftmax.visualize import plot_loss, plot_tuning_heatmap, plot_weights, weight_images
+from fastsoftmax import cli
+from fastsoftmax.training import exercise
+from fastsoftmax.training.data import make_spiral
+from fastsoftmax.training.tuning import grid_search
+from fastsoftmax.training.visualize import plot_loss, plot_tuning_heatmap, plot_weights, weight_images
 
 
 def read_png(path):

@@ -25,15 +25,20 @@ def good(n=6, d=4, c=3, dtype=np.float64):
     return W, X, y, 0.1
 
 
+#: The keyword arguments of the contract (``b``, ``rows``, ``out``).
+OPTIONS = ("b", "rows", "out")
+
+
 def with_(**changes):
-    """A builder: a good problem with some arguments replaced."""
+    """A builder: a good problem with some arguments replaced or options added."""
 
     def build():
         W, X, y, reg = good()
         args = {"W": W, "X": X, "y": y, "reg": reg}
         for k, v in changes.items():
             args[k] = v(args) if callable(v) else v
-        return args["W"], args["X"], args["y"], args["reg"]
+        options = {k: args[k] for k in OPTIONS if k in args}
+        return args["W"], args["X"], args["y"], args["reg"], options
 
     return build
 
@@ -58,7 +63,7 @@ class Bad(NamedTuple):
 
     id: str
     what: str  # the mistake, in words, for the README
-    build: Callable  # () -> (W, X, y, reg)
+    build: Callable  # () -> (W, X, y, reg, options)
     exc: type
     match: str  # a regex the message must contain
 
@@ -129,14 +134,33 @@ BAD_INPUTS = [
     Bad("X-longdouble", "long double X", with_(X=_cast("X", np.longdouble)), TypeError, r"cannot be cast to float64"),
     Bad("X-ragged", "X a ragged nested list", with_(X=[[1.0, 2.0], [3.0]]), TypeError, r"X must be array-like"),
     Bad("W-ragged", "W a ragged nested list", with_(W=[[1.0, 2.0], [3.0]]), TypeError, r"W must be array-like"),
+    # the bias b
+    Bad("b-length", "b with one value too few", with_(b=np.zeros(2)), ValueError, r"b must have shape \(C,\) = \(3,\)"),
+    Bad("b-2d", "b as a (1, C) row", with_(b=np.zeros((1, 3))), ValueError, r"b must have shape \(C,\)"),
+    Bad("b-nan", "NaN in b", with_(b=np.array([0.0, np.nan, 0.0])), ValueError, r"b contains NaN or inf"),
+    Bad("b-complex", "complex b", with_(b=np.zeros(3, dtype=complex)), TypeError, r"b must be an array of real numbers"),
+    # the batch rows
+    Bad("rows-float", "float row indices", with_(rows=np.array([0.0, 1.0])), TypeError, r"rows must hold integer row indices"),
+    Bad("rows-bool", "a boolean mask as rows", with_(rows=np.ones(6, dtype=bool)), TypeError, r"rows must hold integer row indices"),
+    Bad("rows-2d", "rows as a column", with_(rows=np.array([[0], [1]])), ValueError, r"rows must be 1-D"),
+    Bad("rows-too-big", "a row index >= N", with_(rows=np.array([0, 6])), IndexError, r"rows holds index 6, out of range for X with 6 rows"),
+    Bad("rows-too-negative", "a row index < -N", with_(rows=np.array([-7, 0])), IndexError, r"rows holds index -7, out of range"),
+    Bad("rows-empty", "an empty batch of rows", with_(rows=np.array([], dtype=int)), ValueError, r"rows is empty"),
+    Bad("rows-bad-label", "a chosen row has a label >= C", with_(y=np.array([0, 1, 2, 3, 0, 1]), rows=np.array([3])), ValueError, r"found label 3"),
+    # the output buffer out
+    Bad("out-shape", "out of the wrong shape", with_(out=np.empty((3, 4))), ValueError, r"out must have shape \(D, C\) = \(4, 3\)"),
+    Bad("out-dtype", "out of another dtype", with_(out=np.empty((4, 3), dtype=np.float32)), TypeError, r"out must have the working dtype float64"),
+    Bad("out-list", "out as a list", with_(out=[[0.0] * 3] * 4), TypeError, r"out must be a NumPy array"),
+    Bad("out-fortran", "out in Fortran order", with_(out=np.empty((4, 3), order="F")), ValueError, r"out must be C-contiguous and writable"),
+    Bad("out-is-W", "out is W itself", with_(out=lambda a: a["W"]), ValueError, r"out shares memory with an input"),
 ]
 
 
 def raised(row, f):
     """Call ``f`` on ``row``'s inputs; return the exception it raised (or fail)."""
-    W, X, y, reg = row.build()
+    W, X, y, reg, options = row.build()
     with pytest.raises(row.exc, match=row.match) as info:
-        f(W, X, y, reg)
+        f(W, X, y, reg, **options)
     return info.value
 
 
@@ -168,11 +192,12 @@ def readme_table():
 @pytest.mark.parametrize("row", BAD_INPUTS, ids=[r.id for r in BAD_INPUTS])
 def test_bad_input(backend, row):
     name, f = backend
-    W, X, y, reg = row.build()
-    snapshot = [np.array(a, dtype=object, copy=True) if not isinstance(a, np.ndarray) else a.copy() for a in (W, X, y)]
+    W, X, y, reg, options = row.build()
+    given = (W, X, y, *options.values())
+    snapshot = [np.array(a, dtype=object, copy=True) if not isinstance(a, np.ndarray) else a.copy() for a in given]
     with pytest.raises(row.exc, match=row.match):
-        f(W, X, y, reg)
-    for before, after in zip(snapshot, (W, X, y)):
+        f(W, X, y, reg, **options)
+    for before, after in zip(snapshot, given):
         if isinstance(after, np.ndarray):
             np.testing.assert_array_equal(before, after)
 

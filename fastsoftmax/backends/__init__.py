@@ -3,12 +3,14 @@
 Design note
 -----------
 A backend is a module in this package exposing a *kernel*
-``softmax_loss(W, X, y, reg)`` that trusts its inputs (see
-``fastsoftmax._validate.Problem``).  The registry wraps every kernel in the
-same public function: validate with :func:`fastsoftmax._validate.prepare`,
-run the kernel, check the result with
-:func:`fastsoftmax._validate.check_result`.  So all backends share one
-validator and differ only in their kernel.
+``softmax_loss(problem, n_threads) -> (loss, dW, db)`` that trusts its
+inputs (a :class:`fastsoftmax.backends._validate.Problem`; ``db`` is None
+when the problem has no bias).  The registry wraps every kernel in the same
+public function: validate with :func:`fastsoftmax.backends._validate.prepare`,
+resolve the thread count once (:func:`fastsoftmax.get_num_threads` unless
+the caller passes ``n_threads``), run the kernel, check the result with
+:func:`fastsoftmax.backends._validate.check_result`.  So all backends share
+one validator and one thread setting, and differ only in their kernel.
 
 Backends load lazily, on first use, as in opt_einsum: ``import fastsoftmax``
 imports neither Numba nor the compiled extension.  A backend whose import
@@ -30,7 +32,9 @@ import os
 
 import numpy as np
 
-from .._validate import check_result, prepare, working_dtype
+from ._threads import _check as _check_threads
+from ._threads import get_num_threads
+from ._validate import check_result, prepare, working_dtype
 
 __all__ = [
     "BACKENDS",
@@ -155,14 +159,14 @@ def unavailable():
 def get_kernel(name):
     """The raw kernel of backend ``name``: no validation, for benchmarks only.
 
-    Its inputs must already be what :func:`fastsoftmax._validate.prepare`
+    Its inputs must already be what :func:`fastsoftmax.backends._validate.prepare`
     returns.
     """
     return _load(name)
 
 
 def get(name):
-    """Return backend ``name``'s ``softmax_loss(W, X, y, reg) -> (loss, dW)``.
+    """Return backend ``name``'s ``softmax_loss(W, X, y, reg, ...) -> (loss, dW)``.
 
     Parameters
     ----------
@@ -184,14 +188,15 @@ def get(name):
         return _public[name]
     kernel = _load(name)
 
-    def softmax_loss(W, X, y, reg):
-        problem = prepare(W, X, y, reg)
+    def softmax_loss(W, X, y, reg, *, b=None, rows=None, out=None, n_threads=None):
+        problem = prepare(W, X, y, reg, b, rows, out)
+        n_threads = get_num_threads() if n_threads is None else _check_threads(n_threads, "n_threads")
         # Non-finite intermediates are detected from the result by
         # check_result, which names the cause; NumPy's warnings would only
         # repeat it less clearly.
         with np.errstate(all="ignore"):
-            loss, dW = kernel(*problem)
-        return check_result(problem, loss, dW)
+            loss, dW, db = kernel(problem, n_threads)
+        return check_result(problem, loss, dW, db)
 
     softmax_loss.__name__ = "softmax_loss"
     softmax_loss.__qualname__ = f"softmax_loss[{name}]"
@@ -234,7 +239,7 @@ def fastest(dtype=None, n=None):
     ----------
     dtype : dtype, optional
         Working dtype of the problem (see
-        :func:`fastsoftmax._validate.working_dtype`); default float64.
+        :func:`fastsoftmax.backends._validate.working_dtype`); default float64.
     n : int, optional
         Number of examples N; default a large batch.
 
@@ -252,14 +257,15 @@ def fastest(dtype=None, n=None):
     raise BackendUnavailable(f"no backend loads here: {unavailable()}")  # pragma: no cover
 
 
-def problem_key(W, X):
-    """``(working dtype, N)`` of an unvalidated problem, or ``(None, None)``.
+def problem_key(W, X, rows=None):
+    """``(working dtype, batch size)`` of an unvalidated problem, or ``(None, None)``.
 
     Cheap (no conversion of array-likes): what :func:`fastest` needs to pick
-    a backend before the chosen backend validates the inputs.
+    a backend before the chosen backend validates the inputs.  The batch is
+    ``len(rows)`` rows when ``rows`` is given, else all of X.
     """
     try:
-        return working_dtype(W.dtype, X.dtype), int(X.shape[0])
+        return working_dtype(W.dtype, X.dtype), int(X.shape[0] if rows is None else np.shape(rows)[0])
     except (AttributeError, TypeError, IndexError, ValueError):
         return None, None
 
@@ -285,7 +291,8 @@ def register(name, kernel):
     name : str
         Must not clash with a built-in backend.
     kernel : callable
-        ``kernel(W, X, y, reg) -> (loss, dW)`` on validated inputs.
+        ``kernel(problem, n_threads) -> (loss, dW, db)`` on a validated
+        :class:`fastsoftmax.backends._validate.Problem` (see the module note).
     """
     if name in BACKENDS:
         raise ValueError(f"{name!r} is a built-in backend and cannot be replaced")
@@ -309,26 +316,42 @@ Parameters
 W : array_like, shape (D, C)
     Weights (float32 or float64; integers are cast to float64).
 X : array_like, shape (N, D)
-    Data, one example per row; append a column of ones for the bias.
+    Data, one example per row.
 y : array_like, shape (N,)
     Integer labels in ``[0, C)``, any integer dtype.
 reg : float
     L2 strength, finite and >= 0.  The loss adds ``reg * sum(W**2)``; pass
     ``reg / 2`` for the older ``0.5 * reg * sum(W**2)`` convention.
+b : array_like, shape (C,), optional
+    A bias: the scores are ``X @ W + b``.  Not regularised.  When given, the
+    result has a third element, ``db``.
+rows : array_like of int, shape (n,), optional
+    Use only the batch ``X[rows]``, ``y[rows]`` (any order, repeats allowed,
+    negative indices counted from the end as in NumPy), read in place: the
+    result is that of ``softmax_loss(W, X[rows], y[rows], reg)``.
+out : ndarray, shape (D, C), optional
+    Write ``dW`` into this array (C-contiguous, of the result's dtype, not
+    overlapping an input) and return it, instead of allocating one.
+n_threads : int, optional
+    Threads for this call (compiled backends); default
+    :func:`fastsoftmax.get_num_threads`.
 
 Returns
 -------
 loss : float
-    ``mean_i(logsumexp(S[i]) - S[i, y[i]]) + reg * sum(W**2)``, ``S = X @ W``.
+    ``mean_i(logsumexp(S[i]) - S[i, y[i]]) + reg * sum(W**2)`` over the
+    batch, ``S = X @ W (+ b)``.
 dW : ndarray, shape (D, C)
-    ``X.T @ (P - Y) / N + 2 * reg * W``; float32 only if W and X are both
+    ``X.T @ (P - Y) / n + 2 * reg * W``; float32 only if W and X are both
     float32, else float64.
+db : ndarray, shape (C,)
+    ``sum_i (P - Y)[i] / n``, only when ``b`` is given.
 
 Raises
 ------
-TypeError, ValueError
-    For bad input, naming the argument and what was expected (README, "Bad
-    input").
+TypeError, ValueError, IndexError
+    For bad input, naming the argument and what was expected (docs,
+    "Robustness").
 FloatingPointError
     If finite inputs give scores beyond the dtype's range.
 """

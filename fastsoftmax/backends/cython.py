@@ -20,7 +20,7 @@ size N x D is ever gathered or copied for them.
 
 import numpy as np
 
-from .._threads import get_num_threads
+from ._threads import get_num_threads
 from ._common import blocking, finish, padded_transpose, thread_count
 from ._cython_kernel import CLASS_BLOCK, SUPPORTED_ISAS, fused_loss_grad
 
@@ -71,20 +71,21 @@ def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None):
     return loss, dW, bias_sum
 
 
-def softmax_loss(W, X, y, reg):
-    """Softmax loss and gradient from the compiled, GIL-free kernel.
+def softmax_loss(problem, n_threads):
+    """Softmax loss and gradients: the registry's kernel interface.
 
     Parameters
     ----------
-    W : ndarray, shape (D, C), float32 or float64
-    X : ndarray, shape (N, D), same dtype as ``W``
-    y : ndarray, shape (N,), intp labels in [0, C)
-    reg : float
+    problem : fastsoftmax.backends._validate.Problem
+        ``W`` (D, C) and ``X`` (N, D) float32 or float64, ``y`` (N,) intp,
+        ``reg``; optional ``b``, ``rows``, ``out``, all handled natively.
+    n_threads : int
+        Upper bound on threads; small problems use fewer (``thread_count``).
 
     Returns
     -------
     loss : float
-    dW : ndarray, shape (D, C), dtype of ``W``
+    dW : ndarray, shape (D, C), dtype of ``W`` (``out`` if given)
+    db : ndarray, shape (C,), or None without ``b``
     """
-    loss, dW, _ = loss_grad(W, X, y, reg)
-    return loss, dW
+    return loss_grad(*problem.args, b=problem.b, rows=problem.rows, out=problem.out, n_threads=n_threads)

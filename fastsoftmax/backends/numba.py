@@ -44,7 +44,7 @@ import numba
 import numpy as np
 from numba.core.caching import NullCache
 
-from .._threads import get_num_threads
+from ._threads import get_num_threads
 from ._common import finish, padded_transpose, thread_count
 
 _RB = 4  # rows per score micro-kernel (written for exactly 4)
@@ -329,7 +329,7 @@ def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None):
         out = np.empty(W.shape, dtype=W.dtype)
     db = np.empty(C, dtype=np.float64)
     has_b = b is not None
-    bias = b if has_b else W[0]  # any (>= C,) array of the dtype: unused
+    bias = b if has_b else np.zeros(C, dtype=W.dtype)  # unused placeholder of the same type
     rws = _NO_ROWS if rows is None else rows
     args = (Wt, C, bias, has_b, X, y, rws, rows is not None, n, n_chunks, out, db)
     if _layer_is_threadsafe:
@@ -345,20 +345,21 @@ def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None):
     return loss, dW, bias_sum
 
 
-def softmax_loss(W, X, y, reg):
-    """Softmax loss and gradient with one fused, parallel pass over X.
+def softmax_loss(problem, n_threads):
+    """Softmax loss and gradients: the registry's kernel interface.
 
     Parameters
     ----------
-    W : ndarray, shape (D, C), float32 or float64
-    X : ndarray, shape (N, D), same dtype as ``W``
-    y : ndarray, shape (N,), intp labels in [0, C)
-    reg : float
+    problem : fastsoftmax.backends._validate.Problem
+        ``W`` (D, C) and ``X`` (N, D) float32 or float64, ``y`` (N,) intp,
+        ``reg``; optional ``b``, ``rows``, ``out``, all handled natively.
+    n_threads : int
+        Upper bound on threads; small problems use fewer (``thread_count``).
 
     Returns
     -------
     loss : float
-    dW : ndarray, shape (D, C), dtype of ``W``
+    dW : ndarray, shape (D, C), dtype of ``W`` (``out`` if given)
+    db : ndarray, shape (C,), or None without ``b``
     """
-    loss, dW, _ = loss_grad(W, X, y, reg)
-    return loss, dW
+    return loss_grad(*problem.args, b=problem.b, rows=problem.rows, out=problem.out, n_threads=n_threads)

@@ -28,24 +28,34 @@ import numpy as np
 TRANSPOSED_SCORES = {np.dtype(np.float64): True, np.dtype(np.float32): False}
 
 
-def softmax_loss(W, X, y, reg):
+def softmax_loss(problem, n_threads=None):
     """Softmax loss and gradient, vectorized.
 
     Parameters
     ----------
-    W : ndarray, shape (D, C), float32 or float64
-    X : ndarray, shape (N, D), same dtype as ``W``
-    y : ndarray, shape (N,), intp labels in [0, C)
-    reg : float
+    problem : fastsoftmax.backends._validate.Problem
+        ``W`` (D, C) and ``X`` (N, D), float32 or float64; ``y`` (N,) intp;
+        ``reg``; optional bias ``b`` (C,), batch ``rows`` (n,) and ``out``.
+    n_threads : int
+        Ignored: the products run on BLAS's own threads, which belong to
+        NumPy (hold them with ``threadpoolctl.threadpool_limits``).
 
     Returns
     -------
     loss : float
-    dW : ndarray, shape (D, C), dtype of ``W``
+    dW : ndarray, shape (D, C), dtype of ``W`` (``out`` if given)
+    db : ndarray, shape (C,), dtype of ``W``; None without ``b``
     """
+    W, X, y, reg, b, rows, out = problem
+    if rows is not None:
+        # BLAS needs the batch as one array: the gather is this backend's cost
+        # of ``rows`` (the compiled backends read the rows in place).
+        X, y = X[rows], y[rows]
     N = X.shape[0]
     # (C, N) scores, transposed: computed in that layout, or a view of X @ W
     St = W.T @ X.T if TRANSPOSED_SCORES[W.dtype] else (X @ W).T
+    if b is not None:
+        St += b[:, None]
     St -= St.max(axis=0)  # log-sum-exp shift per example
     cols = np.arange(N)
     correct = St[y, cols].copy()
@@ -55,7 +65,12 @@ def softmax_loss(W, X, y, reg):
     St /= total  # probabilities P.T
     St[y, cols] -= 1.0  # P - Y, transposed
     St /= N
-    dW = (St @ X).T  # (D, C)
-    dW = dW + (2.0 * reg) * W
+    db = None if b is None else St.sum(axis=1, dtype=W.dtype)
+    if out is None:
+        out = np.empty(W.shape, dtype=W.dtype)
+    # (C, D) product, copied transposed: matmul(..., out=out.T) would leave
+    # BLAS for NumPy's own loop (1.6-2.6x slower, docs/kernels.md).
+    out[...] = (St @ X).T
+    out += (2.0 * reg) * W
     loss += reg * float(np.vdot(W, W))
-    return loss, np.ascontiguousarray(dW, dtype=W.dtype)
+    return loss, out, db

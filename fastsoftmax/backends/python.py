@@ -19,33 +19,37 @@ import math
 import numpy as np
 
 
-def softmax_loss(W, X, y, reg):
+def softmax_loss(problem, n_threads=1):
     """Softmax loss and gradient with explicit loops.
 
     Parameters
     ----------
-    W : ndarray, shape (D, C), float32 or float64
-    X : ndarray, shape (N, D), same dtype as ``W``
-    y : ndarray, shape (N,), integer labels in [0, C)
-    reg : float
+    problem : fastsoftmax.backends._validate.Problem
+        ``W`` (D, C) and ``X`` (N, D), float32 or float64; ``y`` (N,) intp;
+        ``reg``; optional bias ``b`` (C,), batch ``rows`` (n,) and ``out``.
+    n_threads : int
+        Ignored: the reference runs on one thread.
 
     Returns
     -------
     loss : float
-    dW : ndarray, shape (D, C), dtype of ``W``
+    dW : ndarray, shape (D, C), dtype of ``W`` (``out`` if given)
+    db : ndarray, shape (C,), dtype of ``W``; None without ``b``
     """
-    N, D = X.shape
-    C = W.shape[1]
+    W, X, y, reg, b, rows, out = problem
+    D, C = W.shape
     Wl = W.tolist()
-    Xl = X.tolist()
     yl = y.tolist()
+    bias = [0.0] * C if b is None else b.tolist()
+    batch = range(X.shape[0]) if rows is None else rows.tolist()
     grad = [[0.0] * C for _ in range(D)]
+    dbias = [0.0] * C
     loss = 0.0
-    for i in range(N):
-        xi = Xl[i]
+    for i in batch:
+        xi = X[i].tolist()
         scores = [0.0] * C
         for j in range(C):
-            s = 0.0
+            s = bias[j]
             for d in range(D):
                 s += xi[d] * Wl[d][j]
             scores[j] = s
@@ -56,9 +60,11 @@ def softmax_loss(W, X, y, reg):
         loss += math.log(total) - (scores[yl[i]] - shift)
         for j in range(C):
             g = exps[j] / total - (1.0 if j == yl[i] else 0.0)
+            dbias[j] += g
             if g != 0.0:
                 for d in range(D):
                     grad[d][j] += g * xi[d]
+    N = len(batch)
     loss /= N
     sq = 0.0
     for d in range(D):
@@ -67,4 +73,9 @@ def softmax_loss(W, X, y, reg):
             sq += w * w
             grad[d][j] = grad[d][j] / N + 2.0 * reg * w
     loss += reg * sq
-    return loss, np.array(grad, dtype=W.dtype).reshape(D, C)  # reshape keeps C when D == 0
+    dW = np.array(grad, dtype=W.dtype).reshape(D, C)  # reshape keeps C when D == 0
+    if out is not None:
+        out[...] = dW
+        dW = out
+    db = None if b is None else np.array([g / N for g in dbias], dtype=W.dtype)
+    return loss, dW, db

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Case", "CASES", "QUICK_CASES", "PYTHON_MAX_N", "make_problem", "select"]
+from .agreement import PYTHON_MAX_WORK
 
-#: The pure-Python reference runs only up to this N (it takes seconds there).
-PYTHON_MAX_N = 500
+__all__ = ["Case", "CASES", "QUICK_CASES", "make_problem", "select"]
 
 #: Regularisation used by every benchmark case (the CS231n exercise's order).
 DEFAULT_REG = 2.5e4
@@ -65,11 +64,11 @@ class Case:
 
     def skip_reason(self, backend: str) -> str | None:
         """Why ``backend`` is not run on this case, or None if it is."""
-        if backend == "python" and self.n > PYTHON_MAX_N:
+        if backend == "python" and self.n * self.d * self.c > PYTHON_MAX_WORK:
             return (
                 f"python reference skipped at N={self.n}: about 4*N*D*C = "
                 f"{self.flops / 1e9:.1f} GFLOP of interpreted loops would take minutes "
-                f"(it runs up to N={PYTHON_MAX_N})"
+                f"(it runs up to N*D*C = {PYTHON_MAX_WORK:.3g})"
             )
         return None
 

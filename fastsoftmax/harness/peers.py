@@ -112,7 +112,7 @@ def textbook(W, X, y, reg):
 
 
 def _textbook_setup(problem, threads):
-    return lambda: textbook(*problem)
+    return lambda: textbook(*problem.args)
 
 
 _stream_kernel = None
@@ -217,7 +217,7 @@ def _sklearn_setup(problem, threads):
     from sklearn._loss.loss import HalfMultinomialLoss
     from sklearn.linear_model._linear_loss import LinearModelLoss
 
-    W, X, y, reg = problem
+    W, X, y, reg = problem.args
     model = LinearModelLoss(base_loss=HalfMultinomialLoss(n_classes=W.shape[1]), fit_intercept=False)
     coef = np.ascontiguousarray(W.T)  # scikit-learn's multinomial coef is (C, D)
     y_float = y.astype(X.dtype)  # its losses take labels as floats
@@ -238,7 +238,7 @@ def _torch_setup(problem, threads):
     import torch.nn.functional as F
 
     torch.set_num_threads(threads)
-    W, X, y, reg = problem
+    W, X, y, reg = problem.args
     # from_numpy shares memory (no copy of X); it warns about read-only arrays.
     X_t = torch.from_numpy(X if X.flags.writeable else X.copy())
     y_t = torch.from_numpy(y.astype(np.int64))
@@ -269,7 +269,7 @@ def _jax_setup(problem, threads):
     import jax
     import jax.numpy as jnp
 
-    W, X, y, reg = problem
+    W, X, y, reg = problem.args
     if W.dtype == np.float64:
         jax.config.update("jax_enable_x64", True)
 

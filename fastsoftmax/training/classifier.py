@@ -11,7 +11,7 @@ over three small steps, each its own method so that it can be replaced
 * :meth:`Softmax.loss` runs the backend's validated ``softmax_loss``,
 * :meth:`Softmax._update` takes the SGD step ``W -= learning_rate * dW``.
 
-Inputs are validated once, by the backend (``fastsoftmax._validate``); this
+Inputs are validated once, by the backend (``fastsoftmax.backends._validate``); this
 module checks only what it needs itself: the SGD settings, that X has one row
 per label, and the labels (they fix the number of classes).
 
@@ -38,9 +38,9 @@ import zipfile
 
 import numpy as np
 
-from . import backends
-from ._files import atomic_write
-from ._validate import working_dtype
+from .. import backends
+from .._files import atomic_write
+from ..backends._validate import working_dtype
 
 __all__ = ["Softmax"]
 
@@ -78,7 +78,7 @@ class Softmax:
     ----------
     W : ndarray, shape (D, C), or None
         The weights (None until trained or loaded).  Include a bias row by
-        appending a column of ones to X (see :func:`fastsoftmax.data.get_cifar10_data`).
+        appending a column of ones to X (see :func:`fastsoftmax.training.data.get_cifar10_data`).
     class_names : list of str or None
         Optional names of the C classes, saved with the model.
     mean_image : ndarray or None
@@ -214,7 +214,7 @@ class Softmax:
         if dask_array is not None and isinstance(X, dask_array.Array):
             # X stays on its workers: only the drawn rows are fetched, the same
             # batches as in memory (see fastsoftmax.dask.minibatches).
-            from .dask import minibatches
+            from ..dask import minibatches
 
             batches = minibatches(self, X, y, batch_size, num_iters)
         loss_history = []

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from ._files import atomic_write
+from .._files import atomic_write
 
 __all__ = ["weight_images", "plot_weights", "plot_loss", "plot_tuning_heatmap"]
 
@@ -45,7 +45,7 @@ def weight_images(W, image_shape=(32, 32, 3)):
         Weights; a trailing bias row (D = prod(image_shape) + 1) is dropped.
     image_shape : tuple of int
         Shape of one image in the data's flattening order (HWC for
-        :func:`fastsoftmax.data.get_cifar10_data`).
+        :func:`fastsoftmax.training.data.get_cifar10_data`).
 
     Returns
     -------
@@ -133,7 +133,7 @@ def plot_tuning_heatmap(results, path):
     ----------
     results : dict
         ``{(learning_rate, reg): (train_accuracy, val_accuracy)}``, as in
-        :attr:`fastsoftmax.tuning.TuningResult.results`.
+        :attr:`fastsoftmax.training.tuning.TuningResult.results`.
     path : str or os.PathLike
 
     Returns

@@ -16,6 +16,18 @@ Anything unexpected in a file (missing key, wrong shape, labels outside 0-9)
 is reported with the file's name, what was expected and how to get a good
 copy, rather than surfacing later as an index error.
 
+A pickle is a program: ``pickle.load`` runs whatever functions the file
+names, so a "CIFAR-10" directory from anywhere but the official archive
+could run code as the user.  :func:`unpickle` therefore hands the unpickler
+a fixed table of the few globals the official files (and NumPy 1.x/2.x
+pickles of protocols 2-5) name, each mapped to a small checker of its own,
+never to the named object: an array is rebuilt only from a plain numeric
+dtype (bool, int, uint, float, complex; no fields, objects or metadata)
+whose pickled state is the one NumPy writes, by NumPy's own reconstruction
+functions.  Any other global is refused before anything from the file is
+imported or called.  ``docs/security.md`` lists every file the package
+reads and how each is protected.
+
 :func:`download_cifar10` never leaves a half-written dataset: the archive is
 downloaded into a private temporary directory inside ``dest``, checked
 against its MD5, extracted there, and only the finished
@@ -28,6 +40,8 @@ import contextlib
 import hashlib
 import os
 import pickle
+import re
+import reprlib
 import shutil
 import tarfile
 import tempfile
@@ -41,7 +55,9 @@ __all__ = [
     "CIFAR10_MD5",
     "CIFAR10_DIRNAME",
     "DownloadError",
+    "UnsafePickleError",
     "CIFAR10Splits",
+    "unpickle",
     "load_cifar10",
     "get_cifar10_data",
     "split_cifar10",
@@ -64,7 +80,7 @@ _NUM_CLASSES = 10
 _HOW_TO_GET = (
     f"Expected the CIFAR-10 python version: a directory ({CIFAR10_DIRNAME}/) holding "
     f"{', '.join(_TRAIN_FILES)}, {_TEST_FILE} and {_META_FILE}. Get it with "
-    f"fastsoftmax.data.download_cifar10(dest), or download {CIFAR10_URL} "
+    f"fastsoftmax.training.data.download_cifar10(dest), or download {CIFAR10_URL} "
     f"(md5 {CIFAR10_MD5}) and extract it."
 )
 
@@ -95,19 +111,287 @@ class CIFAR10Splits(NamedTuple):
     class_names: list
 
 
+class UnsafePickleError(ValueError):
+    """A CIFAR-10 file asked the unpickler for something the official files never hold.
+
+    Raised before anything the file names was imported or called.
+    """
+
+
 def _damaged(path, what):
     return ValueError(f"{path} is not a valid CIFAR-10 batch file: {what}. {_HOW_TO_GET}")
 
 
-def _unpickle(path):
-    """Read one Python 2 pickle of the official release into a dict with str keys."""
+# -- the restricted unpickler ------------------------------------------------------
+#
+# The official files reference three globals (numpy.core.multiarray._reconstruct,
+# numpy.ndarray, numpy.dtype; batches.meta none).  Python 3 and NumPy 1.x/2.x
+# pickles of the same data at protocols 2-5 add NumPy 2's module names,
+# _frombuffer (protocol 5) and, at protocol 2 only, _codecs.encode and
+# __builtin__.bytes for Python 3 bytes.  Each is mapped to a checker below; the
+# real objects are never handed to the unpickler.  NumPy's own functions, taken
+# from NumPy itself rather than imported by a private name:
+_NP_RECONSTRUCT = np.empty(0).__reduce__()[0]  # numpy(._)core.multiarray._reconstruct
+_NP_FROMBUFFER = np.empty(0).__reduce_ex__(5)[0]  # numpy(._)core.numeric._frombuffer
+
+# The dtypes NumPy pickles as (spec, align, copy) with these specs: plain numbers.
+_DTYPE_SPEC = re.compile(r"[biufc][0-9]{1,2}\Z")
+# The state NumPy writes for such a dtype after the byte order (version 3):
+# no sub-array, names or fields, elsize and alignment -1, flags 0.
+_DTYPE_STATE_TAIL = (None, None, None, -1, -1, 0)
+
+
+class _Refused(pickle.UnpicklingError):
+    """Raised inside the unpickler; :func:`unpickle` adds the file's name."""
+
+
+def _refuse(what, *args):
+    """Raise :class:`_Refused` for ``what`` called with ``args`` (shown briefly: they may be huge)."""
+    if args:
+        what += "(" + ", ".join(reprlib.repr(a) for a in args) + ")"
+    raise _Refused(what)
+
+
+def _is_int(value):
+    return isinstance(value, int)
+
+
+def _is_shape(value):
+    return isinstance(value, tuple) and all(_is_int(v) and v >= 0 for v in value)
+
+
+class _Recipe:
+    """Something only the unpickler handles: unhashable, so never a key or a set member."""
+
+    __slots__ = ()
+    __hash__ = None
+
+
+class _NdarrayName(_Recipe):
+    """Stands for ``numpy.ndarray``: an argument of ``_reconstruct``, never callable."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "numpy.ndarray"
+
+    def __call__(self, *args):
+        _refuse("numpy.ndarray", *args)  # the constructor takes a buffer, strides and an offset
+
+
+_NDARRAY = _NdarrayName()
+
+
+class _Dtype(_Recipe):
+    """``numpy.dtype(spec, align, copy)`` plus its pickled state, checked."""
+
+    __slots__ = ("dtype", "has_state")
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.has_state = False
+
+    def __repr__(self):
+        return f"numpy.dtype({self.dtype.str!r})"
+
+    def __setstate__(self, state):
+        # NumPy writes (3, byteorder, None, None, None, -1, -1, 0) for a plain
+        # number, byteorder one of "<>|"; anything else would set fields,
+        # sub-arrays, sizes or flags (a crafted state can make a 1-byte dtype
+        # with a field far outside it, or a uint64 "holding" object pointers).
+        # Types are checked before values: an array from the file compares elementwise.
+        if (
+            self.has_state
+            or not (isinstance(state, tuple) and len(state) == 8)
+            or not (_is_int(state[0]) and state[0] == 3)
+            or not (isinstance(state[1], str) and state[1] in ("<", ">", "|"))
+            or not all(a is None for a in state[2:5])
+            or not all(_is_int(a) and a == b for a, b in zip(state[5:], _DTYPE_STATE_TAIL[3:]))
+        ):
+            _refuse(f"{self!r}.__setstate__", state)
+        if state[1] in "<>":
+            self.dtype = self.dtype.newbyteorder(state[1])
+        self.has_state = True
+
+
+def _dtype(spec, align=False, copy=True):
+    """``numpy.dtype`` for plain numeric specs only ('u1', 'i8', 'f4', 'b1', 'c16', ...)."""
+    if not (isinstance(spec, str) and _DTYPE_SPEC.match(spec) and _is_int(align) and _is_int(copy)):
+        _refuse("numpy.dtype", spec, align, copy)
+    try:
+        dtype = np.dtype(spec)
+    except TypeError:
+        _refuse("numpy.dtype", spec)
+    if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
+        _refuse("numpy.dtype", spec)
+    return _Dtype(dtype)
+
+
+class _Array(_Recipe):
+    """``_reconstruct(numpy.ndarray, (0,), b'b')``; its state fills it by NumPy's own ``__setstate__``."""
+
+    __slots__ = ("array",)
+
+    def __init__(self):
+        self.array = None
+
+    def __repr__(self):
+        return "numpy.ndarray"
+
+    def __setstate__(self, state):
+        if self.array is not None or not (isinstance(state, tuple) and len(state) == 5):
+            _refuse("numpy.ndarray.__setstate__", state)
+        version, shape, dtype, is_fortran, raw = state
+        if not (
+            _is_int(version) and version == 1 and _is_shape(shape) and isinstance(dtype, _Dtype)
+            and _is_int(is_fortran) and isinstance(raw, (bytes, str))
+        ):
+            _refuse("numpy.ndarray.__setstate__", state)
+        array = _NP_RECONSTRUCT(np.ndarray, (0,), b"b")
+        # NumPy checks that raw holds exactly the bytes shape and dtype need.
+        array.__setstate__((1, shape, dtype.dtype, bool(is_fortran), raw))
+        self.array = array
+
+
+def _reconstruct(subtype, shape, typecode):
+    if not (subtype is _NDARRAY and _is_shape(shape) and shape == (0,)
+            and isinstance(typecode, (str, bytes)) and typecode in ("b", b"b")):
+        _refuse("numpy._core.multiarray._reconstruct", subtype, shape, typecode)
+    return _Array()
+
+
+def _frombuffer(buf, dtype, shape, order):
+    if not (
+        isinstance(buf, (bytes, bytearray)) and isinstance(dtype, _Dtype) and _is_shape(shape)
+        and isinstance(order, str) and order in ("C", "F")
+    ):
+        _refuse("numpy._core.numeric._frombuffer", buf, dtype, shape, order)
+    return _NP_FROMBUFFER(buf, dtype.dtype, shape, order)
+
+
+def _encode(text, encoding):
+    """``_codecs.encode(text, 'latin1')``: how protocol 2 writes Python 3 bytes."""
+    if not (isinstance(text, str) and isinstance(encoding, str) and encoding == "latin1"):
+        _refuse("_codecs.encode", text, encoding)
+    return text.encode("latin1")
+
+
+def _empty_bytes(*args):
+    """``bytes()``: how protocol 2 writes Python 3's empty bytes."""
+    if args:
+        _refuse("bytes", *args)
+    return b""
+
+
+_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,  # NumPy 1.x and the official files
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,  # NumPy 2.x
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,  # protocol 5, NumPy 1.x
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,  # protocol 5, NumPy 2.x
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _dtype,
+    ("_codecs", "encode"): _encode,  # bytes at protocol 2
+    ("__builtin__", "bytes"): _empty_bytes,  # empty bytes at protocol 2
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Resolves only the globals of :data:`_GLOBALS`, to their checkers.
+
+    ``find_class`` is the one door to globals for every opcode (GLOBAL,
+    STACK_GLOBAL, INST, OBJ, EXT*); persistent ids and out-of-band buffers are
+    refused by :class:`pickle.Unpickler` itself, as nothing is given for them.
+    """
+
+    def find_class(self, module, name):
+        checker = _GLOBALS.get((module, name))
+        if checker is None:
+            _refuse(f"the global {module}.{name}")
+        return checker
+
+
+def _finish(obj, seen):
+    """``obj`` with every filled :class:`_Array` replaced by its array (lists and dicts in place).
+
+    ``seen`` maps ``id(container)`` to ``(container, result)``: shared and
+    recursive containers are visited once, and holding the container keeps its
+    id from being reused by a new object during the walk.
+    """
+    if isinstance(obj, _Array) and obj.array is not None:
+        return obj.array
+    if isinstance(obj, _Recipe):
+        _refuse(f"a bare {obj!r} where data belongs")
+    if not isinstance(obj, (list, dict, tuple)):
+        return obj
+    if id(obj) in seen:
+        return seen[id(obj)][1]
+    if isinstance(obj, list):
+        seen[id(obj)] = (obj, obj)
+        obj[:] = [_finish(v, seen) for v in obj]
+        return obj
+    if isinstance(obj, dict):
+        seen[id(obj)] = (obj, obj)
+        for k in obj:
+            obj[k] = _finish(obj[k], seen)
+        return obj
+    items = tuple(_finish(v, seen) for v in obj)
+    result = obj if all(a is b for a, b in zip(items, obj)) else items
+    seen[id(obj)] = (obj, result)
+    return result
+
+
+def unpickle(path):
+    """Read one CIFAR-10 python file without running code from it.
+
+    Gives what ``pickle.load(f, encoding="latin1")`` gives for the official
+    files and for NumPy/Python pickles of the same kind of data (protocols
+    2-5, ``str`` or ``bytes`` keys): dicts, lists, tuples, strings, bytes,
+    numbers and NumPy arrays of plain numeric dtypes.  Anything else the file
+    asks for is refused before anything from it is imported or called.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A pickle file such as ``data_batch_1`` or ``batches.meta``.
+
+    Returns
+    -------
+    object
+        The unpickled object (a dict for every CIFAR-10 file).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    UnsafePickleError
+        If the file names a global or builds an object the official files
+        never hold (a function to call, a module to import, an object or
+        structured dtype).  The message names the file and what was refused.
+    ValueError
+        If the file is not a complete pickle.
+    """
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="latin1")
+            obj = _RestrictedUnpickler(f, encoding="latin1").load()
+        return _finish(obj, {})
     except FileNotFoundError:
         raise FileNotFoundError(f"missing CIFAR-10 file {path}. {_HOW_TO_GET}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as exc:
+    except _Refused as exc:
+        raise UnsafePickleError(
+            f"{path} is not a valid CIFAR-10 batch file and was refused unread: it asks the unpickler "
+            f"for {exc}, which the official files never hold. Nothing from the file was imported or run; "
+            f"do not load it with pickle. {_HOW_TO_GET}"
+        ) from None
+    except RecursionError:
+        raise _damaged(path, "cannot unpickle it (nested too deeply)") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            OverflowError, MemoryError) as exc:
         raise _damaged(path, f"cannot unpickle it ({type(exc).__name__}: {exc})") from exc
+
+
+def _unpickle(path):
+    """Read one file of the official release into a dict with str keys."""
+    obj = unpickle(path)
     if not isinstance(obj, dict):
         raise _damaged(path, f"expected a pickled dict, found {type(obj).__name__}")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}

@@ -1,11 +1,11 @@
-"""The CS231n softmax exercise end to end: ``python -m fastsoftmax.exercise``.
+"""The CS231n softmax exercise end to end: ``python -m fastsoftmax.training.exercise``.
 
 Design note
 -----------
 One function, :func:`run`, does the whole exercise with the library's public
 pieces (data, gradcheck, Softmax, grid search, pictures) and returns every
 figure in a dict, so the command line (``fastsoftmax train``, or
-``python -m fastsoftmax.exercise``), the example script and the tests all share it.
+``python -m fastsoftmax.training.exercise``), the example script and the tests all share it.
 Without ``data`` it runs on the spiral toy set, so it works on any machine;
 the CIFAR-only steps (weight templates) are skipped there.
 """
@@ -99,11 +99,11 @@ def run(data=None, out_dir=".", json_path=None, num_iters=None, num_training=Non
         ``best_reg``, ``val_accuracy``, ``train_accuracy``, ``test_accuracy``,
         ``files``.
     """
-    from . import backends
-    from ._files import atomic_write
+    from .. import backends
+    from .._files import atomic_write
     from .classifier import Softmax
     from .gradcheck import grad_check_sparse
-    from .testing import relative_error
+    from ..harness.agreement import relative_error
     from .tuning import grid_search
     from .visualize import plot_loss, plot_weights
 
@@ -129,7 +129,7 @@ def run(data=None, out_dir=".", json_path=None, num_iters=None, num_training=Non
     figures.update(sanity_loss=sanity, expected_sanity_loss=-math.log(1.0 / C))
     echo(f"sanity check: loss {sanity:.4f} vs -log(1/{C}) = {-math.log(1.0 / C):.4f}")
 
-    # 2. Gradient check (h = 1e-6: see fastsoftmax.gradcheck on raw pixels), with and without reg.
+    # 2. Gradient check (h = 1e-6: see fastsoftmax.training.gradcheck on raw pixels), with and without reg.
     errors = []
     for reg in (0.0, 5e1 if cifar else 1e-2):
         _, dW = loss_fn(W0, X_dev, y_dev, reg)
@@ -201,7 +201,7 @@ def add_arguments(parser):
 
 
 def main(argv=None):
-    """``python -m fastsoftmax.exercise [--data DIR] [--json PATH] ...``; returns the exit status."""
+    """``python -m fastsoftmax.training.exercise [--data DIR] [--json PATH] ...``; returns the exit status."""
     parser = add_arguments(argparse.ArgumentParser(prog="fastsoftmax train", description=__doc__.splitlines()[0]))
     return run_args(parser.parse_args(argv))
 

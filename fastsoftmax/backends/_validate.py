@@ -4,8 +4,15 @@ Design note
 -----------
 Every backend receives what :func:`prepare` returns and nothing else, so a
 kernel may assume: ``W`` is (D, C) and ``X`` is (N, D) of one working float
-dtype, ``y`` is a C-contiguous ``intp`` array of N labels in ``[0, C)``,
-``reg`` is a finite Python float ``>= 0``, and ``N >= 1``.
+dtype, ``y`` is a C-contiguous ``intp`` array of N labels, ``reg`` is a
+finite Python float ``>= 0``, and the batch has at least one row.  The
+optional parts of the contract arrive ready too: ``b`` is None or a finite
+C-contiguous (C,) bias of the working dtype; ``rows`` is None (the batch is
+all of X, in order) or a C-contiguous ``intp`` array of indices in
+``[0, N)`` (negative ones already wrapped, repeats allowed), and then only
+the labels ``y[rows]`` are known to be in ``[0, C)``; ``out`` is None or a
+writable C-contiguous (D, C) array of the working dtype that shares no
+memory with any input.
 
 What this module deliberately does *not* do:
 
@@ -34,24 +41,44 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Problem", "prepare", "check_result", "working_dtype"]
+__all__ = ["Problem", "prepare", "check_result", "working_dtype", "integer"]
 
 
 class Problem(NamedTuple):
     """Validated inputs, in the form every backend kernel expects.
 
+    The batch is ``X[rows]`` with labels ``y[rows]`` (all of X when ``rows``
+    is None); its size is :attr:`n`.
+
     Attributes
     ----------
     W : ndarray, shape (D, C), dtype float32 or float64, C-contiguous, writable
     X : ndarray, shape (N, D), same dtype as ``W`` (any memory layout)
-    y : ndarray, shape (N,), dtype intp, C-contiguous, values in [0, C)
+    y : ndarray, shape (N,), dtype intp, C-contiguous; values in [0, C) for
+        the rows of the batch
     reg : float, finite and >= 0
+    b : ndarray, shape (C,), dtype of ``W``, C-contiguous, finite; or None
+    rows : ndarray, shape (n,), dtype intp, C-contiguous, values in [0, N); or None
+    out : ndarray, shape (D, C), dtype of ``W``, C-contiguous, writable; or None
     """
 
     W: np.ndarray
     X: np.ndarray
     y: np.ndarray
     reg: float
+    b: np.ndarray | None = None
+    rows: np.ndarray | None = None
+    out: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        """Number of examples in the batch (the loss is a mean over them)."""
+        return self.X.shape[0] if self.rows is None else self.rows.shape[0]
+
+    @property
+    def args(self):
+        """``(W, X, y, reg)``: the four arguments every implementation takes."""
+        return self.W, self.X, self.y, self.reg
 
 
 def _float_kind(name, a):
@@ -94,7 +121,7 @@ def _as_array(name, a):
         ) from exc
 
 
-def prepare(W, X, y, reg) -> Problem:
+def prepare(W, X, y, reg, b=None, rows=None, out=None) -> Problem:
     """Check the arguments of ``softmax_loss`` and return them ready for a kernel.
 
     Parameters
@@ -102,11 +129,20 @@ def prepare(W, X, y, reg) -> Problem:
     W : array_like, shape (D, C)
         Weights, real numbers.
     X : array_like, shape (N, D)
-        Data, one example per row (append a column of ones for a bias).
+        Data, one example per row.
     y : array_like, shape (N,)
-        Integer class labels in ``[0, C)``.
+        Integer class labels in ``[0, C)`` (only those of ``rows`` are
+        checked when ``rows`` is given).
     reg : float
         L2 regularisation strength, finite and ``>= 0``.
+    b : array_like, shape (C,), optional
+        Bias added to every row's scores; not regularised.
+    rows : array_like of int, shape (n,), optional
+        The batch: indices of rows of X (and labels of y), any order,
+        repeats allowed, negative ones counted from the end as in NumPy.
+    out : ndarray, shape (D, C), optional
+        Where to write the gradient: C-contiguous, writable, of the working
+        dtype, sharing no memory with the inputs.
 
     Returns
     -------
@@ -118,10 +154,15 @@ def prepare(W, X, y, reg) -> Problem:
     ------
     TypeError
         For arrays of the wrong kind (complex, object, bool, float or bool
-        labels) or a non-numeric ``reg``.
+        labels or row indices), a non-numeric ``reg``, or an ``out`` that is
+        not a NumPy array of the working dtype.
     ValueError
         For wrong dimensions, mismatched shapes, empty batches, labels out of
-        range, a negative or non-finite ``reg``, or non-finite values in ``W``.
+        range, a negative or non-finite ``reg``, non-finite values in ``W`` or
+        ``b``, or an ``out`` of the wrong shape or layout or that overlaps an
+        input.
+    IndexError
+        For row indices out of range for X.
     """
     W = _as_array("W", W)
     X = _as_array("X", X)
@@ -146,7 +187,7 @@ def prepare(W, X, y, reg) -> Problem:
         raise ValueError(f"W must have at least one column (class), got shape {W.shape}")
     if y.shape[0] != N:
         raise ValueError(f"y has {y.shape[0]} labels but X has {N} rows: y must have shape ({N},)")
-    if N == 0:
+    if rows is None and N == 0:
         raise ValueError("X has no rows (N == 0): the loss is a mean over examples and needs N >= 1")
 
     if y.dtype.kind not in "iu":  # not bool, not timedelta64 (an "integer" to NumPy)
@@ -158,7 +199,10 @@ def prepare(W, X, y, reg) -> Problem:
     if not math.isfinite(reg) or reg < 0:
         raise ValueError(f"reg must be a finite number >= 0, got {reg}")
 
-    lo, hi = int(y.min()), int(y.max())
+    if rows is not None:
+        rows = _rows(rows, N)
+    batch = y if rows is None else y[rows]  # a small gather: n labels
+    lo, hi = int(batch.min()), int(batch.max())
     if lo < 0 or hi >= C:
         bad = lo if lo < 0 else hi
         raise ValueError(f"y must hold labels in [0, C) = [0, {C}), found label {bad}")
@@ -174,10 +218,80 @@ def prepare(W, X, y, reg) -> Problem:
     # X is large: a cast only when it must, never a layout change here.
     X = X.astype(dtype, copy=False)
     y = np.ascontiguousarray(y, dtype=np.intp)
-    return Problem(W, X, y, reg)
+    if b is not None:
+        b = _bias(b, C, dtype)
+    if out is not None:
+        _check_out(out, (D, C), dtype, W, X, y, b, rows)
+    return Problem(W, X, y, reg, b, rows, out)
 
 
-def check_result(problem: Problem, loss, dW):
+def integer(value, name, minimum=None):
+    """``value`` as a Python int, or a clear error naming ``name``.
+
+    The one check of integer arguments (thread counts, sizes, seeds, steps):
+    bools are refused, NumPy integers accepted, ``minimum`` enforced.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not an integer.
+    ValueError
+        If it is below ``minimum``.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return value
+
+
+def _rows(rows, N):
+    """Row indices as a C-contiguous intp array in [0, N): negatives wrapped, never in place."""
+    rows = _as_array("rows", rows)
+    if rows.ndim != 1:
+        raise ValueError(f"rows must be 1-D with shape (n,), got {rows.ndim}-D array of shape {rows.shape}")
+    if rows.dtype.kind not in "iu":
+        raise TypeError(f"rows must hold integer row indices, got dtype {rows.dtype}")
+    if rows.shape[0] == 0:
+        raise ValueError("rows is empty: the loss is a mean over the batch and needs at least one row")
+    lo, hi = int(rows.min()), int(rows.max())
+    if lo < -N or hi >= N:
+        bad = lo if lo < -N else hi
+        raise IndexError(f"rows holds index {bad}, out of range for X with {N} rows")
+    rows = np.ascontiguousarray(rows, dtype=np.intp)
+    if lo < 0:
+        rows = np.where(rows < 0, rows + N, rows)  # a new array: the caller's is never changed
+    return rows
+
+
+def _bias(b, C, dtype):
+    """The bias as a finite C-contiguous (C,) array of the working dtype."""
+    b = _as_array("b", b)
+    if b.ndim != 1 or b.shape[0] != C:
+        raise ValueError(f"b must have shape (C,) = ({C},), one bias per class, got shape {b.shape}")
+    _float_kind("b", b)
+    b = np.ascontiguousarray(b, dtype=dtype)
+    if not np.isfinite(b).all():
+        raise ValueError("b contains NaN or inf; the bias must be finite")
+    return b
+
+
+def _check_out(out, shape, dtype, *inputs):
+    """Refuse an ``out`` the kernels cannot write the gradient into as it is."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a NumPy array of shape {shape} and dtype {dtype}, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"out must have the working dtype {dtype} (that of the gradient), got {out.dtype}")
+    if out.shape != shape:
+        raise ValueError(f"out must have shape (D, C) = {shape}, got {out.shape}")
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError("out must be C-contiguous and writable")
+    if any(a is not None and np.may_share_memory(out, a) for a in inputs):
+        raise ValueError("out shares memory with an input (W, X, y, b or rows); pass a separate array")
+
+
+def check_result(problem: Problem, loss, dW, db=None):
     """Turn a kernel's raw output into the public result, or explain a non-finite one.
 
     Parameters
@@ -186,11 +300,15 @@ def check_result(problem: Problem, loss, dW):
         What the kernel was given.
     loss : float-like
     dW : ndarray, shape (D, C)
+    db : ndarray, shape (C,), or None
+        The bias gradient, when ``problem.b`` was given.
 
     Returns
     -------
     loss : float
-    dW : ndarray, shape (D, C), dtype of ``problem.W``
+    dW : ndarray, shape (D, C), dtype of ``problem.W`` (``problem.out`` if given)
+    db : ndarray, shape (C,), dtype of ``problem.W``
+        Only when ``problem.b`` was given.
 
     Raises
     ------
@@ -202,9 +320,11 @@ def check_result(problem: Problem, loss, dW):
         dtype's range).
     """
     loss = float(loss)
-    if math.isfinite(loss) and np.isfinite(dW).all():
-        return loss, dW
-    if not np.isfinite(problem.X).all():
+    result = (loss, dW) if problem.b is None else (loss, dW, db)
+    if math.isfinite(loss) and np.isfinite(dW).all() and (db is None or np.isfinite(db).all()):
+        return result
+    X = problem.X if problem.rows is None else problem.X[problem.rows]
+    if not np.isfinite(X).all():
         raise ValueError("X contains NaN or inf; data must be finite")
     raise FloatingPointError(
         f"softmax loss overflowed in {problem.W.dtype}: the scores X @ W exceed the dtype's "

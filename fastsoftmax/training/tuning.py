@@ -9,7 +9,7 @@ Every model starts from the same seed, so pairs differ only in their
 hyper-parameters.  The search is a plain loop (models are cheap and the
 backends already use every core); a tqdm bar shows which pair is running.
 The results come back as a :class:`TuningResult` that prints the table and
-can draw the heat-map (:func:`fastsoftmax.visualize.plot_tuning_heatmap`).
+can draw the heat-map (:func:`fastsoftmax.training.visualize.plot_tuning_heatmap`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,124 @@
+"""What a benchmark run shows: the text table, the JSON and the PNG chart.
+
+Design note
+-----------
+Output only: every number here was measured by :mod:`fastsoftmax.harness.run`.
+Files are written atomically (a temporary file moved into place), so a
+crash never leaves half a JSON or PNG behind.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .._files import atomic_write
+from . import peers
+
+__all__ = ["format_table", "footnotes", "write_json", "write_plot"]
+
+
+def _fmt_time(s):
+    if s is None:
+        return "-"
+    return f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
+
+
+def _fmt_ratio(r):
+    return "-" if r is None else f"{r:.3g}x"
+
+
+def _fmt_mem(b):
+    if b is None:
+        return "-"
+    return f"{b / 2**20:.1f} MB" if b >= 2**20 else f"{b / 2**10:.0f} kB"
+
+
+def format_table(case, source, ref_name, records):
+    """The text table of one case (one line per record)."""
+    multi = len({r["threads"] for r in records}) > 1
+    head = (
+        f"\n{case.name}   N={case.n} D={case.d} C={case.c}, {source}; reference: {ref_name}; "
+        f"{case.flops / 1e6:.0f} MFLOP and {case.x_bytes / 1e6:.1f} MB of X per call"
+    )
+    cols = ["backend", "median", "spread", "vs python", "vs numpy", "GFLOP/s", "X GB/s",
+            "extra mem", "loss err", "grad err", "verdict"]
+    rows = []
+    for r in records:
+        label = r["backend"] + (f" x{r['threads']}" if multi else "")
+        if r["status"] in ("skipped", "error"):
+            verdict = "FAIL" if r["status"] == "error" else "skip"
+            rows.append([label, *["-"] * 9, f"{verdict}: {r['reason']}"])
+            continue
+        rows.append([
+            label,
+            _fmt_time(r["median_s"]),
+            f"{100 * r['spread']:.0f}%",
+            _fmt_ratio(r.get("speedup_vs_python")),
+            _fmt_ratio(r.get("speedup_vs_numpy")),
+            f"{r['gflops']:.3g}",
+            f"{r['x_bandwidth_gbs']:.3g}",
+            _fmt_mem(r.get("peak_extra_memory_bytes")),
+            f"{r['loss_error']:.1e}" if "loss_error" in r else "-",
+            f"{r['grad_error']:.1e}" if "grad_error" in r else "-",
+            r.get("verdict", "(floor)") + (f"  [{r['note']}]" if r.get("note") else ""),
+        ])
+    widths = [max(len(str(x)) for x in col) for col in zip(cols, *[r[:-1] + [""] for r in rows])]
+    line = lambda cells: "  ".join(  # noqa: E731
+        [f"{cells[0]:<{widths[0]}}"] + [f"{c:>{w}}" for c, w in zip(cells[1:-1], widths[1:-1])] + [cells[-1]]
+    )
+    return "\n".join([head, line(cols), *(line(r) for r in rows)])
+
+
+def write_json(path, payload):
+    """Write ``payload`` as JSON to ``path`` atomically."""
+    with atomic_write(path, "w") as f:
+        json.dump(payload, f, indent=1, default=float)
+        f.write("\n")
+
+
+def write_plot(path, cases, records):
+    """A PNG bar chart of median time per call: log scale, one panel per case, floor as a line."""
+    from ..training.visualize import _figure, _save  # an Agg canvas, never pyplot's global state
+
+    cols = min(2, len(cases))
+    nrows = -(-len(cases) // cols)
+    fig = _figure((7 * cols, 3.6 * nrows))
+    axes = fig.subplots(nrows, cols, squeeze=False)
+    colors = {"backend": "tab:blue", "yardstick": "tab:gray", "peer": "tab:orange"}
+    multi = len({r["threads"] for r in records}) > 1
+    for ax, case in zip(axes.flat, cases):
+        recs = [r for r in records if r["case"] == case.name and r["status"] == "ok"]
+        bars = [r for r in recs if r["backend"] != "stream X"]
+        labels = [r["backend"] + (f" x{r['threads']}" if multi else "") for r in bars]
+        values = [r["median_s"] * 1e3 for r in bars]
+        ax.barh(labels, values, color=[
+            "tab:red" if r.get("verdict") == "FAIL" else colors[r["kind"]] for r in bars])
+        for r in recs:
+            if r["backend"] == "stream X":
+                ax.axvline(r["median_s"] * 1e3, color="k", ls="--", lw=1,
+                           label=f"stream X once{' x%d' % r['threads'] if multi else ''}: "
+                                 f"{r['median_s'] * 1e3:.3g} ms")
+        ax.set_xscale("log")
+        ax.invert_yaxis()
+        ax.set_title(f"{case.name}  (D={case.d}, C={case.c})")
+        ax.set_xlabel("median time per call (ms, log scale)")
+        if any(r["backend"] == "stream X" for r in recs):
+            ax.legend(loc="lower right", fontsize=8)
+    for ax in list(axes.flat)[len(cases):]:
+        ax.set_visible(False)
+    fig.suptitle("fastsoftmax bench: backends (blue), yardsticks (gray), peers (orange)")
+    _save(fig, path)
+
+
+def footnotes(names, threads):
+    lines = [
+        "median: of the timed calls after a checked warm-up call; spread: interquartile range / median.",
+        "GFLOP/s: 4*N*D*C / median; X GB/s: bytes of X / median (reading X once); "
+        "extra mem: peak RSS growth of one call beyond inputs and output (separate process).",
+        f"threads: {', '.join(map(str, threads))} (fastsoftmax.threads, threadpoolctl for BLAS/OpenMP, "
+        "torch.set_num_threads, scikit-learn n_threads).",
+    ]
+    for name in names:
+        if name in peers.ROWS:
+            lines.append(f"{name}: {peers.ROWS[name].what}")
+    return "\n".join(lines)

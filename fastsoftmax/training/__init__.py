@@ -1,0 +1,18 @@
+"""The CS231n training kit, built on the fastest backend.
+
+Layout
+------
+``classifier``  :class:`Softmax`: minibatch SGD, predict, save/load
+``data``        CIFAR-10 reading and the CS231n splits; the spiral data set
+``gradcheck``   numerical gradients and relative errors, as in the exercise
+``tuning``      grid search over learning rate and regularisation
+``visualize``   learned templates, loss curves and heat maps as PNGs
+``exercise``    the whole exercise as one command (``fastsoftmax train``)
+
+Modules load on first use, so importing the package costs nothing until a
+tool is needed.
+"""
+
+from .classifier import Softmax
+
+__all__ = ["Softmax"]
