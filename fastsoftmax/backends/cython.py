@@ -18,6 +18,8 @@ row index array and an output array go to the kernel natively: nothing of
 size N x D is ever gathered or copied for them.
 """
 
+import os
+
 import numpy as np
 
 from ._threads import get_num_threads
@@ -25,8 +27,12 @@ from ._common import blocking, finish, padded_transpose, thread_count
 from ._cython_kernel import CLASS_BLOCK, SUPPORTED_ISAS, fused_loss_grad
 
 #: Which instruction-set build of the kernel runs (one of ``SUPPORTED_ISAS``);
-#: None means the widest this CPU supports.  Tests set it to cover every build.
-ISA = None
+#: None means the widest this CPU supports.  Tests set it to cover every build;
+#: the environment variable ``FASTSOFTMAX_ISA`` sets it for a whole process
+#: (e.g. ``FASTSOFTMAX_ISA=avx2 fastsoftmax bench`` on an AVX-512 machine).
+ISA = os.environ.get("FASTSOFTMAX_ISA") or None
+if ISA is not None and ISA not in SUPPORTED_ISAS:
+    raise ImportError(f"FASTSOFTMAX_ISA={ISA!r}: this CPU runs {SUPPORTED_ISAS}")
 
 #: (tile, dchunk) override for experiments; None: ``_common.blocking``.
 BLOCKING = None
