@@ -67,10 +67,12 @@ BACKENDS = {
 }
 
 #: Preference order, fastest first, per working dtype and batch-size band:
-#: ``(dtype, smallest N of the band) -> order``.  Measured on the 2-core Zen 4
-#: machine, D=3073, C=10, thread CPU time of one call on one thread, min of
-#: 40-50 interleaved runs (README, "How the kernels work"); numpy / cython /
-#: numba, ms:
+#: ``(dtype, smallest N of the band) -> order``: the fallback where
+#: ``fastsoftmax tune`` has not measured this machine (see :func:`fastest`).
+#: Measured on the 2-core Zen 4 machine, D=3073, C=10, thread CPU time of one
+#: call on one thread, min of 40-50 interleaved runs; numpy / cython /
+#: numba, ms (the tiled kernels of issue 11 kept this order on the
+#: Sapphire-Rapids-class Xeon of docs/kernels.md):
 #:
 #: * N=16:  float64 0.17 / 0.22 / 0.20,  float32 0.08 / 0.08 / 0.09
 #: * N=32:  float64 0.17 / 0.21 / 0.26,  float32 0.11 / 0.14 / 0.16

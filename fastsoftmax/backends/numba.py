@@ -2,20 +2,26 @@
 
 Design note
 -----------
-The same algorithm as the Cython kernel (README, "How the kernels work"):
-one fused pass over X in blocks of ``_RB`` = 4 rows.  For each block the
-kernel computes the 4 x C scores, their softmax and loss, and the block's
-gradient contribution while the rows are still in cache, so X is read from
-memory once.  The hot loops are written as 4 rows x 5 classes of scalar
-accumulators walking D contiguously (W is transposed to (Cp, D); 4 x 5
-measured 1.2x faster than 4 x 2 at N=500); with
-``fastmath={'reassoc', 'contract'}`` LLVM turns each into vector accumulators
-and FMAs for the host CPU.  Only those two flags: reassociation
-lets the sums vectorize and contraction allows FMA, while ``nnan``/``ninf``
-stay off so NaN and inf propagate and :func:`fastsoftmax._validate.check_result`
-still sees a non-finite result.  Classes are padded with zero weights to a
-multiple of 5 and the last block's missing rows read a zero row, so the hot
-loops have no remainder code.
+The same fused algorithm as the Cython kernel (docs/kernels.md), in blocks of
+``_GB`` = 8 rows: two score micro-kernels of 4 rows x 5 classes of scalar
+accumulators walking D contiguously (W is transposed to (Cp, D)), the
+softmax, loss and coefficients ``P - Y`` of the 8 rows in float64, then one
+gradient update ``G[j] += sum_r coef[r, j] * x_r`` over the 8 rows, so each
+element of the (Cp, D) accumulator is loaded and stored once per 8 rows
+(once per 4 before: 48.1 -> 43.9 ms at N=10000 float64, one thread).  X is
+read from memory once, while the rows are in cache.  With
+``fastmath={'reassoc', 'contract'}`` LLVM turns the scalar accumulators into
+vector accumulators and FMAs for the host CPU.  Only those two flags:
+reassociation lets the sums vectorize and contraction allows FMA, while
+``nnan``/``ninf`` stay off so NaN and inf propagate and
+:func:`fastsoftmax.backends._validate.check_result` still sees a non-finite
+result.  Classes are padded with zero weights to a multiple of 5 and the
+last block's missing rows read a zero row, so the hot loops have no
+remainder code.  A bias, a row index array (the block's rows are
+``X[rows[k]]``, never gathered into a copy) and an output array are handled
+in the kernel.  Copying each block into 64-byte aligned rows (what the C
+kernel does with its tiles) was tried and measured inconclusive here (float32
+10 % faster, float64 N=500 16 % slower), so it is not done.
 
 Parallelism is over contiguous chunks of rows, one chunk per thread, each
 with its own (Cp, D) gradient accumulator; the accumulators are summed in
