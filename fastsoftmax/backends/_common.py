@@ -76,12 +76,17 @@ def blocking(D, Cp, itemsize, l2_bytes=None):
     * A tile of T rows of X is read from memory by the score pass, which also
       writes an aligned packed copy of it; the gradient pass reads the copy.
       Meanwhile the next tile is prefetched.  So three tiles' bytes, plus W.T
-      and the (Cp, D) gradient accumulator, must fit in three quarters of L2
-      (the rest is left to the hardware's own use and to the other
-      hyperthread).  Larger tiles cut the accumulator's traffic (loaded and
-      stored once per tile: 2 * Cp / T of X's), so T is the largest that
-      fits, a multiple of 10 (the score micro-kernels' 2 or 5 rows), at
-      least 10 and at most 60.
+      and the (Cp, D) gradient accumulator, must fit in a quarter of L2: the
+      rest is the hardware prefetchers' (they run ahead on every row stream)
+      and the other tenants'.  A quarter, not more, because that is what
+      measured best: on a 2 MiB L2, T = 10 beat 20, 30 and 40 rows at
+      D = 3073 in both dtypes (docs/kernels.md).  Larger tiles cut the
+      accumulator's traffic (loaded and stored once per tile: 2 * Cp / T of
+      X's), so T is the largest that fits, a multiple of 10 (the score
+      micro-kernels' 2 or 5 rows), at least 10, and small enough that the
+      tile's partial score vectors (T * Cp vectors of 64 bytes) stay within
+      :data:`L1_W_BYTES` of L1 (T <= 20 at Cp = 10; measured at D = 512:
+      T = 20 best, 60 up to 15 % slower).
     * The D-chunk: :data:`L1_W_BYTES` of W.T, a multiple of 16 elements.
 
     The tile changes the order of the gradient sums, so results are
@@ -94,8 +99,9 @@ def blocking(D, Cp, itemsize, l2_bytes=None):
     """
     l2 = L2_BYTES if l2_bytes is None else l2_bytes
     row = max(1, D) * itemsize
-    rows = (3 * l2 // 4 - 2 * Cp * row) // (3 * row)
-    tile = max(10, min(60, rows // 10 * 10))
+    rows = (l2 // 4 - 2 * Cp * row) // (3 * row)
+    most = max(10, L1_W_BYTES // (Cp * 64) // 10 * 10)
+    tile = max(10, min(most, rows // 10 * 10))
     dchunk = max(16, L1_W_BYTES // (Cp * itemsize) // 16 * 16)
     return tile, dchunk
 
