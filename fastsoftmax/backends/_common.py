@@ -1,12 +1,14 @@
-"""What the compiled backends share: turning per-example sums into the result.
+"""What the compiled backends share: blocking, padding, and turning sums into the result.
 
 The fused kernels accumulate per-example gradients in (Cp, D) layout
 (classes padded to the kernel's class block) because that is what their
 inner loops write contiguously; their final, compiled reduction over the
-per-thread accumulators writes the sum transposed to a fresh (D, C) array
-(a NumPy transpose-and-copy of it took 0.2 ms, 8% of a N=500 call).
-Padding W, dividing by N and adding the L2 term are the same for every such
-kernel, so they live here once.
+per-thread accumulators writes the sum transposed to the (D, C) result (the
+caller's ``out``, or a fresh array; a NumPy transpose-and-copy of it took
+0.2 ms, 8% of a N=500 call).  The C kernel's tile and D-chunk come from a
+cache model (:func:`blocking`, docs/kernels.md).  Padding W, dividing by N
+and adding the L2 term are the same for every such kernel, so they live
+here once.
 """
 
 import os
