@@ -40,12 +40,15 @@ GEMM_N = 2048
 _gemm_cache: dict = {}
 
 
-def gemm_rate(dtype, threads, n=GEMM_N, repeat=5, cache=True):
-    """FLOP/s of ``A @ B`` (n x n, ``dtype``) with ``threads`` BLAS threads: median of ``repeat`` calls.
+def gemm_rate(dtype, threads, n=None, repeat=5, cache=True):
+    """FLOP/s of ``A @ B`` (n x n, default :data:`GEMM_N`, ``dtype``) with ``threads`` BLAS threads.
+
+    The median of ``repeat`` calls.
 
     One untimed call first (BLAS thread start-up, first touch).  Cached per
     (dtype, threads, n) for the process, so one run measures it once.
     """
+    n = GEMM_N if n is None else n
     key = (np.dtype(dtype).name, threads, n)
     if cache and key in _gemm_cache:
         return _gemm_cache[key]
