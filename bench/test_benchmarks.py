@@ -1,7 +1,7 @@
 """Every backend, yardstick and peer on every case, checked, then timed.
 
-Run ``pytest --benchmark-only`` from the repository root (see the README's
-"Benchmarks" section and ``bench/conftest.py`` for what the plain run does).
+Run ``pytest --benchmark-only`` from the repository root (see
+docs/benchmarks.md and ``bench/conftest.py`` for what the plain run does).
 """
 
 import tempfile

@@ -1,4 +1,4 @@
-"""Command line: ``fastsoftmax bench``, ``fastsoftmax tune`` and ``fastsoftmax train``.
+"""Command line: ``fastsoftmax bench``, ``fastsoftmax report``, ``fastsoftmax tune`` and ``fastsoftmax train``.
 
 Design note
 -----------
@@ -52,6 +52,12 @@ def _parser():
     bench.add_argument("--quick", action="store_true", help="N = 500 only (a smoke run)")
     bench.add_argument("--no-peers", action="store_true", help="skip scikit-learn, PyTorch and JAX rows")
     bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory probe (saves a few s per case)")
+    bench.add_argument("--training-step", action="store_true",
+                       help="also time a training step (batch 200 drawn from a 4585 x 3073 X, copy path "
+                       "and rows=) beside the bare kernel on the gathered batch, at 1 and 2 threads "
+                       "unless --threads (10-30 s)")
+    bench.add_argument("--training-step-only", action="store_true",
+                       help="only the training-step section (no per-case tables)")
     bench.add_argument("--data", metavar="DIR", help="real CIFAR-10 python batches instead of synthetic data")
     bench.add_argument("--json", metavar="PATH", help="write every figure as JSON (one record per row per case)")
     bench.add_argument("--plot", metavar="PATH", help="write a PNG bar chart (log scale, one panel per case)")
@@ -68,6 +74,15 @@ def _parser():
     tune.add_argument("--threads", type=_int_list, metavar="T,T", help="thread counts (default 1 and all cores)")
     tune.add_argument("--repeat", type=int, default=7, help="interleaved timed calls per backend (default 7)")
     tune.add_argument("--show", action="store_true", help="print the saved wisdom and its path; measure nothing")
+    report = sub.add_parser(
+        "report",
+        help="the README's results table from a `fastsoftmax bench --json` file",
+        description="Print the results table (Markdown: median time per call, one column per case) made "
+        "from a `fastsoftmax bench --json` file, or write it into a Markdown file between its markers.",
+    )
+    report.add_argument("json_path", metavar="BENCH_JSON", help="a file written by `fastsoftmax bench --json`")
+    report.add_argument("--readme", metavar="PATH",
+                        help="rewrite the table between the results-table markers of this Markdown file")
     from .training import exercise
 
     exercise.add_arguments(sub.add_parser(
@@ -77,6 +92,25 @@ def _parser():
         "sanity-check the loss, check the gradient, train with SGD, tune, and draw the learned weights.",
     ))
     return parser
+
+
+def _report(parser, args):
+    """``fastsoftmax report``: the results table, printed or written into a Markdown file."""
+    import json
+
+    from .harness.report import results_table, update_results_table
+
+    try:
+        with open(args.json_path, encoding="utf-8") as f:
+            payload = json.load(f)
+        if args.readme is None:
+            print(results_table(payload), end="")
+            return 0
+        changed = update_results_table(args.readme, payload)
+    except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+        parser.error(f"report: {exc}")
+    print(f"{'updated' if changed else 'unchanged'}: results table in {args.readme}")
+    return 0
 
 
 def main(argv=None):
@@ -89,6 +123,8 @@ def main(argv=None):
         return exercise.run_args(args)
     if args.command == "tune":
         return _tune(args)
+    if args.command == "report":
+        return _report(parser, args)
     from . import backends
     from .harness import run
     from .harness.cases import CASES, QUICK_CASES, Case, select
@@ -98,9 +134,10 @@ def main(argv=None):
     bad = [d for d in dtypes if d not in {c.dtype for c in CASES}]
     if bad:
         parser.error(f"unknown dtype(s) {bad}; dtypes are float64, float32")
-    cases = list(select(sizes, dtypes))
+    cases = [] if args.training_step_only else list(select(sizes, dtypes))
     # A size outside the table gets a case of the same family (CIFAR shapes).
-    cases += [Case(n, dtype=dt) for n in sizes or () if n not in {c.n for c in CASES} for dt in dtypes]
+    if not args.training_step_only:
+        cases += [Case(n, dtype=dt) for n in sizes or () if n not in {c.n for c in CASES} for dt in dtypes]
     if args.repeat < 1:
         parser.error(f"--repeat must be >= 1, got {args.repeat}")
     if args.backends:
@@ -119,6 +156,9 @@ def main(argv=None):
         json_path=args.json,
         plot_path=args.plot,
         progress=args.progress,
+        training_step=args.training_step or args.training_step_only,
+        training_step_threads=args.threads or (1, 2),
+        training_step_dtypes=dtypes,
     )
 
 

@@ -37,10 +37,13 @@ arrays are scattered to the workers once when a distributed client is active
 (not re-sent inside every graph); their chunks cannot be recomputed if their
 worker dies, so that case raises a clear error (file-backed chunks are redone).
 
-Training: :meth:`fastsoftmax.Softmax.train` on a Dask array runs its usual
-loop with :func:`minibatches`: the model's own random generator draws the
-same batches as in memory, and only their rows are fetched, several batches
-per round trip to the scheduler.
+Training: :func:`minibatches` is a batch source of
+:mod:`fastsoftmax.training.sgd` (what :meth:`fastsoftmax.Softmax.train` uses
+for a Dask ``X``, or pass ``batches=minibatches``): it draws the same batches
+as in memory from the generator it is given (:func:`~fastsoftmax.training.sgd.draw_rows`),
+fetches each distinct row of several batches once per round trip to the
+scheduler, and hands the step the fetched block with each batch's indices
+into it (``rows=``), so the block is not gathered again per batch.
 """
 
 from __future__ import annotations
@@ -58,8 +61,7 @@ from dask.base import tokenize
 from dask.utils import parse_bytes
 
 from . import backends
-from .backends._threads import _check as _check_threads
-from .backends._validate import prepare
+from .backends._validate import check_data, integer, prepare, row_indices
 from .backends._common import finish
 
 __all__ = ["softmax_loss", "take_rows", "minibatches", "from_array", "from_npy", "chunk_rows", "local_client"]
@@ -137,41 +139,27 @@ def _known_rows(name, chunks):
 
 
 def _align(W, X, y):
-    """Check shapes, make X and y row-chunked alike; returns (X, y) as dask arrays."""
+    """Check shapes (the validator's :func:`check_data`), make X and y row-chunked alike."""
     if not isinstance(X, da.Array):
         X = from_array(X)
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-D with shape (N, D), got {X.ndim}-D array of shape {X.shape}")
-    _known_rows("X", X.chunks[0])
-    N, D = X.shape
+    if not isinstance(y, da.Array) and not hasattr(y, "ndim"):
+        y = np.asarray(y)
+    W_probe = W if hasattr(W, "ndim") else np.asarray(W)
+    if X.ndim == 2:
+        _known_rows("X", X.chunks[0])
+    if isinstance(y, da.Array) and y.ndim == 1:
+        _known_rows("y", y.chunks[0])
+    check_data(X, y, W_probe)  # the shared messages: dimensions, dtypes, shapes, N >= 1
     if len(X.chunks[1]) > 1:
         # A chunk must hold whole rows: merge the column blocks of each row
         # block (data moves between workers, never to the client).
         X = X.rechunk({1: -1})
     if not isinstance(y, da.Array):
-        if not hasattr(y, "ndim"):
-            y = np.asarray(y)
-        if y.ndim != 1 or y.shape[0] != N:
-            raise ValueError(f"y must have shape (N,) = ({N},) to match X's rows, got shape {y.shape}")
         # Labels are small: in the graph, where Dask can recompute them after a
         # worker is lost (scattered data could not be).
         y = from_array(y, chunks=X.chunks[0], scatter=False)
-    else:
-        if y.ndim != 1:
-            raise ValueError(f"y must be 1-D with shape (N,), got {y.ndim}-D array of shape {y.shape}")
-        _known_rows("y", y.chunks[0])
-        if y.shape[0] != N:
-            raise ValueError(f"y has {y.shape[0]} labels but X has {N} rows: y must have shape ({N},)")
-        if y.chunks[0] != X.chunks[0]:
-            y = y.rechunk((X.chunks[0],))
-    if N == 0:
-        raise ValueError("X has no rows (N == 0): the loss is a mean over examples and needs N >= 1")
-    W_shape = np.shape(W)
-    if len(W_shape) == 2 and W_shape[0] != D:
-        raise ValueError(
-            f"W has {W_shape[0]} rows but X has {D} columns: W must be (D, C) = ({D}, C) "
-            f"for X of shape {X.shape}"
-        )
+    elif y.chunks[0] != X.chunks[0]:
+        y = y.rechunk((X.chunks[0],))
     return X, y
 
 
@@ -221,9 +209,8 @@ def softmax_loss(W, X, y, reg, *, backend=None, num_threads=1, split_every=SPLIT
         ``X``, when the chunk holding them is computed.
     """
     X, y = _align(W, X, y)
-    num_threads = _check_threads(num_threads, "num_threads")
-    if not isinstance(split_every, int) or split_every < 2:
-        raise ValueError(f"split_every must be an integer >= 2, got {split_every!r}")
+    num_threads = integer(num_threads, "num_threads", 1)
+    split_every = integer(split_every, "split_every", 2)
     # The shared validator on a one-row probe with X's and y's dtypes checks
     # W (shape, dtype, finite), the dtypes, reg, and casts W to the working dtype.
     probe = prepare(W, np.zeros((1, X.shape[1]), X.dtype), np.zeros(1, y.dtype), reg)
@@ -261,67 +248,92 @@ def softmax_loss(W, X, y, reg, *, backend=None, num_threads=1, split_every=SPLIT
         ) from exc
 
 
+def _unique_rows(X, idx):
+    """Each distinct row of ``X[idx]`` fetched once: ``(block, rows, inverse)``.
+
+    ``block == X[rows]`` (the distinct indices, sorted) and
+    ``block[inverse] == X[idx]``.
+
+    Rows are fetched in sorted order (what Dask's slicing handles best).
+    ``idx`` is validated as ``softmax_loss`` validates ``rows`` (integers,
+    in range, negative ones counted from the end).
+    """
+    idx = row_indices(idx, X.shape[0])
+    rows, inverse = np.unique(idx, return_inverse=True)
+    return np.asarray(X[rows].compute()), rows, inverse
+
+
 def take_rows(X, idx):
     """Rows ``X[idx]`` of a Dask array, fetched to the client as one NumPy array.
 
-    For minibatches: only the selected rows travel.  Each distinct row is
-    fetched once, in sorted order (what Dask's slicing handles best), and the
-    result is put back in the order of ``idx``, so it equals ``X_in_memory[idx]``
-    exactly, repeats included.
+    For minibatches: only the selected rows travel, each distinct row once,
+    and the result is put back in the order of ``idx``, so it equals
+    ``X_in_memory[idx]`` exactly, repeats included.
 
     Parameters
     ----------
     X : dask.array.Array, shape (N, ...)
     idx : array_like of int, shape (B,)
-        Row indices in ``[0, N)``, in any order, repeats allowed.
+        Row indices, in any order, repeats allowed, negative ones counted
+        from the end as in NumPy.
 
     Returns
     -------
     ndarray, shape (B, ...), dtype of X
+
+    Raises
+    ------
+    TypeError, ValueError, IndexError
+        For indices that are not integers, not 1-D, none, or out of range
+        (the validator's messages for ``rows``).
     """
-    idx = np.asarray(idx)
-    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-        raise ValueError(f"idx must be a 1-D array of integer row indices, got {idx.dtype} of shape {idx.shape}")
-    if idx.size and (idx.min() < 0 or idx.max() >= X.shape[0]):
-        raise IndexError(f"row indices must be in [0, {X.shape[0]}), got {idx.min()}..{idx.max()}")
-    rows, inverse = np.unique(idx, return_inverse=True)
-    return np.asarray(X[rows].compute())[inverse]
+    block, _, inverse = _unique_rows(X, idx)
+    return block[inverse]
 
 
-def minibatches(model, X, y, batch_size, num_iters, prefetch_bytes=PREFETCH_BYTES):
-    """The minibatches of ``model.train`` on a Dask ``X``, many per round trip.
+def minibatches(X, y, batch_size, num_iters, rng, *, prefetch_bytes=PREFETCH_BYTES):
+    """Batch source for training on a Dask ``X``: the in-memory batches, many per round trip.
 
-    Draws each batch's indices exactly as training in memory does
-    (``model._minibatch_indices``, the model's own random generator, once per
-    iteration and never more than ``num_iters`` times), but fetches the rows
-    of several consecutive batches with one :func:`take_rows`: minibatches
+    A batch source of :mod:`fastsoftmax.training.sgd` (pass it as
+    ``Softmax.train(..., batches=minibatches)``; ``train`` picks it for a
+    Dask ``X`` by itself).  Draws each batch's indices exactly as training
+    in memory does (:func:`fastsoftmax.training.sgd.draw_rows` on ``rng``,
+    once per batch and never more than ``num_iters`` times), but fetches
+    the distinct rows of several consecutive batches at once: minibatches
     do not depend on the weights, so drawing them a little ahead changes
-    nothing but the number of scheduler round trips.
+    nothing but the number of scheduler round trips.  Each batch is the
+    fetched block with its indices into it, which the step reads in place.
 
     Parameters
     ----------
-    model : fastsoftmax.Softmax
     X : dask.array.Array, shape (N, D)
-    y : ndarray, shape (N,)
-        Labels, on the client.
+    y : array_like, shape (N,)
+        Labels (brought to the client: N integers).
     batch_size, num_iters : int
+    rng : numpy.random.Generator
+        For example :attr:`fastsoftmax.Softmax.rng`.
     prefetch_bytes : int
         At most this many bytes of rows per fetch (at least one batch).
 
     Yields
     ------
-    X_batch : ndarray, shape (batch_size, D)
-    y_batch : ndarray, shape (batch_size,)
+    fastsoftmax.training.sgd.Batch
+        ``(block, y[fetched rows], rows)`` with ``block[rows]`` equal to the
+        in-memory ``X[draw]``, shapes (M, D), (M,), (batch_size,).
     """
+    from .training.sgd import Batch, draw_rows
+
+    y = np.asarray(y)
     row_bytes = max(1, math.prod(X.shape[1:]) * X.dtype.itemsize)
     per_fetch = max(1, prefetch_bytes // (row_bytes * batch_size))
     remaining = num_iters
     while remaining > 0:
         count = min(per_fetch, remaining)
-        idx = [model._minibatch_indices(len(y), batch_size) for _ in range(count)]
-        rows = take_rows(X, np.concatenate(idx))
-        for i, batch in enumerate(idx):
-            yield rows[i * batch_size : (i + 1) * batch_size], y[batch]
+        idx = np.concatenate([draw_rows(rng, len(y), batch_size) for _ in range(count)])
+        block, rows, inverse = _unique_rows(X, idx)
+        y_block = y[rows]
+        for i in range(count):
+            yield Batch(block, y_block, inverse[i * batch_size : (i + 1) * batch_size])
         remaining -= count
 
 
@@ -349,9 +361,7 @@ def chunk_rows(shape, dtype, chunks="auto"):
     if isinstance(chunks, (bool, np.bool_)):
         raise TypeError(f"chunks must be a row count, a byte size or 'auto', got {chunks!r}")
     if isinstance(chunks, (int, np.integer)):
-        if chunks < 1:
-            raise ValueError(f"chunks must be a positive number of rows, got {chunks}")
-        rows = int(chunks)
+        rows = integer(chunks, "chunks", 1)
     elif isinstance(chunks, str):
         size = dask.config.get("array.chunk-size") if chunks == "auto" else chunks
         try:

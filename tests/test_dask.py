@@ -236,7 +236,7 @@ def test_bad_arguments_are_rejected_up_front(client):
     Xd = fd.from_array(X, chunks=10)
     with pytest.raises(ValueError, match=r"W has 19 rows but X has 20 columns"):
         fd.softmax_loss(W[:-1], Xd, y, 0.1)
-    with pytest.raises(ValueError, match=r"y must have shape \(N,\) = \(103,\)"):
+    with pytest.raises(ValueError, match=r"y has 102 labels but X has 103 rows"):
         fd.softmax_loss(W, Xd, y[:-1], 0.1)
     with pytest.raises(ValueError, match=r"y has 102 labels but X has 103 rows"):
         fd.softmax_loss(W, Xd, da.from_array(y[:-1]), 0.1)
@@ -252,10 +252,12 @@ def test_bad_arguments_are_rejected_up_front(client):
         fd.softmax_loss(W, Xd[:, 0], y, 0.1)
     with pytest.raises(ValueError, match=r"unknown chunk sizes.*compute_chunk_sizes"):
         fd.softmax_loss(W, Xd[da.from_array(y, chunks=10) > 2], y, 0.1)
-    with pytest.raises(ValueError, match=r"num_threads must be a positive integer"):
+    with pytest.raises(ValueError, match=r"num_threads must be an integer >= 1, got 0"):
         fd.softmax_loss(W, Xd, y, 0.1, num_threads=0)
-    with pytest.raises(ValueError, match=r"split_every must be an integer >= 2"):
+    with pytest.raises(ValueError, match=r"split_every must be an integer >= 2, got 1"):
         fd.softmax_loss(W, Xd, y, 0.1, split_every=1)
+    with pytest.raises(TypeError, match=r"split_every must be an integer, got float"):
+        fd.softmax_loss(W, Xd, y, 0.1, split_every=2.0)
     with pytest.raises(fastsoftmax.backends.BackendUnavailable, match="unknown backend"):
         fd.softmax_loss(W, Xd, y, 0.1, backend="fortran")
 
@@ -312,7 +314,7 @@ def test_chunk_specifications():
     X = np.zeros((10, 3))
     assert fd.from_array(X, chunks=(3, 7)).chunks == ((3, 7), (3,))
     assert fd.from_array(da.from_array(X, chunks=(2, 1)), chunks=4).chunks == ((4, 4, 2), (3,))
-    with pytest.raises(ValueError, match="positive number of rows"):
+    with pytest.raises(ValueError, match=r"chunks must be an integer >= 1, got 0"):
         fd.chunk_rows((10, 3), np.float64, 0)
     with pytest.raises(ValueError, match="byte size such as '64MiB'"):
         fd.chunk_rows((10, 3), np.float64, "lots")
@@ -339,10 +341,13 @@ def test_take_rows_equals_in_memory_indexing(client):
     Xd = fd.from_array(X, chunks=(1, 20, 29))
     idx = np.array([49, 3, 3, 0, 21, 20, 49])
     np.testing.assert_array_equal(fd.take_rows(Xd, idx), X[idx])
-    assert fd.take_rows(Xd, np.array([], dtype=int)).shape == (0, 3)
-    with pytest.raises(IndexError, match=r"row indices must be in \[0, 50\)"):
+    with pytest.raises(ValueError, match="rows is empty"):
+        fd.take_rows(Xd, np.array([], dtype=int))
+    np.testing.assert_array_equal(fd.take_rows(Xd, np.array([-1, 0])), X[[-1, 0]])  # as in NumPy
+    # The validator's checks and messages for rows (one API for both):
+    with pytest.raises(IndexError, match=r"rows holds index 50, out of range for X with 50 rows"):
         fd.take_rows(Xd, np.array([50]))
-    with pytest.raises(ValueError, match="1-D array of integer row indices"):
+    with pytest.raises(TypeError, match="rows must hold integer row indices"):
         fd.take_rows(Xd, np.array([1.0]))
 
 
@@ -374,20 +379,53 @@ def test_training_on_a_dask_array_matches_training_in_memory(client, capsys):
     assert on_dask.score(Xd, yd) == accuracy
     assert isinstance(on_dask.predict(Xd), da.Array)  # prediction stays lazy
     # Exactly num_iters draws: a further train() continues the same random stream.
-    assert on_dask._rng.bit_generator.state == in_memory._rng.bit_generator.state
+    assert on_dask.rng.bit_generator.state == in_memory.rng.bit_generator.state
+    # The explicit way: the batch source as an argument, the same model again.
+    explicit = fastsoftmax.Softmax(seed=7)
+    explicit.train(Xd, yd, batches=fd.minibatches, **{**settings, "verbose": False})
+    np.testing.assert_array_equal(explicit.W, on_dask.W)
+
+
+def test_training_on_a_dask_array_equals_the_in_memory_model_bit_for_bit(client):
+    """The fetched block with rows= into it feeds the kernel the same rows as X[idx] in memory."""
+    from fastsoftmax.training.sgd import random_batches
+
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((300, 40))
+    y = rng.integers(0, 5, 300)
+    settings = dict(learning_rate=0.3, reg=1e-3, num_iters=30, batch_size=64, n_threads=1)
+    models = []
+    for X_, batches in [(X, random_batches), (fd.from_array(X, chunks=70), fd.minibatches)]:
+        model = fastsoftmax.Softmax(backend="numpy", seed=4)
+        model.train(X_, y, batches=batches, **settings)
+        models.append(model)
+    np.testing.assert_array_equal(models[0].W, models[1].W)
 
 
 def test_minibatches_fetch_several_per_round_trip_as_drawn_in_memory(client, monkeypatch):
+    from fastsoftmax.training.sgd import random_batches
+
     X = np.random.default_rng(0).standard_normal((50, 3))
     y = np.arange(50) % 4
     fetches = []
-    take_rows = fd.take_rows
-    monkeypatch.setattr(fd, "take_rows", lambda X, idx: fetches.append(len(idx)) or take_rows(X, idx))
-    drawn, expected = fastsoftmax.Softmax(seed=3), fastsoftmax.Softmax(seed=3)
+    unique_rows = fd._unique_rows
+    monkeypatch.setattr(fd, "_unique_rows", lambda X, idx: fetches.append(len(idx)) or unique_rows(X, idx))
     # Room for three batches of 5 rows of 3 float64 per fetch: 11 batches in 4 fetches.
-    got = list(fd.minibatches(drawn, fd.from_array(X, chunks=7), y, 5, 11, prefetch_bytes=3 * 5 * 24))
+    got = list(fd.minibatches(fd.from_array(X, chunks=7), y, 5, 11, np.random.default_rng(3),
+                              prefetch_bytes=3 * 5 * 24))
     assert fetches == [15, 15, 15, 10]
-    assert len(got) == 11
-    for (X_batch, y_batch), (X_want, y_want) in zip(got, (expected._minibatch(X, y, 5) for _ in range(11))):
-        np.testing.assert_array_equal(X_batch, X_want)
-        np.testing.assert_array_equal(y_batch, y_want)
+    expected = list(random_batches(X, y, 5, 11, np.random.default_rng(3)))
+    assert len(got) == len(expected) == 11
+    for (block, y_block, rows), (X_all, y_all, idx) in zip(got, expected):
+        assert block.shape[0] <= 15  # only fetched rows, never X
+        np.testing.assert_array_equal(block[rows], X_all[idx])
+        np.testing.assert_array_equal(y_block[rows], y_all[idx])
+
+
+def test_train_without_a_batch_source_does_not_load_a_dask_array(client, monkeypatch):
+    """A Dask X gets fastsoftmax.dask.minibatches by default: never np.asarray(X) (all of it)."""
+    X = np.random.default_rng(0).standard_normal((50, 3))
+    Xd = fd.from_array(X, chunks=10)
+    monkeypatch.setattr(type(Xd), "__array__", lambda *a, **k: pytest.fail("train() loaded all of X"))
+    model = fastsoftmax.Softmax(backend="numpy", seed=0)
+    assert len(model.train(Xd, np.arange(50) % 3, num_iters=3, batch_size=5)) == 3

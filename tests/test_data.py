@@ -80,6 +80,11 @@ def test_split_errors(cifar_root, kwargs, message):
         get_cifar10_data(cifar_root, **{**base, **kwargs})
 
 
+def test_split_sizes_use_the_one_integer_checker(cifar_root):
+    with pytest.raises(TypeError, match="num_dev must be an integer, got float 50.0"):
+        get_cifar10_data(cifar_root, num_training=4000, num_validation=500, num_test=100, num_dev=50.0)
+
+
 # -- synthetic batches in the official layout --------------------------------------
 
 

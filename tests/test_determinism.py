@@ -7,7 +7,7 @@ thread, accumulate each chunk separately and add the chunks in a fixed
 order, so for a given thread count the floating-point operations, and hence
 the bits, are fixed.  Changing the thread count regroups the sum over
 examples; :data:`ACROSS_THREADS` is the largest change that regrouping may
-cause, measured and documented in the README ("Threads and determinism").
+cause, measured and documented in docs/robustness.md ("Threads and determinism").
 The numpy backend's threads are BLAS's (threadpoolctl); OpenBLAS partitions
 its products statically, so the same holds for it.
 
@@ -57,7 +57,7 @@ def test_repeated_calls_are_bit_identical(backend, dtype, n_threads):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_thread_count_changes_results_by_at_most_the_documented_bound(fast_backend, dtype):
-    """Regrouping the sum over examples: tiny, bounded differences (README)."""
+    """Regrouping the sum over examples: tiny, bounded differences (docs/robustness.md)."""
     name, f = fast_backend
     W, X, y = make_problem(2000, 1000, 10, dtype, seed=4)
     results = {}

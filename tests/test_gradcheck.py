@@ -31,6 +31,8 @@ def test_grad_check_sparse_accepts_right_and_rejects_wrong_gradient(capsys):
         grad_check_sparse(f, x, np.cos(x).T)
     with pytest.raises(ValueError, match="num_checks"):
         grad_check_sparse(f, x, np.cos(x), num_checks=0)
+    with pytest.raises(TypeError, match="num_checks must be an integer, got float 2.5"):  # the one integer checker
+        grad_check_sparse(f, x, np.cos(x), num_checks=2.5)
 
 
 def test_rel_error():

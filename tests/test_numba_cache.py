@@ -1,4 +1,4 @@
-"""The numba backend's on-disk cache: read-only installs, NUMBA_CACHE_DIR, damaged files.
+"""The numba backend's on-disk cache: never in the package, NUMBA_CACHE_DIR, read-only installs, damaged files.
 
 Design note
 -----------
@@ -81,9 +81,16 @@ def require_read_only(path):
 
 
 def run_python(code, pkg, home, cache_dir=None):
-    """Run ``code`` in a fresh interpreter with ``pkg`` first on the path and ``home`` as HOME."""
+    """Run ``code`` in a fresh interpreter with ``pkg`` first on the path and ``home`` as HOME.
+
+    Python itself writes no bytecode (``PYTHONDONTWRITEBYTECODE``): an
+    installed package has its ``.pyc`` files from pip, and what is checked
+    here is what fastsoftmax and Numba write.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_CACHE_DIR", "FASTSOFTMAX_"))}
-    env.update(PYTHONPATH=str(pkg), HOME=str(home), XDG_CACHE_HOME=str(Path(home) / ".cache"))
+    env.update(
+        PYTHONPATH=str(pkg), HOME=str(home), XDG_CACHE_HOME=str(Path(home) / ".cache"), PYTHONDONTWRITEBYTECODE="1"
+    )
     if cache_dir is not None:
         env["NUMBA_CACHE_DIR"] = str(cache_dir)
     launch = [sys.executable, "-c", _DROP_ROOT_FILE_POWERS] if os.geteuid() == 0 else [sys.executable, "-c"]
@@ -150,44 +157,109 @@ def test_numba_cache_dir_elsewhere_is_used(world):
 
 
 def test_read_only_package_uses_the_user_cache(world, tmp_path):
-    """A package in a read-only directory (a system install) caches in ~/.cache instead."""
+    """A package in a read-only directory (a system install) caches in ~/.cache/fastsoftmax/numba."""
     require_read_only(world["pkg"])
     home = tmp_path / "home"
     home.mkdir()
     first = probe(world["pkg"], home)
     assert first["agree"], first
     assert not list(world["pkg"].rglob("*.nbi")), "wrote into the read-only package"
-    assert list((home / ".cache").rglob("*.nbi")), "cached nowhere"
+    assert list((home / ".cache" / "fastsoftmax" / "numba").rglob("*.nbi")), "not in the user cache directory"
     second = probe(world["pkg"], home)
     assert second["agree"] and second["hits"] >= 1, second
 
 
-def test_no_writable_cache_location_reports_the_backend_unavailable(world, tmp_path):
-    """Nowhere to cache: whatever numba does, fastsoftmax itself keeps working and says why."""
+NO_CACHE_PROBE = textwrap.dedent(
+    """
+    import json, warnings
+    import numpy as np
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        import fastsoftmax
+        available = fastsoftmax.available()
+        X = np.ones((4, 3)); W = np.ones((3, 2)); y = np.array([0, 1, 0, 1])
+        loss, dW = fastsoftmax.backends.get("numba")(W, X, y, 0.1)
+        ref_loss, ref_dW = fastsoftmax.backends.get("numpy")(W, X, y, 0.1)
+    print(json.dumps({
+        "available": available,
+        "unavailable": {k: str(v) for k, v in fastsoftmax.backends.unavailable().items()},
+        "agree": abs(loss - ref_loss) <= 1e-12 * abs(ref_loss) and bool(np.allclose(dW, ref_dW, rtol=1e-10, atol=0)),
+        "warnings": [f"{w.category.__name__}: {w.message}" for w in caught],
+    }))
+    """
+)
+
+
+def test_no_writable_cache_location_keeps_the_backend_available_and_warns(world, tmp_path):
+    """Read-only package, unwritable HOME, no NUMBA_CACHE_DIR: compile without a cache, with a warning.
+
+    The backend still loads and computes (the cache is an optimisation), and
+    says why every process will compile again.
+    """
     home = tmp_path / "home"
     home.mkdir()
     make_read_only(home)
     require_read_only(home)
-    code = (
-        "import fastsoftmax, numpy as np\n"
-        "print(fastsoftmax.available())\n"
-        "print(fastsoftmax.backends.unavailable().get('numba', 'loaded'))\n"
-        "print(fastsoftmax.softmax_loss(np.ones((3, 2)), np.ones((4, 3)), [0, 1, 0, 1], 0.1)[0])\n"
-    )
-    out = run_python(code, world["pkg"], home)
+    out = run_python(NO_CACHE_PROBE, world["pkg"], home)
     assert out.returncode == 0, out.stderr[-1500:]
-    available, numba_status, loss = out.stdout.splitlines()
-    assert float(loss) > 0
-    assert "numba" in available or "cannot cache" in numba_status, out.stdout
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "numba" in report["available"] and "numba" not in report["unavailable"], report
+    assert report["agree"], report
+    assert any(
+        w.startswith("RuntimeWarning: fastsoftmax: no writable place for Numba's cache") for w in report["warnings"]
+    ), report["warnings"]
 
 
-def test_numba_works_with_no_writable_cache_location(world, tmp_path):
-    """Read-only package, unwritable HOME, no NUMBA_CACHE_DIR: compile without a cache."""
+CALL_EVERY_BACKEND = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    import fastsoftmax
+    from fastsoftmax.harness import peers
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 7)); W = rng.standard_normal((7, 4)); y = rng.integers(0, 4, 50)
+    names = fastsoftmax.available()
+    for name in names:
+        for dtype in (np.float32, np.float64):
+            fastsoftmax.backends.get(name)(W.astype(dtype), X.astype(dtype), y, 0.1)
+    peers._stream()(np.ones(64), 0, 64, 1)  # the harness's own jitted kernel
+    print(json.dumps({"file": fastsoftmax.__file__, "ran": names}))
+    """
+)
+
+
+def snapshot(root):
+    """Every path under ``root`` with its size and modification time."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in [root, *root.rglob("*")]}
+
+
+def test_compiled_calls_leave_the_package_directory_unchanged(tmp_path):
+    """First calls of every backend (Numba compiling, Cython) write nothing into the package (issue 10).
+
+    The package copy is writable and NUMBA_CACHE_DIR unset, the case where
+    Numba's own ``cache=True`` writes into ``backends/__pycache__/`` (what
+    broke ``pip uninstall``).  HOME is fresh, so the cache is cold and must
+    land in the user cache directory.
+    """
+    load_backend("numba")
+    load_backend("cython")
+    pkg = copy_package(tmp_path / "pkg", read_only=False)
     home = tmp_path / "home"
     home.mkdir()
-    make_read_only(home)
-    require_read_only(home)
-    assert probe(world["pkg"], home)["agree"]
+    before = snapshot(pkg)
+    out = run_python(CALL_EVERY_BACKEND, pkg, home)
+    assert out.returncode == 0, out.stderr[-1500:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["file"].startswith(str(pkg)), f"imported the wrong package: {report['file']}"
+    assert {"numba", "cython"} <= set(report["ran"]), report
+    after = snapshot(pkg)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"the package directory changed: {changed}"
+    cached = [p.name for p in (home / ".cache" / "fastsoftmax" / "numba").rglob("*.nbi")]
+    for kernel in ("numba._fused-", "peers._stream.locals.stream_sum-"):
+        assert any(name.startswith(kernel) for name in cached), f"{kernel} not cached in the user cache: {cached}"
 
 
 def _damage_nbc(path):

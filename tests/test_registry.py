@@ -14,8 +14,33 @@ from fastsoftmax.testing import REQUIRE_ALL_ENV
 REQUIRE_ALL = os.environ.get(REQUIRE_ALL_ENV) == "1"
 
 
-def test_all_four_backends_exist():
-    assert set(backends.BACKENDS) == {"python", "numpy", "numba", "cython"}
+def test_registry_and_backend_modules_match():
+    """Every public module in fastsoftmax/backends/ is registered under its own name, and only those.
+
+    A new backend module that was never added to BACKENDS (so no test and no
+    benchmark would see it), or an entry pointing at a module that does not
+    exist, fails here.
+    """
+    import importlib.util
+    import pkgutil
+
+    modules = {m.name for m in pkgutil.iter_modules(backends.__path__) if not m.name.startswith("_")}
+    assert set(backends.BACKENDS) == modules
+    for name, module in backends.BACKENDS.items():
+        assert module == f"fastsoftmax.backends.{name}"
+        assert importlib.util.find_spec(module) is not None, module
+
+
+def test_every_backend_loads_or_says_why():
+    """Each registered backend either gives a kernel or is listed as unavailable with a reason."""
+    loaded = set(backends.available())
+    missing = backends.unavailable()
+    for name in backends.BACKENDS:
+        assert (name in loaded) != (name in missing), name
+        if name in loaded:
+            assert callable(backends.get_kernel(name)) and callable(backends.get(name))
+        else:
+            assert missing[name].strip(), name
 
 
 def test_available_backends_are_ranked():
@@ -113,7 +138,7 @@ def test_thread_settings(monkeypatch):
         with fastsoftmax.threads(1):
             assert fastsoftmax.get_num_threads() == 1
         assert fastsoftmax.get_num_threads() == 2
-        with pytest.raises(ValueError, match="positive integer"):
+        with pytest.raises(ValueError, match=r"n must be an integer >= 1, got 0"):
             fastsoftmax.set_num_threads(0)
     finally:
         fastsoftmax.set_num_threads(None)

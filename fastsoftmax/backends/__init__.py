@@ -36,9 +36,8 @@ import os
 
 import numpy as np
 
-from ._threads import _check as _check_threads
 from ._threads import get_num_threads
-from ._validate import check_result, prepare, working_dtype
+from ._validate import check_result, integer, prepare, working_dtype
 from . import _wisdom
 
 __all__ = [
@@ -197,7 +196,7 @@ def get(name):
 
     def softmax_loss(W, X, y, reg, *, b=None, rows=None, out=None, n_threads=None):
         problem = prepare(W, X, y, reg, b, rows, out)
-        n_threads = get_num_threads() if n_threads is None else _check_threads(n_threads, "n_threads")
+        n_threads = get_num_threads() if n_threads is None else integer(n_threads, "n_threads", 1)
         # Non-finite intermediates are detected from the result by
         # check_result, which names the cause; NumPy's warnings would only
         # repeat it less clearly.

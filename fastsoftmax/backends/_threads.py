@@ -20,6 +20,8 @@ import contextlib
 import contextvars
 import os
 
+from ._validate import integer
+
 __all__ = ["get_num_threads", "set_num_threads", "threads"]
 
 _ENV = "FASTSOFTMAX_NUM_THREADS"
@@ -32,15 +34,6 @@ def _cores():
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def _check(n, source):
-    if isinstance(n, bool) or not isinstance(n, int) and not hasattr(n, "__index__"):
-        raise TypeError(f"{source} must be a positive integer, got {n!r}")
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"{source} must be a positive integer, got {n}")
-    return n
 
 
 def get_num_threads():
@@ -59,7 +52,7 @@ def get_num_threads():
     env = os.environ.get(_ENV)
     if env:
         try:
-            return _check(int(env), _ENV)
+            return integer(int(env), _ENV, 1)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{_ENV}={env!r} is not a positive integer") from exc
     return _cores()
@@ -75,7 +68,7 @@ def set_num_threads(n):
         cores, or ``FASTSOFTMAX_NUM_THREADS``).
     """
     global _process_setting
-    _process_setting = None if n is None else _check(n, "n")
+    _process_setting = None if n is None else integer(n, "n", 1)
 
 
 @contextlib.contextmanager
@@ -87,7 +80,7 @@ def threads(n):
     n : int
         A positive thread count; applies to this thread or task only.
     """
-    token = _context_setting.set(_check(n, "n"))
+    token = _context_setting.set(integer(n, "n", 1))
     try:
         yield
     finally:

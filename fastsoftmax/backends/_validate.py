@@ -41,7 +41,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Problem", "prepare", "check_result", "working_dtype", "integer"]
+__all__ = [
+    "Problem",
+    "prepare",
+    "check_result",
+    "working_dtype",
+    "check_data",
+    "check_labels",
+    "row_indices",
+    "integer",
+    "real",
+]
 
 
 class Problem(NamedTuple):
@@ -167,45 +177,13 @@ def prepare(W, X, y, reg, b=None, rows=None, out=None) -> Problem:
     W = _as_array("W", W)
     X = _as_array("X", X)
     y = _as_array("y", y)
-
-    if W.ndim != 2:
-        raise ValueError(f"W must be 2-D with shape (D, C), got {W.ndim}-D array of shape {W.shape}")
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-D with shape (N, D), got {X.ndim}-D array of shape {X.shape}")
-    if y.ndim != 1:
-        raise ValueError(f"y must be 1-D with shape (N,), got {y.ndim}-D array of shape {y.shape}")
-    _float_kind("W", W)
-    _float_kind("X", X)
-
-    N, D = X.shape
-    Dw, C = W.shape
-    if Dw != D:
-        raise ValueError(
-            f"W has {Dw} rows but X has {D} columns: W must be (D, C) = ({D}, C) for X of shape {X.shape}"
-        )
-    if C == 0:
-        raise ValueError(f"W must have at least one column (class), got shape {W.shape}")
-    if y.shape[0] != N:
-        raise ValueError(f"y has {y.shape[0]} labels but X has {N} rows: y must have shape ({N},)")
-    if rows is None and N == 0:
-        raise ValueError("X has no rows (N == 0): the loss is a mean over examples and needs N >= 1")
-
-    if y.dtype.kind not in "iu":  # not bool, not timedelta64 (an "integer" to NumPy)
-        raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
-
-    if isinstance(reg, (bool, np.bool_)) or not isinstance(reg, numbers.Real):
-        raise TypeError(f"reg must be a real number >= 0, got {type(reg).__name__} {reg!r}")
-    reg = float(reg)
-    if not math.isfinite(reg) or reg < 0:
-        raise ValueError(f"reg must be a finite number >= 0, got {reg}")
+    N, D = check_data(X, y, W, empty_ok=rows is not None)
+    C = W.shape[1]
+    reg = real(reg, "reg")
 
     if rows is not None:
         rows = _rows(rows, N)
-    batch = y if rows is None else y[rows]  # a small gather: n labels
-    lo, hi = int(batch.min()), int(batch.max())
-    if lo < 0 or hi >= C:
-        bad = lo if lo < 0 else hi
-        raise ValueError(f"y must hold labels in [0, C) = [0, {C}), found label {bad}")
+    check_labels(y if rows is None else y[rows], C)  # with rows, a small gather: n labels
 
     dtype = working_dtype(W.dtype, X.dtype)
     # W is small: cast it, and copy it into one canonical form (C-contiguous,
@@ -223,6 +201,125 @@ def prepare(W, X, y, reg, b=None, rows=None, out=None) -> Problem:
     if out is not None:
         _check_out(out, (D, C), dtype, W, X, y, b, rows)
     return Problem(W, X, y, reg, b, rows, out)
+
+
+def check_data(X, y, W=None, *, empty_ok=False):
+    """Check the shapes and dtypes of ``X``, ``y`` (and ``W``) without reading their values.
+
+    The part of :func:`prepare` that needs only ``ndim``, ``shape`` and
+    ``dtype``, so it also serves arrays that are not in memory (Dask) and
+    callers that have no ``W`` yet (a classifier before its first step):
+    one set of messages for every entry point.
+
+    Parameters
+    ----------
+    X : array, shape (N, D)
+        Anything with ``ndim``, ``shape`` and ``dtype``.
+    y : array, shape (N,)
+        Integer labels (their values are checked by :func:`check_labels`).
+    W : array, shape (D, C), optional
+    empty_ok : bool
+        Allow N == 0 (when a batch of ``rows`` is chosen separately).
+
+    Returns
+    -------
+    (N, D) : tuple of int
+
+    Raises
+    ------
+    TypeError
+        For non-real ``X`` or ``W``, or labels that are not integers.
+    ValueError
+        For wrong dimensions, mismatched shapes, no classes, or no rows.
+    """
+    if W is not None and W.ndim != 2:
+        raise ValueError(f"W must be 2-D with shape (D, C), got {W.ndim}-D array of shape {W.shape}")
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D with shape (N, D), got {X.ndim}-D array of shape {X.shape}")
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D with shape (N,), got {y.ndim}-D array of shape {y.shape}")
+    if W is not None:
+        _float_kind("W", W)
+    _float_kind("X", X)
+    N, D = X.shape
+    if W is not None:
+        Dw, C = W.shape
+        if Dw != D:
+            raise ValueError(
+                f"W has {Dw} rows but X has {D} columns: W must be (D, C) = ({D}, C) for X of shape {X.shape}"
+            )
+        if C == 0:
+            raise ValueError(f"W must have at least one column (class), got shape {W.shape}")
+    if y.shape[0] != N:
+        raise ValueError(f"y has {y.shape[0]} labels but X has {N} rows: y must have shape ({N},)")
+    if not empty_ok and N == 0:
+        raise ValueError("X has no rows (N == 0): the loss is a mean over examples and needs N >= 1")
+    if y.dtype.kind not in "iu":  # not bool, not timedelta64 (an "integer" to NumPy)
+        raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
+    return N, D
+
+
+def check_labels(y, C=None):
+    """Check that integer labels ``y`` lie in ``[0, C)`` (only ``>= 0`` when C is None).
+
+    Parameters
+    ----------
+    y : ndarray, shape (n,), integer dtype, n >= 1
+    C : int, optional
+        Number of classes; None when it is not known yet (it will be
+        ``max(y) + 1``).
+
+    Raises
+    ------
+    ValueError
+        Naming the first offending bound's label.
+    """
+    lo, hi = int(y.min()), int(y.max())
+    if C is None:
+        if lo < 0:
+            raise ValueError(f"y must hold labels >= 0 (class indices), found label {lo}")
+    elif lo < 0 or hi >= C:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"y must hold labels in [0, C) = [0, {C}), found label {bad}")
+
+
+def real(value, name, *, positive=False):
+    """``value`` as a finite Python float ``>= 0`` (``> 0`` if ``positive``), or a clear error.
+
+    The one check of real-number arguments (``reg``, learning rates).
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not a real number (bools, strings, arrays, complex).
+    ValueError
+        If it is NaN, infinite or out of range.
+    """
+    bound = "> 0" if positive else ">= 0"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number {bound}, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or (value <= 0 if positive else value < 0):
+        raise ValueError(f"{name} must be a finite number {bound}, got {value}")
+    return value
+
+
+def row_indices(rows, N):
+    """Row indices as a C-contiguous intp array in ``[0, N)``, as ``prepare`` takes ``rows``.
+
+    Negative indices count from the end, as in NumPy (a new array: the
+    caller's is never changed).
+
+    Raises
+    ------
+    TypeError
+        For indices that are not integers.
+    ValueError
+        For indices that are not 1-D, or none at all.
+    IndexError
+        For an index out of range for N rows.
+    """
+    return _rows(rows, N)
 
 
 def integer(value, name, minimum=None):

@@ -19,7 +19,9 @@ on a Zen 3 the table picked cython where numba was 1.27x faster).  So:
   static table.  A missing, unreadable or foreign file is simply ignored.
 
 The file is JSON, written atomically.  Its location: ``FASTSOFTMAX_CACHE_DIR``
-if set, else ``$XDG_CACHE_HOME/fastsoftmax``, else ``~/.cache/fastsoftmax``.
+if set, else the platform's user cache directory for fastsoftmax
+(``platformdirs``, e.g. ``~/.cache/fastsoftmax`` on Linux), beside the Numba
+cache of :mod:`._numba_cache`.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ def cache_dir():
     explicit = os.environ.get(_ENV)
     if explicit:
         return explicit
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "fastsoftmax")
+    import platformdirs
+
+    return platformdirs.user_cache_dir("fastsoftmax", appauthor=False)
 
 
 def _version():

@@ -34,9 +34,10 @@ process when two Python threads launch parallel kernels at once.  Numba picks
 to fall back to ``workqueue`` are our calls serialised with a lock.
 
 Compilation happens on the first call for each dtype, never at import, and is
-cached on disk (``cache=True``) so later processes skip it.  The cache is an
-optimisation, never a reason to fail: where Numba has nowhere writable to
-cache (read-only install, no writable HOME, no ``NUMBA_CACHE_DIR``) the
+cached on disk so later processes skip it: in ``NUMBA_CACHE_DIR`` or the
+user's cache directory (``~/.cache/fastsoftmax/numba``), never in the
+installed package (:mod:`fastsoftmax.backends._numba_cache`).  The cache is an
+optimisation, never a reason to fail: with nowhere writable to cache the
 kernels are compiled without it, and a cache file that cannot be read (cut
 short, overwritten) makes the first call recompile without the cache.  Both
 say so with a ``RuntimeWarning``, since each costs a compile per process.
@@ -50,6 +51,7 @@ import numba
 import numpy as np
 from numba.core.caching import NullCache
 
+from ._numba_cache import jit as _jit
 from ._threads import get_num_threads
 from ._common import finish, padded_transpose, thread_count
 
@@ -60,25 +62,6 @@ _CB = 5  # classes per micro-kernel: Cp is C rounded up to a multiple of 5
 # Reassociation (vectorised sums) and FMA contraction only: no nnan/ninf, so
 # non-finite values propagate to the result where they are detected.
 _FASTMATH = {"reassoc", "contract"}
-
-
-def _jit(**options):
-    """``numba.njit(cache=True, **options)``, or without the cache where Numba cannot have one."""
-
-    def decorate(func):
-        try:
-            return numba.njit(cache=True, **options)(func)
-        except RuntimeError as exc:  # "cannot cache function ...: no locator available"
-            warnings.warn(
-                f"fastsoftmax numba backend: no writable place for Numba's cache ({exc}); "
-                "compiling on first use in every process. Set NUMBA_CACHE_DIR to a writable "
-                "directory to cache the compiled kernels.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            return numba.njit(cache=False, **options)(func)
-
-    return decorate
 
 
 @_jit(fastmath=_FASTMATH)

@@ -6,20 +6,12 @@ Two matrix products do all the work: the scores ``S = X @ W`` (N x C) and the
 gradient ``X.T @ G`` (D x C).  With C = 10 both are skinny GEMMs, and BLAS
 (OpenBLAS here) is sensitive to which operand it sees as transposed.  The
 gradient is always computed as ``(G.T @ X).T``, which presents X in its
-native order as the large operand.  For the scores the best order depends on
-the dtype: measured on one thread (N=500 and 10000, D=3073, C=10, min of 10):
-
-=========  ==============  ==============  ===========  ===========
-dtype      ``X @ W``       ``W.T @ X.T``   ``X.T @ G``  ``G.T @ X``
-=========  ==============  ==============  ===========  ===========
-float64    1.85 / 58.8 ms  1.42 / 37.7 ms  2.29 / 75.8  1.25 / 34.3
-float32    0.76 / 24.3 ms  1.31 / 33.0 ms  0.99 / 32.2  0.86 / 20.0
-=========  ==============  ==============  ===========  ===========
-
-so float64 computes the transposed scores ``W.T @ X.T`` and float32 the
-textbook ``X @ W`` (:data:`TRANSPOSED_SCORES`).  Everything between the two
-products touches only N x C arrays, through the (C, N) view ``St``.
-Reproduce with the script in the README's "How the kernels work".
+native order as the large operand.  For the scores the faster order depends
+on the dtype, so float64 computes the transposed scores ``W.T @ X.T`` and
+float32 the textbook ``X @ W`` (:data:`TRANSPOSED_SCORES`); the measurements
+behind both choices are in docs/benchmarks.md ("Measurements behind design
+choices").  Everything between the two products touches only N x C arrays,
+through the (C, N) view ``St``.
 """
 
 import numpy as np
@@ -69,7 +61,7 @@ def softmax_loss(problem, n_threads=None):
     if out is None:
         out = np.empty(W.shape, dtype=W.dtype)
     # (C, D) product, copied transposed: matmul(..., out=out.T) would leave
-    # BLAS for NumPy's own loop (1.6-2.6x slower, docs/kernels.md).
+    # BLAS for NumPy's own loop (slower, measured in docs/benchmarks.md).
     out[...] = (St @ X).T
     out += (2.0 * reg) * W
     loss += reg * float(np.vdot(W, W))

@@ -32,9 +32,9 @@ def fresh_numba_backend(cache_dir):
     ----------
     cache_dir : str or None
         An existing directory (a fresh empty one for a cold compile), or
-        None for Numba's usual cache (beside the source, or
-        ``NUMBA_CACHE_DIR``), which the installed backend fills on its first
-        call ever.
+        None for the backend's usual cache (``NUMBA_CACHE_DIR`` or the user
+        cache directory, see :mod:`fastsoftmax.backends._numba_cache`), which
+        the installed backend fills on its first call ever.
 
     Returns
     -------

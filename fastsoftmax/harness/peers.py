@@ -119,17 +119,16 @@ _stream_kernel = None
 
 
 def _stream():
-    """The jitted single-pass sum (compiled on first use, cached on disk)."""
+    """The jitted single-pass sum (compiled on first use, cached where the backend's kernels are)."""
     global _stream_kernel
     if _stream_kernel is None:
-        import numba
+        from ..backends._numba_cache import jit
 
         # reassoc lets LLVM keep several vector accumulators, so the loop is
-        # limited by loads, not by the latency of one chain of adds (measured:
-        # ~100 GB/s on an L2-resident float64 block vs ~6 GB/s without).  No nnan/ninf.
+        # limited by loads, not by the latency of one chain of adds.  No nnan/ninf.
         # Serial and nogil, threaded from Python: inside a Numba prange the
-        # same loop did not vectorize (2 GB/s in L2).
-        @numba.njit(nogil=True, fastmath={"reassoc", "contract"}, cache=True)
+        # same loop did not vectorize.  Figures: docs/benchmarks.md.
+        @jit(nogil=True, fastmath={"reassoc", "contract"})
         def stream_sum(flat, lo, hi, passes):
             # Index a slice from 0 to its size: with lo..hi indices into
             # ``flat`` LLVM kept the negative-index checks and did not vectorize.

@@ -134,6 +134,9 @@ def run(
     plot_path=None,
     out=print,
     progress=None,
+    training_step=False,
+    training_step_threads=(1, 2),
+    training_step_dtypes=None,
 ):
     """Benchmark ``cases``; print one table per case; return the exit status.
 
@@ -158,6 +161,13 @@ def run(
         Receives each table.
     progress : bool or None
         tqdm progress bar on stderr (None: only on a terminal).
+    training_step : bool
+        Also time a training step beside the bare kernel
+        (:mod:`fastsoftmax.harness.training_step`).
+    training_step_threads : sequence of int
+        Thread counts of that section.
+    training_step_dtypes : sequence of str, optional
+        Its dtypes (default: those of ``cases``, or both).
 
     Returns
     -------
@@ -174,7 +184,7 @@ def run(
                and n not in backends._extra]
     if unknown:
         raise backends.BackendUnavailable(f"unknown backend(s) {unknown}; available: {backends.available()}")
-    records, failed, sources = [], [], {}
+    records, failed, sources, steps = [], [], {}, []
     # tqdm's disable=None means "only on a terminal".
     disable = None if progress is None else not progress
     bar = tqdm(total=len(cases) * len(threads) * len(names), disable=disable,
@@ -218,12 +228,24 @@ def run(
             out(format_table(case, source, ref_name, case_records))
             for note in dict.fromkeys(r["memory_note"] for r in case_records if "memory_note" in r):
                 out(f"extra mem not measured: {note}")
+        if training_step:
+            from . import training_step as ts
+
+            dtypes = training_step_dtypes or list(dict.fromkeys(c.dtype for c in cases)) or ["float64", "float32"]
+            steps = ts.measure(dtypes, training_step_threads, progress=bar.set_description)
+            bar.clear()
+            out(ts.format_table(steps))
+            failed += [f"training step {r['dtype']} x{r['threads']} (rows= disagrees with the gathered call)"
+                       for r in steps if r["row"] == "rows step" and not r["agrees"]]
     finally:
         bar.close()
-    out("\n" + footnotes(names, threads))
     payload = {"machine": {**machine_info(), "isa": isa_note()}, "argv": sys.argv, "repeat": repeat,
                "records": records}
-    if any(name == "stream X" for name in names):
+    if steps:
+        payload["training_step"] = steps
+    if cases:
+        out("\n" + footnotes(names, threads))
+    if cases and any(name == "stream X" for name in names):
         payload["floor_check"] = _floor_check(cases, records, threads)
         out(payload["floor_check"]["summary"])
     if json_path:

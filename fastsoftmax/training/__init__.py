@@ -3,6 +3,8 @@
 Layout
 ------
 ``classifier``  :class:`Softmax`: minibatch SGD, predict, save/load
+``sgd``         the shared minibatch step (rows read in place, gradient buffer
+                reused, W updated in place) and the batch-source protocol
 ``data``        CIFAR-10 reading and the CS231n splits; the spiral data set
 ``gradcheck``   numerical gradients and relative errors, as in the exercise
 ``tuning``      grid search over learning rate and regularisation

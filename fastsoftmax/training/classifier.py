@@ -4,62 +4,54 @@ Design note
 -----------
 This is the ``Softmax`` / ``LinearClassifier`` of the CS231n assignment with
 its loss computed by a fastsoftmax backend.  :meth:`Softmax.train` is a loop
-over three small steps, each its own method so that it can be replaced
-(for example to train on a Dask array) without touching the loop:
+over the batches of a *batch source* (:mod:`fastsoftmax.training.sgd`),
+each taken by one :class:`fastsoftmax.training.sgd.SGDStep`: the kernel reads
+the batch's rows of X in place (``rows=``), writes the gradient into one
+reused buffer (``out=``), and W is updated in place.  The model equals, bit
+for bit, what the textbook loop (``X[idx]``, a fresh ``dW``,
+``W -= lr * dW``) gives for the same seed and thread count.
 
-* :meth:`Softmax._minibatch` draws ``batch_size`` examples with replacement,
-* :meth:`Softmax.loss` runs the backend's validated ``softmax_loss``,
-* :meth:`Softmax._update` takes the SGD step ``W -= learning_rate * dW``.
+Where the batches come from is the ``batches=`` argument of :meth:`train`
+(the documented protocol of :mod:`fastsoftmax.training.sgd`):
+:func:`~fastsoftmax.training.sgd.random_batches` for arrays in memory, and
+for a Dask array (recognised by Dask's public collection protocol,
+``__dask_graph__``) :func:`fastsoftmax.dask.minibatches`, which fetches
+only the drawn rows.  Neither module touches the other's private names.
 
-Inputs are validated once, by the backend (``fastsoftmax.backends._validate``); this
-module checks only what it needs itself: the SGD settings, that X has one row
-per label, and the labels (they fix the number of classes).
+Inputs are validated by the one validator (``fastsoftmax.backends._validate``):
+shapes, dtypes and labels up front with its ``check_data`` and
+``check_labels`` (the same messages as :func:`fastsoftmax.softmax_loss`),
+everything else by the backend at each step.
 
 Reproducibility: all randomness (initial weights and minibatches) comes from
-one ``numpy.random.Generator`` seeded at construction and is drawn the same
-way whatever the backend, so two models with the same seed see the same
-batches.  Backends agree to within the tolerances of
-:mod:`fastsoftmax.testing`, so their models agree to within SGD's
-amplification of those differences (tested).
+one ``numpy.random.Generator``, :attr:`Softmax.rng`, seeded at construction
+and drawn the same way whatever the backend and batch source, so two models
+with the same seed see the same batches.  Backends agree to within the
+tolerances of :mod:`fastsoftmax.harness.agreement`, so their models agree to
+within SGD's amplification of those differences (tested).
 
-``backend=None`` means "the fastest backend at call time"
-(:func:`fastsoftmax.fastest`), so a later :func:`fastsoftmax.set_backend`
-takes effect on a model that already exists.
+``backend=None`` means "what :func:`fastsoftmax.softmax_loss` would pick":
+:func:`fastsoftmax.fastest` for the working dtype and batch size, decided
+when :meth:`train` (or :meth:`loss`) is called, so a later
+:func:`fastsoftmax.set_backend` takes effect on a model that already exists.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import numbers
 import os
-import sys
 import zipfile
 
 import numpy as np
 
 from .. import backends
 from .._files import atomic_write
-from ..backends._validate import working_dtype
+from ..backends._validate import check_data, check_labels, integer, real, working_dtype
+from .sgd import SGDStep, random_batches
 
 __all__ = ["Softmax"]
 
 _FORMAT = "fastsoftmax.Softmax/1"
-
-
-def _positive_int(name, value, minimum):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _finite(name, value, positive):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or (value <= 0 if positive else value < 0):
-        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value}")
-    return value
 
 
 class Softmax:
@@ -86,6 +78,9 @@ class Softmax:
         the model so that new images can be prepared the same way.
     settings : dict
         Hyper-parameters of the last :meth:`train` call and the backend used.
+    rng : numpy.random.Generator
+        The source of all randomness (initial weights, minibatches), seeded
+        with ``seed``; batch sources draw from it.
     """
 
     def __init__(self, backend=None, seed=None):
@@ -97,16 +92,14 @@ class Softmax:
         self.class_names = None
         self.mean_image = None
         self.settings = {}
-        self._rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(seed)
 
     def __repr__(self):
         shape = None if self.W is None else self.W.shape
         return f"Softmax(backend={self.backend!r}, seed={self.seed!r}, W.shape={shape})"
 
-    # -- the three steps of train() ------------------------------------------------
-
-    def _backend_name(self):
-        return self.backend if self.backend is not None else backends.fastest()
+    def _backend_name(self, dtype=None, n=None):
+        return self.backend if self.backend is not None else backends.fastest(dtype, n)
 
     def loss(self, X_batch, y_batch, reg):
         """Softmax loss and gradient of the current weights on one batch.
@@ -125,53 +118,36 @@ class Softmax:
         """
         if self.W is None:
             raise RuntimeError("this Softmax has no weights yet: call train() or Softmax.load() first")
-        return backends.get(self._backend_name())(self.W, X_batch, y_batch, reg)
-
-    def _minibatch_indices(self, n, batch_size):
-        """Indices of one minibatch: ``batch_size`` of ``range(n)``, with replacement (as in CS231n)."""
-        return self._rng.choice(n, batch_size, replace=True)
-
-    def _minibatch(self, X, y, batch_size):
-        """``batch_size`` rows of (X, y) drawn with replacement."""
-        idx = self._minibatch_indices(len(y), batch_size)
-        return X[idx], y[idx]
-
-    def _update(self, dW, learning_rate):
-        """One SGD step, in place."""
-        self.W -= learning_rate * dW
+        name = self._backend_name(*backends.problem_key(self.W, X_batch))
+        return backends.get(name)(self.W, X_batch, y_batch, reg)
 
     def _init_weights(self, D, C, dtype):
-        self.W = (0.001 * self._rng.standard_normal((D, C))).astype(dtype)
+        self.W = (0.001 * self.rng.standard_normal((D, C))).astype(dtype)
 
     # -- public API ----------------------------------------------------------------
 
-    def _check_labels(self, X, y):
-        y = np.asarray(y)
-        if y.ndim != 1 or y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"y must be a 1-D array of integer labels, got {y.dtype} of shape {y.shape}")
-        if len(X.shape) != 2 or X.shape[0] != y.shape[0]:
-            raise ValueError(f"X must be 2-D with one row per label: y has {y.shape[0]} labels, X has shape {X.shape}")
-        if y.size == 0:
-            raise ValueError("cannot train on an empty data set (y has no labels)")
-        if y.min() < 0:
-            raise ValueError(f"labels must be >= 0, found {y.min()}")
-        if self.W is not None and (X.shape[1] != self.W.shape[0] or y.max() >= self.W.shape[1]):
-            raise ValueError(
-                f"this model's W has shape {self.W.shape} (D, C): X must have {self.W.shape[0]} columns "
-                f"and labels must be < {self.W.shape[1]}; got X {X.shape}, max label {y.max()}"
-            )
+    def _check_data(self, X, y):
+        """Shapes, dtypes and labels, with the validator's messages; returns y as an ndarray."""
+        y = np.asarray(y)  # labels are small; a Dask y is brought to the client
+        check_data(X, y, self.W)
+        check_labels(y, None if self.W is None else self.W.shape[1])
         return y
 
-    def train(self, X, y, learning_rate=1e-3, reg=1e-5, num_iters=100, batch_size=200, verbose=False, progress=False):
+    def train(self, X, y, learning_rate=1e-3, reg=1e-5, num_iters=100, batch_size=200, verbose=False,
+              progress=False, *, batches=None, n_threads=None):
         """Train with minibatch stochastic gradient descent.
 
         Starts from the current weights if there are any, else from small
         random ones (``0.001 * N(0, 1)``) with ``C = max(y) + 1`` classes.
+        Each step reads its batch's rows of X in place and updates
+        :attr:`W` in place (:class:`fastsoftmax.training.sgd.SGDStep`).
 
         Parameters
         ----------
         X : array_like, shape (N, D)
-            Training data (float32 trains in float32, anything else in float64).
+            Training data (float32 trains in float32, anything else in
+            float64); never modified.  A Dask array is trained on without
+            being loaded (see ``batches``).
         y : array_like, shape (N,)
             Integer labels ``>= 0``.
         learning_rate : float
@@ -186,49 +162,69 @@ class Softmax:
             Print the loss every 100 iterations.
         progress : bool
             Show a tqdm progress bar with the current loss.
+        batches : callable, optional
+            The batch source, ``batches(X, y, batch_size, num_iters, rng)``
+            returning ``num_iters`` :class:`fastsoftmax.training.sgd.Batch`
+            (the protocol of :mod:`fastsoftmax.training.sgd`).  Default:
+            :func:`fastsoftmax.training.sgd.random_batches` for arrays in
+            memory, :func:`fastsoftmax.dask.minibatches` for a Dask array.
+        n_threads : int, optional
+            Threads of the compiled backends; default
+            :func:`fastsoftmax.get_num_threads`.
 
         Returns
         -------
         list of float
             The loss of each iteration.
+
+        Raises
+        ------
+        TypeError, ValueError
+            For bad settings or data, with the validator's messages.
+        IndexError
+            If a batch source yields row indices out of range.
         """
-        learning_rate = _finite("learning_rate", learning_rate, positive=True)
-        reg = _finite("reg", reg, positive=False)
-        num_iters = _positive_int("num_iters", num_iters, 0)
-        batch_size = _positive_int("batch_size", batch_size, 1)
-        if not hasattr(X, "shape"):
+        learning_rate = real(learning_rate, "learning_rate", positive=True)
+        reg = real(reg, "reg")
+        num_iters = integer(num_iters, "num_iters", 0)
+        batch_size = integer(batch_size, "batch_size", 1)
+        if n_threads is not None:
+            n_threads = integer(n_threads, "n_threads", 1)
+        if batches is None:
+            if hasattr(X, "__dask_graph__"):  # Dask's collection protocol: fetch only the drawn rows
+                from ..dask import minibatches as batches
+            else:
+                batches = random_batches
+                # Once, not per step (a no-op for NumPy arrays and memmaps: no copy).
+                X = np.asarray(X)
+        elif not hasattr(X, "shape"):
             X = np.asarray(X)
-        y = self._check_labels(X, y)
+        y = self._check_data(X, y)
         if self.W is None:
             self._init_weights(X.shape[1], int(y.max()) + 1, working_dtype(X.dtype, X.dtype))
 
-        backend = self._backend_name()
+        step = SGDStep(self.W, learning_rate, reg, backend=self.backend, n_threads=n_threads)
+        backend = step.backend_for(X, batch_size)
         self.settings = dict(
             learning_rate=learning_rate, reg=reg, num_iters=num_iters, batch_size=batch_size,
             backend=backend, seed=self.seed, dtype=str(self.W.dtype),
         )
         from tqdm.auto import tqdm
 
-        batches = None
-        dask_array = sys.modules.get("dask.array")  # loaded if X can be one
-        if dask_array is not None and isinstance(X, dask_array.Array):
-            # X stays on its workers: only the drawn rows are fetched, the same
-            # batches as in memory (see fastsoftmax.dask.minibatches).
-            from ..dask import minibatches
-
-            batches = minibatches(self, X, y, batch_size, num_iters)
         loss_history = []
         with tqdm(total=num_iters, desc=f"train[{backend}]", disable=not progress, leave=False) as bar:
-            for it in range(num_iters):
-                X_batch, y_batch = self._minibatch(X, y, batch_size) if batches is None else next(batches)
-                loss, dW = self.loss(X_batch, y_batch, reg)
-                self._update(dW, learning_rate)
+            for it, batch in enumerate(batches(X, y, batch_size, num_iters, self.rng)):
+                if it == num_iters:
+                    raise ValueError(f"the batch source yielded more than num_iters = {num_iters} batches")
+                loss = step(*batch)
                 loss_history.append(loss)
                 bar.update(1)
                 if it % 100 == 0:
                     bar.set_postfix(loss=f"{loss:.4f}")
                     if verbose:
                         print(f"iteration {it} / {num_iters}: loss {loss:f}")
+        if len(loss_history) != num_iters:
+            raise ValueError(f"the batch source yielded {len(loss_history)} batches, not num_iters = {num_iters}")
         return loss_history
 
     def predict(self, X):

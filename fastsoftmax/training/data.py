@@ -50,6 +50,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..backends._validate import integer
+
 __all__ = [
     "CIFAR10_URL",
     "CIFAR10_MD5",
@@ -476,12 +478,6 @@ def load_cifar10(root):
     return X_train, y_train, X_test, y_test, class_names
 
 
-def _count(name, value, minimum):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def get_cifar10_data(
     root,
     num_training=49000,
@@ -540,12 +536,12 @@ def split_cifar10(loaded, num_training=49000, num_validation=1000, num_test=1000
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    num_validation = _count("num_validation", num_validation, 0)
+    num_validation = integer(num_validation, "num_validation", 0)
     if num_training is None:
         num_training = n_train - num_validation
-    num_training = _count("num_training", num_training, 1)
-    num_test = _count("num_test", n_test if num_test is None else num_test, 0)
-    num_dev = _count("num_dev", num_dev, 0)
+    num_training = integer(num_training, "num_training", 1)
+    num_test = integer(n_test if num_test is None else num_test, "num_test", 0)
+    num_dev = integer(num_dev, "num_dev", 0)
     if num_training + num_validation > n_train:
         raise ValueError(
             f"num_training + num_validation = {num_training} + {num_validation} = "
@@ -717,8 +713,8 @@ def make_spiral(n_per_class=100, n_classes=3, seed=0):
     Not linearly separable: the notes' linear softmax reaches about 49 %
     training accuracy on the default 3 x 100 points, a two-layer net about 98 %.
     """
-    n_per_class = _count("n_per_class", n_per_class, 1)
-    n_classes = _count("n_classes", n_classes, 1)
+    n_per_class = integer(n_per_class, "n_per_class", 1)
+    n_classes = integer(n_classes, "n_classes", 1)
     rng = np.random.default_rng(seed)
     X = np.zeros((n_per_class * n_classes, 2))
     y = np.zeros(n_per_class * n_classes, dtype=np.int64)

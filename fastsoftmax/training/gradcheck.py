@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backends._validate import integer
+
 __all__ = ["eval_numerical_gradient", "grad_check_sparse", "rel_error"]
 
 
@@ -113,11 +115,10 @@ def grad_check_sparse(f, x, analytic_grad, num_checks=10, h=1e-5, seed=None, ver
     analytic_grad = np.asarray(analytic_grad)
     if analytic_grad.shape != x.shape:
         raise ValueError(f"analytic_grad has shape {analytic_grad.shape}, expected x's shape {x.shape}")
-    if int(num_checks) != num_checks or num_checks < 1:
-        raise ValueError(f"num_checks must be an integer >= 1, got {num_checks!r}")
+    num_checks = integer(num_checks, "num_checks", 1)
     rng = np.random.default_rng(seed)
-    errors = np.empty(int(num_checks))
-    for k in range(int(num_checks)):
+    errors = np.empty(num_checks)
+    for k in range(num_checks):
         ix = tuple(int(rng.integers(m)) for m in x.shape)
         numerical = _centred(f, x, ix, h)
         analytic = float(analytic_grad[ix])

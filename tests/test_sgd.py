@@ -1,0 +1,210 @@
+"""The minibatch step (rows + out + in-place update) against the copy path, bit for bit.
+
+The copy path is the textbook loop every training loop used to run:
+``X[idx]``, ``y[idx]``, a fresh ``dW`` from the backend's public function,
+``W -= lr * dW``.  The step must give the same model to the last bit, for
+every backend, dtype and thread count (a compiled kernel's result depends
+on its thread count, so each count is compared with itself).
+"""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from fastsoftmax import Softmax, backends
+from fastsoftmax.training.sgd import Batch, SGDStep, draw_rows, random_batches
+
+#: Shapes per thread count: with 2 threads the batch must be big enough
+#: that the compiled kernels really split it (N*D*C >= 2 * 2**20 multiply-adds,
+#: backends._common.MIN_WORK_PER_THREAD), or "2 threads" would test 1 again.
+SHAPES = {1: dict(n=80, d=30, c=5, batch=16, steps=12), 2: dict(n=400, d=1100, c=10, batch=200, steps=4)}
+
+#: Compiled backends that, on this tree, hand ``rows`` problems to the numpy
+#: kernel (``backends._common.interim``) instead of reading rows in place:
+#: their rows path is the numpy kernel's arithmetic, not theirs, so it cannot
+#: equal their copy path.  Issue 11's kernels remove this; the strict xfail
+#: then fails, telling whoever merges them to empty this set.
+INTERIM_ROWS = {"numba", "cython"}
+
+
+def data(dtype, n, d, c, seed=0, **_):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(dtype)
+    y = rng.integers(0, c, n)
+    W0 = (0.01 * rng.standard_normal((d, c))).astype(dtype)
+    return W0, X, y
+
+
+def copy_path(name, W0, X, y, lr, reg, seed, steps, batch, n_threads, b0=None):
+    """The textbook loop: gather, fresh gradient, ``W -= lr * dW``."""
+    rng = np.random.default_rng(seed)
+    W = W0.copy()
+    b = None if b0 is None else b0.copy()
+    loss_fn = backends.get(name)
+    losses = []
+    for _ in range(steps):
+        idx = rng.choice(len(y), batch, replace=True)
+        result = loss_fn(W, X[idx], y[idx], reg, b=b, n_threads=n_threads)
+        W -= lr * result[1]
+        if b is not None:
+            b -= lr * result[2]
+        losses.append(result[0])
+    return W, b, losses
+
+
+def _maybe_interim(name):
+    if name in INTERIM_ROWS:
+        pytest.xfail(f"{name} hands rows= to the numpy kernel until issue 11's kernels land")
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_training_equals_the_copy_path_bit_for_bit(backend, dtype, n_threads):
+    name, _ = backend
+    if name == "python" and n_threads == 2:
+        pytest.skip("the python reference has no threads (and is slow at the 2-thread size)")
+    shape = SHAPES[n_threads]
+    W0, X, y = data(dtype, **shape)
+    X_before = X.copy()
+    lr, reg, seed = 0.05, 1e-3, 11
+    W_ref, _, losses_ref = copy_path(name, W0, X, y, lr, reg, seed, shape["steps"], shape["batch"], n_threads)
+
+    model = Softmax(backend=name, seed=seed)
+    model.W = W0.copy()  # no initial draw: the generator goes straight to the batches, as in copy_path
+    history = model.train(X, y, learning_rate=lr, reg=reg, num_iters=shape["steps"],
+                          batch_size=shape["batch"], n_threads=n_threads)
+    np.testing.assert_array_equal(X, X_before)  # X is read in place, never written
+    if name in INTERIM_ROWS and not np.array_equal(model.W, W_ref):
+        _maybe_interim(name)
+    assert model.W.dtype == W_ref.dtype
+    np.testing.assert_array_equal(model.W, W_ref)
+    assert history == losses_ref
+    if name in INTERIM_ROWS:
+        pytest.fail(f"{name} now matches its copy path bit for bit: remove it from INTERIM_ROWS")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_step_with_bias_equals_the_copy_path(dtype):
+    """The estimator's case: an unregularized bias, updated in place too."""
+    W0, X, y = data(dtype, n=90, d=12, c=4)
+    b0 = np.linspace(-0.1, 0.1, 4).astype(dtype)
+    W_ref, b_ref, losses_ref = copy_path("numpy", W0, X, y, 0.1, 1e-2, 5, 15, 32, 1, b0=b0)
+    W, b = W0.copy(), b0.copy()
+    step = SGDStep(W, 0.1, 1e-2, b=b, backend="numpy", n_threads=1)
+    losses = [step(*batch) for batch in random_batches(X, y, 32, 15, np.random.default_rng(5))]
+    np.testing.assert_array_equal(W, W_ref)
+    np.testing.assert_array_equal(b, b_ref)
+    assert losses == losses_ref
+
+
+@pytest.mark.parametrize("n, batch_size", [(1, 3), (7, 1), (4585, 200), (10**6, 50)])
+def test_draw_rows_is_the_cs231n_draw(n, batch_size):
+    """draw_rows keeps the stream of rng.choice(n, batch_size, replace=True): same seed, same batches."""
+    a, b = np.random.default_rng(9), np.random.default_rng(9)
+    for _ in range(3):
+        drawn, choice = draw_rows(a, n, batch_size), b.choice(n, batch_size, replace=True)
+        np.testing.assert_array_equal(drawn, choice)
+        assert drawn.dtype == choice.dtype
+
+
+def test_negative_rows_mean_what_they_mean_in_numpy():
+    W0, X, y = data(np.float64, n=50, d=7, c=3)
+    rows = np.array([3, 49, 0, 3])
+    a, b = W0.copy(), W0.copy()
+    SGDStep(a, 0.1, 0.0, backend="numpy")(X, y, rows)
+    SGDStep(b, 0.1, 0.0, backend="numpy")(X, y, rows - 50)  # the same rows, counted from the end
+    np.testing.assert_array_equal(a, b)
+
+
+def _source(rows):
+    """A batch source yielding one batch of the given rows."""
+    return lambda X, y, batch_size, num_iters, rng: [Batch(X, y, rows)]
+
+
+@pytest.mark.parametrize(
+    "rows, error, message",
+    [
+        (np.array([0, 1.0]), TypeError, r"rows must hold integer row indices, got dtype float64"),
+        (np.array([0, 50]), IndexError, r"rows holds index 50, out of range for X with 50 rows"),
+        (np.array([-51]), IndexError, r"rows holds index -51, out of range for X with 50 rows"),
+        (np.array([], dtype=int), ValueError, r"rows is empty"),
+    ],
+    ids=["float", "too-large", "too-negative", "empty"],
+)
+def test_bad_rows_from_a_batch_source_get_the_validators_error(rows, error, message):
+    W0, X, y = data(np.float64, n=50, d=7, c=3)
+    model = Softmax(backend="numpy", seed=0)
+    model.W = W0.copy()
+    with pytest.raises(error, match=message):
+        model.train(X, y, num_iters=1, batch_size=2, batches=_source(rows))
+    np.testing.assert_array_equal(model.W, W0)  # a refused step changes nothing
+
+
+def test_a_batch_source_must_yield_num_iters_batches():
+    W0, X, y = data(np.float64, n=50, d=7, c=3)
+    model = Softmax(backend="numpy", seed=0)
+    with pytest.raises(ValueError, match=r"yielded 1 batches, not num_iters = 3"):
+        model.train(X, y, num_iters=3, batch_size=2, batches=_source(np.array([0, 1])))
+    too_many = lambda X, y, bs, n, rng: [Batch(X, y, np.array([0, 1]))] * 2  # noqa: E731
+    with pytest.raises(ValueError, match=r"more than num_iters = 1"):
+        model.train(X, y, num_iters=1, batch_size=2, batches=too_many)
+
+
+def test_a_step_allocates_nothing_of_the_gradients_size():
+    """After the first step, the loop allocates no (D, C) array: the gradient goes into
+    ``step.grad`` (``out=``) and the update is done in place.
+
+    A kernel registered for the test writes into ``out`` and allocates
+    nothing itself, so what tracemalloc sees is the step's own cost (and the
+    validator's: a (D, C) bool from ``isfinite(W)``, 1/8 of the gradient).
+    The copy path allocates dW and ``lr * dW``: two gradients per step.
+    """
+    D, C = 400, 10
+
+    def kernel(problem, n_threads):
+        dW = problem.out if problem.out is not None else np.empty(problem.W.shape, problem.W.dtype)
+        dW.fill(1e-3)
+        return 1.0, dW, None
+
+    backends.register("no-alloc", kernel)
+    try:
+        W0, X, y = data(np.float64, n=300, d=D, c=C)
+        W = W0.copy()
+        step = SGDStep(W, 0.1, 1e-3, backend="no-alloc")
+        rng = np.random.default_rng(0)
+        step(X, y, draw_rows(rng, 300, 32))  # warm-up: allocates step.grad once
+        grad = step.grad
+        tracemalloc.start()
+        try:
+            for _ in range(10):
+                step(X, y, draw_rows(rng, 300, 32))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert step.grad is grad
+        assert peak < W.nbytes / 2, f"{peak} bytes allocated at peak; the gradient is {W.nbytes}"
+        np.testing.assert_allclose(W, W0 - 11 * 0.1 * 1e-3, rtol=1e-12)  # 11 in-place updates
+    finally:
+        backends.unregister("no-alloc")
+
+
+def test_step_refuses_what_it_cannot_update_in_place():
+    W = np.zeros((3, 2))
+    W.flags.writeable = False
+    with pytest.raises(TypeError, match="W must be a writable NumPy array"):
+        SGDStep(W, 0.1, 0.0)
+    with pytest.raises(TypeError, match="b must be a writable NumPy array"):
+        SGDStep(np.zeros((3, 2)), 0.1, 0.0, b=[0.0, 0.0])
+    with pytest.raises(ValueError, match="learning_rate must be a finite number > 0"):
+        SGDStep(np.zeros((3, 2)), 0.0, 0.0)
+    with pytest.raises(backends.BackendUnavailable, match="unknown backend"):
+        SGDStep(np.zeros((3, 2)), 0.1, 0.0, backend="nope")
+
+
+def test_default_backend_is_what_softmax_loss_picks_for_the_batch():
+    W = np.zeros((3073, 10), np.float32)
+    X = np.zeros((5, 3073), np.float32)
+    step = SGDStep(W, 0.1, 0.0)
+    for n in (16, 200):
+        assert step.backend_for(X, n) == backends.fastest(np.float32, n)
