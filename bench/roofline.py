@@ -15,6 +15,13 @@ once, in that order, and the table gives both the median-based and the
 best-of-run (min time, max rate) ``% of roofline``; the best-of-run figure
 is what the machine can do when nobody else is using it.  Everything is
 measured in this one process, with the case's dtype and thread count.
+
+With more than one thread, every BLAS call (the GEMM, the ``numpy``
+backend) is followed by an untimed pause of ``--settle`` seconds: OpenBLAS's
+worker threads busy-wait for a while after a call, and on a machine with no
+spare core they would steal a core from the next row's threads (measured:
+cython at N=500 with 2 threads took 16 ms right after a 2-thread GEMM,
+1.7 ms on one thread).
 """
 
 import argparse
@@ -38,7 +45,7 @@ def _time(fn):
     return time.perf_counter() - t0
 
 
-def measure(n, dtype, threads, names, repeat, d=3073, c=10):
+def measure(n, dtype, threads, names, repeat, d=3073, c=10, settle=0.3):
     """Interleaved times: {'gemm': [...], 'stream': [...], name: [...]} and the case's flops and bytes."""
     W, X, y = make_problem(n, d, c, dtype)[:3]
     problem = prepare(W, X, y, 1e-3)
@@ -52,11 +59,15 @@ def measure(n, dtype, threads, names, repeat, d=3073, c=10):
         A @ B
         for kernel in kernels.values():
             kernel(problem, threads)  # compile / first touch, untimed
+        pause = settle if threads > 1 else 0.0
         for _ in range(repeat):
             times["gemm"].append(_time(lambda: A @ B))
+            time.sleep(pause)  # let BLAS's spinning workers go to sleep (see above)
             times["stream"].append(_time(stream))
             for name, kernel in kernels.items():
                 times[name].append(_time(lambda: kernel(problem, threads)))
+                if name == "numpy":
+                    time.sleep(pause)
     pool = getattr(stream, "pool", None)
     if pool is not None:
         pool.shutdown()
@@ -70,6 +81,8 @@ def main(argv=None):
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--backends", default="numpy,numba,cython")
     parser.add_argument("--repeat", type=int, default=11, help="interleaved repetitions (N >= 10000: a third, >= 5)")
+    parser.add_argument("--settle", type=float, default=0.3,
+                        help="untimed pause after each BLAS call when threads > 1 (seconds)")
     args = parser.parse_args(argv)
     names = [b for b in args.backends.split(",") if b in backends.available()]
     print(f"isa: {isa_note()}; backends: {names}; fastsoftmax {fastsoftmax.__version__}")
@@ -79,7 +92,7 @@ def main(argv=None):
         for n in map(int, args.sizes.split(",")):
             for threads in map(int, args.threads.split(",")):
                 repeat = args.repeat if n < 10000 else max(5, args.repeat // 3)
-                times, flops, nbytes = measure(n, dtype, threads, names, repeat)
+                times, flops, nbytes = measure(n, dtype, threads, names, repeat, settle=args.settle)
                 gemm_flops = 2.0 * GEMM_N**3
                 cells = []
                 for stat in (statistics.median, min):
