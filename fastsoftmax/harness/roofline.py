@@ -40,10 +40,18 @@ GEMM_N = 2048
 _gemm_cache: dict = {}
 
 
+#: Untimed pause after a multi-threaded GEMM (seconds): OpenBLAS's workers
+#: busy-wait for a while after a call and, with no spare core, would slow
+#: down whatever row runs next (measured: cython N=500 float64 on 2 threads,
+#: 16 ms right after a 2-thread GEMM instead of 1.25 ms).
+SETTLE_S = 0.3
+
+
 def gemm_rate(dtype, threads, n=None, repeat=5, cache=True):
     """FLOP/s of ``A @ B`` (n x n, default :data:`GEMM_N`, ``dtype``) with ``threads`` BLAS threads.
 
-    The median of ``repeat`` calls.
+    The median of ``repeat`` calls; then, with more than one thread, an
+    untimed pause of :data:`SETTLE_S`.
 
     One untimed call first (BLAS thread start-up, first touch).  Cached per
     (dtype, threads, n) for the process, so one run measures it once.
@@ -62,6 +70,8 @@ def gemm_rate(dtype, threads, n=None, repeat=5, cache=True):
             t0 = time.perf_counter()
             A @ B
             times.append(time.perf_counter() - t0)
+    if threads > 1:
+        time.sleep(SETTLE_S)
     rate = 2.0 * n**3 / statistics.median(times)
     if cache:
         _gemm_cache[key] = rate
