@@ -19,7 +19,9 @@ Three products, one subpackage each; only the first is imported here.
                 checks, tuning, pictures
 ``dask``        the same loss and training on row-chunked Dask arrays
 
-The kernels import nothing from the harness or the training kit.
+The kernels import nothing from the harness, and from the training kit only
+its NumPy-only layer functions (``training.layers``: the two-layer net's
+``numpy`` backend is their composition, so each formula exists once).
 """
 
 from . import backends
@@ -38,6 +40,7 @@ __all__ = [
     "set_num_threads",
     "threads",
     "Softmax",
+    "TwoLayerNet",
     "harness",
     "training",
 ]
@@ -54,6 +57,8 @@ def __getattr__(name):
         return importlib.import_module(f".{name}", __name__)
     if name == "Softmax":
         return importlib.import_module(".training.classifier", __name__).Softmax
+    if name == "TwoLayerNet":
+        return importlib.import_module(".training.net", __name__).TwoLayerNet
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -1,9 +1,9 @@
-"""Command line: ``fastsoftmax bench``, ``fastsoftmax report``, ``fastsoftmax tune`` and ``fastsoftmax train``.
+"""Command line: ``fastsoftmax bench``, ``report``, ``tune``, ``train``, ``net`` and ``spiral``.
 
 Design note
 -----------
 A thin argparse layer; the work is in :mod:`fastsoftmax.harness` and
-:mod:`fastsoftmax.training.exercise` so that it can be called from Python and tested
+:mod:`fastsoftmax.training.exercise` (and ``net_exercise``, ``spiral``) so that it can be called from Python and tested
 without a subprocess.  Argument errors
 (an unknown backend, a size with no case) are reported by argparse with exit
 status 2; a backend that disagrees with the reference gives exit status 1.
@@ -61,6 +61,10 @@ def _parser():
     bench.add_argument("--data", metavar="DIR", help="real CIFAR-10 python batches instead of synthetic data")
     bench.add_argument("--json", metavar="PATH", help="write every figure as JSON (one record per row per case)")
     bench.add_argument("--plot", metavar="PATH", help="write a PNG bar chart (log scale, one panel per case)")
+    bench.add_argument("--net", action=argparse.BooleanOptionalAction, default=True,
+                       help="also run the two-layer net cases (N=500 and 10000, D=3073, H=100, C=10, as "
+                       "selected by --sizes/--quick/--dtypes) with the GEMM roofline yardstick (default: on)")
+    bench.add_argument("--net-only", action="store_true", help="run only the two-layer net cases")
     bench.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="progress bar on stderr (default: only on a terminal)")
     tune = sub.add_parser(
@@ -90,6 +94,22 @@ def _parser():
         help="the CS231n softmax exercise: load, check, train, tune, draw",
         description="The CS231n softmax exercise end to end: load CIFAR-10 (or the spiral toy data), "
         "sanity-check the loss, check the gradient, train with SGD, tune, and draw the learned weights.",
+    ))
+    from .training import net_exercise, spiral
+
+    net_exercise.add_arguments(sub.add_parser(
+        "net",
+        help="the CS231n two-layer net on CIFAR-10: check, tune, test, draw",
+        description="Train and tune the two-layer net on a CIFAR-10 directory: sanity loss, gradient "
+        "check of every parameter, a grid over hidden size, learning rate, decay and reg, test accuracy, "
+        "the first layer's weights and the loss/accuracy curves.",
+    ))
+    spiral.add_arguments(sub.add_parser(
+        "spiral",
+        help="the CS231n spiral case study: linear softmax vs two-layer net, with pictures",
+        description="Train a linear softmax classifier with bias and a two-layer net on the spiral "
+        "data by full-batch gradient descent, as in the CS231n notes; report training accuracies and "
+        "draw the data and both models' decision regions.",
     ))
     return parser
 
@@ -125,6 +145,14 @@ def main(argv=None):
         return _tune(args)
     if args.command == "report":
         return _report(parser, args)
+    if args.command == "net":
+        from .training import net_exercise
+
+        return net_exercise.run_args(args)
+    if args.command == "spiral":
+        from .training import spiral
+
+        return spiral.run_args(args)
     from . import backends
     from .harness import run
     from .harness.cases import CASES, QUICK_CASES, Case, select
@@ -145,8 +173,19 @@ def main(argv=None):
         bad = [b for b in args.backends if b not in known]
         if bad:
             parser.error(f"unknown backend(s) {bad}; backends are {sorted(known)}")
+    from .harness.net import select_net
+
+    if args.net_only and args.training_step_only:
+        parser.error("--net-only and --training-step-only exclude each other")
+    # The net cases run by default, but not in another section's "only" run.
+    net_cases = select_net(sizes, dtypes) if args.net_only or (args.net and not args.training_step_only) else ()
+    if args.net_only:
+        cases = []
+        if not net_cases:
+            parser.error("--net-only: no net case has these sizes; net cases have N = 500 and 10000")
     return run(
         cases,
+        net_cases=net_cases,
         backend_names=args.backends,
         threads=args.threads,
         repeat=args.repeat,

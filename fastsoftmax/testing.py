@@ -122,8 +122,10 @@ def write_fake_cifar10(root, n=7, bytes_keys=False, seed=0, protocol=2):
 REQUIRE_ALL_ENV = "FASTSOFTMAX_REQUIRE_ALL_BACKENDS"
 
 
-def load_backend(name):
+def load_backend(name, contract="softmax"):
     """For tests: backend ``name``'s public ``softmax_loss``, or skip/fail with the reason.
+
+    ``contract="net"``: its public two-layer net loss instead.
 
     A backend that cannot load here skips the calling test with the reason,
     unless ``FASTSOFTMAX_REQUIRE_ALL_BACKENDS=1``, where it fails it.
@@ -134,7 +136,7 @@ def load_backend(name):
     from . import backends
 
     try:
-        return backends.get(name)
+        return backends.get(name, contract=contract)
     except backends.BackendUnavailable as exc:
         if os.environ.get(REQUIRE_ALL_ENV) == "1":
             pytest.fail(f"backend {name!r} must be available here: {exc}")

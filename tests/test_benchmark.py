@@ -113,7 +113,11 @@ def test_memory_probe_sees_a_temporary(registered):
     registered("hog", hog_kernel)
     mem = peak_extra_memory(Case(64, dtype="float64"), ["numpy", "hog"], threads=1)
     assert "_error" not in mem, mem
-    assert HOG_BYTES <= mem["hog"] < HOG_BYTES + 8 * 2**20
+    # RSS is read from per-thread counters that Linux batches (up to 64 pages
+    # per thread before they reach VmRSS/VmHWM), so the probe can see a few
+    # pages less than was touched: it measured 16 KiB short in 1 of ~12 runs.
+    # 1 MiB of slack still leaves a 48 MiB temporary unmistakable.
+    assert HOG_BYTES - 2**20 <= mem["hog"] < HOG_BYTES + 8 * 2**20
     assert mem["numpy"] < 4 * 2**20
 
 

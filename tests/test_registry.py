@@ -17,6 +17,8 @@ REQUIRE_ALL = os.environ.get(REQUIRE_ALL_ENV) == "1"
 def test_registry_and_backend_modules_match():
     """Every public module in fastsoftmax/backends/ is registered under its own name, and only those.
 
+    Over both contracts of the registry (:data:`fastsoftmax.backends.CONTRACTS`).
+
     A new backend module that was never added to BACKENDS (so no test and no
     benchmark would see it), or an entry pointing at a module that does not
     exist, fails here.
@@ -25,10 +27,17 @@ def test_registry_and_backend_modules_match():
     import pkgutil
 
     modules = {m.name for m in pkgutil.iter_modules(backends.__path__) if not m.name.startswith("_")}
-    assert set(backends.BACKENDS) == modules
-    for name, module in backends.BACKENDS.items():
-        assert module == f"fastsoftmax.backends.{name}"
-        assert importlib.util.find_spec(module) is not None, module
+    # Each contract's table (the linear loss, the two-layer net) names its
+    # modules: ``name`` for the linear loss, ``net_<name>`` for the net.
+    prefixes = {"softmax": "", "net": "net_"}
+    assert set(backends.CONTRACTS) == set(prefixes)
+    registered = set()
+    for contract, (table, _) in backends.CONTRACTS.items():
+        for name, module in table.items():
+            assert module == f"fastsoftmax.backends.{prefixes[contract]}{name}", (contract, name)
+            assert importlib.util.find_spec(module) is not None, module
+            registered.add(module.rsplit(".", 1)[1])
+    assert registered == modules
 
 
 def test_every_backend_loads_or_says_why():

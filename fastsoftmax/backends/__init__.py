@@ -27,6 +27,13 @@ CIFAR-sized float64 batch (the order with no problem given).  The choice
 can be pinned with the ``FASTSOFTMAX_BACKEND`` environment variable or
 :func:`set_backend`.  docs/kernels.md says why the choice is measured per
 machine rather than static.
+
+The registry serves a second contract the same way: the two-layer net's loss
+(:data:`NET_BACKENDS`, kernels ``two_layer_loss(problem, n_threads)``).
+Every function that looks a backend up takes ``contract="softmax"`` (the
+default) or ``"net"`` (:data:`CONTRACTS`); loading, error reporting and the
+validated wrapper are shared, only the validator
+(:func:`~fastsoftmax.backends._validate.prepare_net`) and the kernels differ.
 """
 
 from __future__ import annotations
@@ -55,6 +62,10 @@ __all__ = [
     "set_backend",
     "register",
     "unregister",
+    "CONTRACTS",
+    "NET_BACKENDS",
+    "NET_RANKING",
+    "fastest_net",
 ]
 
 #: Backend name -> module that implements its kernel.
@@ -97,10 +108,29 @@ RANKING = RANKINGS[("float64", 64)]
 
 _ENV = "FASTSOFTMAX_BACKEND"
 
-_kernels: dict = {}  # name -> kernel, once loaded
-_public: dict = {}  # name -> validated public function
-_errors: dict = {}  # name -> reason it cannot load
-_extra: dict = {}  # name -> kernel registered at run time (register())
+#: The two-layer net's backends: a second contract served by the same
+#: registry.  Each module's kernel is ``two_layer_loss(problem, n_threads) ->
+#: (loss, dW1, db1, dW2, db2)`` on a validated
+#: :class:`~fastsoftmax.backends._validate.NetProblem`; :func:`get` with
+#: ``contract="net"`` wraps it in :func:`~fastsoftmax.backends._validate.prepare_net`.
+#: No Cython net kernel: the numba one is a port of the same fused design,
+#: and numpy's BLAS already wins at the benchmark's shapes (docs/net.md).
+NET_BACKENDS = {
+    "python": "fastsoftmax.backends.net_python",
+    "numpy": "fastsoftmax.backends.net_numpy",
+    "numba": "fastsoftmax.backends.net_numba",
+}
+
+#: Contract -> (backend name -> module, name of the kernel in each module).
+CONTRACTS = {
+    "softmax": (BACKENDS, "softmax_loss"),
+    "net": (NET_BACKENDS, "two_layer_loss"),
+}
+
+# Per contract: loaded kernels, validated public functions, reasons a backend
+# cannot load, kernels registered at run time (register(); softmax only).
+_state = {contract: ({}, {}, {}, {}) for contract in CONTRACTS}
+_kernels, _public, _errors, _extra = _state["softmax"]
 _pinned: str | None = None
 
 
@@ -108,76 +138,93 @@ class BackendUnavailable(ImportError, ValueError):
     """Raised for a backend name that is unknown or cannot load here."""
 
 
-def _try_load(name):
-    """Import backend ``name`` if it exists; return its kernel or None (reason kept)."""
-    if name in _kernels:
-        return _kernels[name]
-    if name in _extra:
-        return _extra[name]
-    if name not in BACKENDS or name in _errors:
+def _try_load(name, contract="softmax"):
+    """Import backend ``name`` of ``contract`` if it exists; return its kernel or None (reason kept)."""
+    kernels, _, errors, extra = _state[contract]
+    modules, attr = CONTRACTS[contract]
+    if name in kernels:
+        return kernels[name]
+    if name in extra:
+        return extra[name]
+    if name not in modules or name in errors:
         return None
     try:
-        module = importlib.import_module(BACKENDS[name])
+        module = importlib.import_module(modules[name])
     except Exception as exc:  # not only ImportError: e.g. Numba's RuntimeError when it cannot cache
         hint = " (build the extension with `pip install .`)" if name == "cython" else ""
-        _errors[name] = f"{type(exc).__name__}: {exc}{hint}"
+        errors[name] = f"{type(exc).__name__}: {exc}{hint}"
         return None
-    _kernels[name] = module.softmax_loss
-    return _kernels[name]
+    kernels[name] = getattr(module, attr)
+    return kernels[name]
 
 
-def _load(name):
-    kernel = _try_load(name)
+def _load(name, contract="softmax"):
+    kernel = _try_load(name, contract)
     if kernel is not None:
         return kernel
-    if name in _errors:
+    _, _, errors, extra = _state[contract]
+    what = "backend" if contract == "softmax" else f"{contract} backend"
+    if name in errors:
         raise BackendUnavailable(
-            f"backend {name!r} is not available here: {_errors[name]}; available: {available()}"
+            f"{what} {name!r} is not available here: {errors[name]}; available: {available(contract)}"
         )
     raise BackendUnavailable(
-        f"unknown backend {name!r}; backends are {sorted(set(BACKENDS) | set(_extra))}"
+        f"unknown {what} {name!r}; {what}s are {sorted(set(CONTRACTS[contract][0]) | set(extra))}"
     )
 
 
-def available():
+def available(contract="softmax"):
     """Names of the backends that load on this machine, in :data:`RANKING` order.
+
+    Parameters
+    ----------
+    contract : {"softmax", "net"}
+        Backends of the linear loss (default) or of the two-layer net
+        (:data:`NET_BACKENDS`, in :data:`NET_RANKING` order).
 
     Returns
     -------
     list of str
     """
-    names = [n for n in RANKING if n in BACKENDS] + [n for n in BACKENDS if n not in RANKING]
-    names += list(_extra)
-    return [name for name in names if _try_load(name) is not None]
+    modules = CONTRACTS[contract][0]
+    order = RANKING if contract == "softmax" else NET_RANKING
+    names = [n for n in order if n in modules] + [n for n in modules if n not in order]
+    names += list(_state[contract][3])
+    return [name for name in names if _try_load(name, contract) is not None]
 
 
-def unavailable():
-    """Backends that exist but cannot load here, with the reason.
+def unavailable(contract="softmax"):
+    """Backends of ``contract`` that exist but cannot load here, with the reason.
 
     Returns
     -------
     dict of str to str
     """
-    available()
-    return dict(_errors)
+    available(contract)
+    return dict(_state[contract][2])
 
 
-def get_kernel(name):
+def get_kernel(name, contract="softmax"):
     """The raw kernel of backend ``name``: no validation, for benchmarks only.
 
     Its inputs must already be what :func:`fastsoftmax.backends._validate.prepare`
+    (``contract="net"``: :func:`~fastsoftmax.backends._validate.prepare_net`)
     returns.
     """
-    return _load(name)
+    return _load(name, contract)
 
 
-def get(name):
+def get(name, contract="softmax"):
     """Return backend ``name``'s ``softmax_loss(W, X, y, reg, ...) -> (loss, dW)``.
 
     Parameters
     ----------
     name : str
         One of :func:`available`.
+    contract : {"softmax", "net"}
+        ``"net"``: backend ``name``'s two-layer net loss instead,
+        ``two_layer_loss(params, X, y, reg) -> (loss, grads)`` (see
+        :data:`NET_CONTRACT_DOC`).
 
     Returns
     -------
@@ -190,6 +237,8 @@ def get(name):
         If ``name`` is unknown or cannot load here; the message lists the
         backends that exist and why this one failed.
     """
+    if contract != "softmax":
+        return _get_net(name) if contract == "net" else _load(name, contract)
     if name in _public:
         return _public[name]
     kernel = _load(name)
@@ -370,3 +419,93 @@ FloatingPointError
 """
 
 _PUBLIC_DOC = "Softmax loss and gradient, ``{name}`` backend.\n" + CONTRACT_DOC
+
+
+# --- the two-layer net's contract ----------------------------------------------
+
+#: Net backends, fastest first, at the benchmark's shapes (D=3073, H=100,
+#: C=10), thread CPU time of one call on one thread (docs/net.md); numpy /
+#: numba, ms:
+#:
+#: * N=500:   float64 17.7 / 27.3,  float32 6.2 / 12.7
+#: * N=10000: float64 298 / 464,    float32 128 / 219
+#:
+#: (the two GEMMs alone: 13.5, 5.0, 281, 116).  ``python`` is last.
+NET_RANKING = ("numpy", "numba", "python")
+
+
+def fastest_net():
+    """Name of the net backend :class:`~fastsoftmax.training.net.TwoLayerNet` uses by default.
+
+    A pin (:func:`set_backend`, else ``FASTSOFTMAX_BACKEND``) wins when that
+    backend has a net kernel; otherwise the first available backend of
+    :data:`NET_RANKING`.
+
+    Returns
+    -------
+    str
+    """
+    pinned = _pinned or os.environ.get(_ENV) or None
+    if pinned in NET_BACKENDS and _try_load(pinned, "net") is not None:
+        return pinned
+    return available("net")[0]
+
+
+def _get_net(name):
+    public = _state["net"][1]
+    if name in public:
+        return public[name]
+    kernel = _load(name, "net")
+
+    from ._validate import check_net_result, prepare_net
+
+    def two_layer_loss(params, X, y, reg, *, n_threads=None):
+        problem = prepare_net(params, X, y, reg)
+        n_threads = get_num_threads() if n_threads is None else integer(n_threads, "n_threads", 1)
+        with np.errstate(all="ignore"):  # non-finite results are explained by check_net_result
+            loss, *grads = kernel(problem, n_threads)
+        return check_net_result(problem, loss, grads)
+
+    two_layer_loss.__name__ = "two_layer_loss"
+    two_layer_loss.__qualname__ = f"two_layer_loss[{name}]"
+    two_layer_loss.__doc__ = f"Two-layer net loss and gradients, ``{name}`` backend.\n" + NET_CONTRACT_DOC
+    two_layer_loss.backend = name
+    public[name] = two_layer_loss
+    return two_layer_loss
+
+
+#: The contract every net backend keeps (``get(name, contract="net")``).
+NET_CONTRACT_DOC = """
+Affine - ReLU - affine - softmax: ``h = max(0, X @ W1 + b1)``,
+``S = h @ W2 + b2``.
+
+Parameters
+----------
+params : dict
+    ``W1`` (D, H), ``b1`` (H,), ``W2`` (H, C), ``b2`` (C,); float32 or
+    float64, finite.  Never modified.
+X : array_like, shape (N, D)
+y : array_like, shape (N,)
+    Integer labels in ``[0, C)``.
+reg : float
+    L2 strength, finite and >= 0.  The loss adds ``reg * (sum(W1**2) +
+    sum(W2**2))``; biases are not penalised.  Pass ``reg / 2`` for the
+    older ``0.5 * reg * sum(W**2)`` convention.
+n_threads : int, optional
+    Threads for the compiled kernel (default :func:`fastsoftmax.get_num_threads`).
+
+Returns
+-------
+loss : float
+    ``mean_i(logsumexp(S[i]) - S[i, y[i]]) + reg * (sum(W1**2) + sum(W2**2))``.
+grads : dict
+    ``W1``, ``b1``, ``W2``, ``b2``: gradients with the parameters' shapes,
+    float32 only if X and every parameter are float32.
+
+Raises
+------
+TypeError, ValueError
+    For bad input, naming the argument (``params['W2']``, ``X``, ``y``, ...).
+FloatingPointError
+    If finite inputs overflow.
+"""

@@ -51,6 +51,10 @@ __all__ = [
     "row_indices",
     "integer",
     "real",
+    "NetProblem",
+    "prepare_net",
+    "check_net_result",
+    "NET_PARAMS",
 ]
 
 
@@ -426,4 +430,140 @@ def check_result(problem: Problem, loss, dW, db=None):
     raise FloatingPointError(
         f"softmax loss overflowed in {problem.W.dtype}: the scores X @ W exceed the dtype's "
         "range; scale X or W down, or use float64"
+    )
+
+
+# --- the two-layer net's contract -------------------------------------------------
+
+#: Parameter names of the two-layer net, in kernel order, and their shapes.
+NET_PARAMS = ("W1", "b1", "W2", "b2")
+
+
+class NetProblem(NamedTuple):
+    """Validated inputs of a two-layer net kernel (affine - ReLU - affine - softmax).
+
+    Attributes
+    ----------
+    W1 : ndarray, shape (D, H), float32 or float64, C-contiguous, writable
+    b1 : ndarray, shape (H,), dtype of ``W1``, C-contiguous
+    W2 : ndarray, shape (H, C), dtype of ``W1``, C-contiguous, writable
+    b2 : ndarray, shape (C,), dtype of ``W1``, C-contiguous
+    X : ndarray, shape (N, D), dtype of ``W1`` (any memory layout)
+    y : ndarray, shape (N,), dtype intp, C-contiguous, values in [0, C)
+    reg : float, finite and >= 0
+    """
+
+    W1: np.ndarray
+    b1: np.ndarray
+    W2: np.ndarray
+    b2: np.ndarray
+    X: np.ndarray
+    y: np.ndarray
+    reg: float
+
+
+def prepare_net(params, X, y, reg) -> NetProblem:
+    """Check the arguments of a two-layer net loss and return them ready for a kernel.
+
+    The same rules as :func:`prepare` (and the same messages for ``X``, ``y``
+    and ``reg``), applied to the four parameters: ``W1`` (D, H), ``b1``
+    (H,), ``W2`` (H, C), ``b2`` (C,).  The working dtype is float32 only if
+    ``X`` and all four parameters are float32; parameters are small and are
+    cast and made C-contiguous (copied when needed, never written to).
+
+    Parameters
+    ----------
+    params : mapping
+        ``{"W1": ..., "b1": ..., "W2": ..., "b2": ...}``.
+    X : array_like, shape (N, D)
+    y : array_like, shape (N,), integer labels in [0, C)
+    reg : float
+
+    Returns
+    -------
+    NetProblem
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the argument (``params['W2']``, ``X``, ...) and what was expected.
+    """
+    try:
+        missing = [k for k in NET_PARAMS if k not in params]
+    except TypeError:
+        raise TypeError(f"params must be a dict with keys {list(NET_PARAMS)}, got {type(params).__name__}") from None
+    if missing:
+        raise ValueError(f"params is missing {missing}; a two-layer net needs {list(NET_PARAMS)}")
+    P = {k: _as_array(f"params[{k!r}]", params[k]) for k in NET_PARAMS}
+    for k in NET_PARAMS:
+        _float_kind(f"params[{k!r}]", P[k])
+    W1, b1, W2, b2 = (P[k] for k in NET_PARAMS)
+    if W1.ndim != 2:
+        raise ValueError(f"params['W1'] must be 2-D with shape (D, H), got shape {W1.shape}")
+    if W2.ndim != 2:
+        raise ValueError(f"params['W2'] must be 2-D with shape (H, C), got shape {W2.shape}")
+    D, H = W1.shape
+    if H == 0:
+        raise ValueError(f"params['W1'] must have at least one column (hidden unit), got shape {W1.shape}")
+    if b1.shape != (H,):
+        raise ValueError(f"params['b1'] must have shape (H,) = ({H},) to match params['W1'] {W1.shape}, got {b1.shape}")
+    if W2.shape[0] != H:
+        raise ValueError(
+            f"params['W2'] has {W2.shape[0]} rows but params['W1'] has {H} columns: W2 must be ({H}, C)"
+        )
+    C = W2.shape[1]
+    if C == 0:
+        raise ValueError(f"params['W2'] must have at least one column (class), got shape {W2.shape}")
+    if b2.shape != (C,):
+        raise ValueError(f"params['b2'] must have shape (C,) = ({C},) to match params['W2'] {W2.shape}, got {b2.shape}")
+    X = _as_array("X", X)
+    y = _as_array("y", y)
+    if X.ndim == 2 and X.shape[1] != D:
+        raise ValueError(
+            f"params['W1'] has {D} rows but X has {X.shape[1]} columns: W1 must be ({X.shape[1]}, H) "
+            f"for X of shape {X.shape}"
+        )
+    # X, y and reg: the linear contract's checks and messages.
+    check_data(X, y)
+    check_labels(y, C)
+    reg = real(reg, "reg")
+    dtype = np.dtype(np.float32)
+    if any(working_dtype(a.dtype, a.dtype) != dtype for a in (W1, b1, W2, b2, X)):
+        dtype = np.dtype(np.float64)
+    out = []
+    for k, a in zip(NET_PARAMS, (W1, b1, W2, b2)):
+        a = a.astype(dtype, copy=False)
+        if not (a.flags.c_contiguous and a.flags.writeable):
+            a = np.array(a, dtype=dtype, order="C", copy=True)
+        if not np.isfinite(a).all():
+            raise ValueError(f"params[{k!r}] contains NaN or inf; parameters must be finite")
+        out.append(a)
+    return NetProblem(*out, X.astype(dtype, copy=False), np.ascontiguousarray(y, dtype=np.intp), reg)
+
+
+def check_net_result(problem: NetProblem, loss, grads):
+    """:func:`check_result` for a net kernel's ``(loss, (dW1, db1, dW2, db2))``.
+
+    Returns
+    -------
+    loss : float
+    grads : dict of str to ndarray
+        ``{"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}``, shapes and dtype of
+        the parameters.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` holds NaN or inf.
+    FloatingPointError
+        If finite inputs gave a non-finite result.
+    """
+    loss = float(loss)
+    if math.isfinite(loss) and all(np.isfinite(g).all() for g in grads):
+        return loss, dict(zip(NET_PARAMS, grads))
+    if not np.isfinite(problem.X).all():
+        raise ValueError("X contains NaN or inf; data must be finite")
+    raise FloatingPointError(
+        f"two-layer net loss overflowed in {problem.W1.dtype}: hidden activations or scores exceed "
+        "the dtype's range; scale X or the weights down, or use float64"
     )

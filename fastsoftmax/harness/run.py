@@ -137,6 +137,7 @@ def run(
     training_step=False,
     training_step_threads=(1, 2),
     training_step_dtypes=None,
+    net_cases=(),
 ):
     """Benchmark ``cases``; print one table per case; return the exit status.
 
@@ -168,6 +169,10 @@ def run(
         Thread counts of that section.
     training_step_dtypes : sequence of str, optional
         Its dtypes (default: those of ``cases``, or both).
+    net_cases : sequence of fastsoftmax.harness.net.NetCase
+        Two-layer net cases, run after ``cases`` with the net backends and
+        the GEMM roofline yardstick (:mod:`fastsoftmax.harness.net`); their
+        records go to the JSON's ``net_records``.
 
     Returns
     -------
@@ -248,6 +253,17 @@ def run(
     if cases and any(name == "stream X" for name in names):
         payload["floor_check"] = _floor_check(cases, records, threads)
         out(payload["floor_check"]["summary"])
+    if net_cases:
+        from .net import format_net_table, net_row_names, run_net_case
+
+        net_records = []
+        for case in net_cases:
+            ref_name, case_records = run_net_case(case, net_row_names(backend_names), threads, repeat)
+            out(format_net_table(case, ref_name, case_records))
+            failed += [f"{r['backend']} on {case.name} (threads={r['threads']})"
+                       for r in case_records if r.get("verdict") == "FAIL"]
+            net_records += case_records
+        payload["net_records"] = net_records
     if json_path:
         write_json(json_path, payload)
         out(f"wrote {json_path}")

@@ -18,7 +18,16 @@ import numpy as np
 
 from .._files import atomic_write
 
-__all__ = ["weight_images", "plot_weights", "plot_loss", "plot_tuning_heatmap"]
+__all__ = [
+    "weight_images",
+    "plot_weights",
+    "plot_loss",
+    "plot_tuning_heatmap",
+    "plot_points",
+    "plot_decision_regions",
+    "plot_first_layer",
+    "plot_net_history",
+]
 
 
 def _figure(figsize):
@@ -160,4 +169,149 @@ def plot_tuning_heatmap(results, path):
         ax.set_ylabel("learning rate")
         ax.set_title(title)
         fig.colorbar(image, ax=ax)
+    return _save(fig, path)
+
+
+def _check_points(X, y):
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y)
+    if X.ndim != 2 or X.shape[1] != 2 or y.shape != (X.shape[0],):
+        raise ValueError(f"X must have shape (N, 2) and y shape (N,), got {X.shape} and {y.shape}")
+    return X, y
+
+
+def plot_points(X, y, path, title="Data"):
+    """Scatter plot of 2-D points coloured by class, to a PNG.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, 2)
+    y : array_like, shape (N,), integer labels
+    path : str or os.PathLike
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    X, y = _check_points(X, y)
+    fig = _figure((5, 5))
+    ax = fig.subplots()
+    ax.scatter(X[:, 0], X[:, 1], c=y, s=20, cmap="brg", edgecolors="k", linewidths=0.3)
+    ax.set_aspect("equal")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_decision_regions(predict, X, y, path, title="Decision regions", resolution=200):
+    """The class a 2-D classifier predicts over the plane, with the data on top, to a PNG.
+
+    Parameters
+    ----------
+    predict : callable
+        ``predict(points) -> labels`` for an (M, 2) float64 array.
+    X : array_like, shape (N, 2)
+    y : array_like, shape (N,)
+    path : str or os.PathLike
+    title : str
+    resolution : int
+        Grid points per axis.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    X, y = _check_points(X, y)
+    pad = 0.1 * max(np.ptp(X[:, 0]), np.ptp(X[:, 1]), 1e-12)
+    xs = np.linspace(X[:, 0].min() - pad, X[:, 0].max() + pad, resolution)
+    ys = np.linspace(X[:, 1].min() - pad, X[:, 1].max() + pad, resolution)
+    gx, gy = np.meshgrid(xs, ys)
+    labels = np.asarray(predict(np.c_[gx.ravel(), gy.ravel()])).reshape(gx.shape)
+    fig = _figure((5, 5))
+    ax = fig.subplots()
+    n_classes = int(max(labels.max(), y.max())) + 1
+    ax.contourf(gx, gy, labels, levels=np.arange(n_classes + 1) - 0.5, cmap="brg", alpha=0.3)
+    ax.scatter(X[:, 0], X[:, 1], c=y, s=20, cmap="brg", vmin=0, vmax=n_classes - 1, edgecolors="k",
+               linewidths=0.3)
+    ax.set_aspect("equal")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_first_layer(W1, path, ncols=10, image_shape=(32, 32, 3), max_units=100):
+    """A network's first-layer weights, one tile per hidden unit, to a PNG.
+
+    Each column of ``W1`` is drawn as an image, min-max scaled on its own
+    (as CS231n's ``visualize_grid``), so every unit's pattern is visible.
+
+    Parameters
+    ----------
+    W1 : array_like, shape (D, H)
+        D = prod(image_shape), or one more (a bias row, dropped).
+    path : str or os.PathLike
+    ncols : int
+        Tiles per row.
+    image_shape : tuple of int
+        Shape of one image in the data's flattening order (HWC for CIFAR-10).
+    max_units : int
+        Draw at most this many units (the first ones).
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    W1 = np.asarray(W1, dtype=np.float64)
+    size = math.prod(image_shape)
+    if W1.ndim != 2 or W1.shape[0] not in (size, size + 1):
+        raise ValueError(f"W1 must have shape ({size}, H) for images of shape {image_shape}, got {W1.shape}")
+    tiles = W1[:size, :max_units].T.reshape(-1, *image_shape)
+    H = len(tiles)
+    ncols = min(ncols, H)
+    nrows = math.ceil(H / ncols)
+    fig = _figure((0.9 * ncols, 0.9 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < H:
+            t = tiles[k]
+            lo, hi = t.min(), t.max()
+            ax.imshow(((t - lo) / (hi - lo) if hi > lo else np.zeros_like(t)).squeeze())
+    return _save(fig, path)
+
+
+def plot_net_history(history, path, title="Training"):
+    """Loss per iteration and train/validation accuracy per epoch, side by side, to a PNG.
+
+    Parameters
+    ----------
+    history : dict
+        As returned by :meth:`fastsoftmax.training.net.TwoLayerNet.train`:
+        ``loss_history``, ``train_acc_history``, ``val_acc_history``.
+    path : str or os.PathLike
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    loss = np.asarray(history["loss_history"], dtype=np.float64)
+    if loss.ndim != 1 or loss.size == 0:
+        raise ValueError(f"history['loss_history'] must be a non-empty 1-D sequence, got shape {loss.shape}")
+    fig = _figure((10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    ax_loss.plot(np.arange(len(loss)), loss, lw=1)
+    ax_loss.set_xlabel("iteration")
+    ax_loss.set_ylabel("loss")
+    ax_loss.set_title(f"{title}: loss")
+    ax_loss.grid(alpha=0.3)
+    for key, label in (("train_acc_history", "train (batch)"), ("val_acc_history", "validation")):
+        acc = np.asarray(history[key], dtype=np.float64)
+        ax_acc.plot(np.arange(1, len(acc) + 1), acc, marker="o" if len(acc) < 50 else None, label=label)
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.set_title(f"{title}: accuracy")
+    ax_acc.legend()
+    ax_acc.grid(alpha=0.3)
     return _save(fig, path)
