@@ -13,6 +13,7 @@ from fastsoftmax import backends, get_num_threads
 from fastsoftmax.harness import peers
 from fastsoftmax.harness.compile import fresh_numba_backend
 from fastsoftmax.harness.machine import machine_info
+from fastsoftmax.harness.roofline import gemm_rate, isa_note, stream_rate, t_star
 from fastsoftmax.harness.rows import row_kind, setup_row, skip_reason
 from fastsoftmax.harness.threads import limit_threads
 from fastsoftmax.testing import compare, random_problem
@@ -64,6 +65,35 @@ def _check_then_time(benchmark_fixture, setup, name, full_run, require_all):
             benchmark_fixture(timed)
         else:
             benchmark_fixture.pedantic(timed, rounds=1, iterations=1)
+        _add_roofline(benchmark_fixture, setup, name, threads, full_run)
+
+
+_stream_rates = {}
+
+
+def _add_roofline(benchmark_fixture, setup, name, threads, full_run):
+    """extra_info: R_gemm, R_stream (measured in this session, same dtype and threads), % of roofline.
+
+    Also whether ``name`` is the backend ``fastsoftmax.softmax_loss`` picks
+    for this dtype, N and thread count.
+    """
+    case = setup.case
+    key = (case.name, threads)
+    if key not in _stream_rates:
+        _stream_rates[key] = stream_rate(setup.problem.X, threads, repeat=5 if full_run else 1)
+    r_stream = _stream_rates[key]
+    r_gemm = gemm_rate(case.dtype, threads, repeat=5 if full_run else 1)
+    t, bound = t_star(case.flops, case.x_bytes, r_gemm, r_stream)
+    median = benchmark_fixture.stats.stats.median
+    benchmark_fixture.extra_info.update(
+        r_gemm_gflops=r_gemm / 1e9,
+        r_stream_gbs=r_stream / 1e9,
+        t_star_s=t,
+        roof_bound=bound,
+        roofline_pct=100.0 * t / median if median > 0 and name != "stream X" else None,
+        picked=name == backends.fastest(case.dtype, case.n, threads=threads),
+        isa=isa_note(),
+    )
 
 
 @pytest.mark.parametrize("name", BACKEND_NAMES)

@@ -1,4 +1,4 @@
-"""Command line: ``fastsoftmax bench``, ``report``, ``train``, ``net`` and ``spiral``.
+"""Command line: ``fastsoftmax bench``, ``report``, ``tune``, ``train``, ``net`` and ``spiral``.
 
 Design note
 -----------
@@ -79,6 +79,17 @@ def _parser():
     bench.add_argument("--net-only", action="store_true", help="run only the two-layer net cases")
     bench.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="progress bar on stderr (default: only on a terminal)")
+    tune = sub.add_parser(
+        "tune",
+        help="measure which backend is fastest on this machine and remember it",
+        description="Time every available backend side by side (CIFAR shapes, each dtype, a few batch "
+        "sizes, 1 thread and all cores) and save the ranking in the user cache directory, per CPU model "
+        "and package version; fastsoftmax.softmax_loss then follows it (the static table otherwise).",
+    )
+    tune.add_argument("--sizes", type=_int_list, metavar="N,N", help="batch sizes (default 32,500,10000)")
+    tune.add_argument("--threads", type=_int_list, metavar="T,T", help="thread counts (default 1 and all cores)")
+    tune.add_argument("--repeat", type=int, default=7, help="interleaved timed calls per backend (default 7)")
+    tune.add_argument("--show", action="store_true", help="print the saved wisdom and its path; measure nothing")
     report = sub.add_parser(
         "report",
         help="the README's results table from a `fastsoftmax bench --json` file",
@@ -142,6 +153,8 @@ def main(argv=None):
         from .training import exercise
 
         return exercise.run_args(args)
+    if args.command == "tune":
+        return _tune(args)
     if args.command == "report":
         return _report(parser, args)
     if args.command == "net":
@@ -214,6 +227,25 @@ def main(argv=None):
         training_step_threads=args.threads or (1, 2),
         training_step_dtypes=dtypes,
     )
+
+
+def _tune(args):
+    import json
+
+    from .backends import _wisdom
+
+    if args.show:
+        wisdom = _wisdom.load()
+        print(_wisdom.wisdom_path())
+        print(json.dumps(wisdom["orders"], indent=1) if wisdom else "no wisdom for this machine and version")
+        return 0
+    from .harness.tune import SIZES, tune
+
+    if args.repeat < 1:
+        raise SystemExit("--repeat must be >= 1")
+    _, path = tune(sizes=args.sizes or SIZES, threads=args.threads, repeat=args.repeat)
+    print(f"wrote {path}")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,18 @@ import pytest
 from fastsoftmax import backends
 from fastsoftmax.testing import load_backend
 
+
+@pytest.fixture(autouse=True, scope="session")
+def no_user_wisdom(tmp_path_factory):
+    """Tests never read the user's ``fastsoftmax tune`` results: the static table decides."""
+    before = os.environ.get("FASTSOFTMAX_CACHE_DIR")
+    os.environ["FASTSOFTMAX_CACHE_DIR"] = str(tmp_path_factory.mktemp("fastsoftmax-cache"))
+    yield
+    if before is None:
+        os.environ.pop("FASTSOFTMAX_CACHE_DIR", None)
+    else:
+        os.environ["FASTSOFTMAX_CACHE_DIR"] = before
+
 @pytest.fixture(params=list(backends.BACKENDS))
 def backend(request):
     """(name, softmax_loss) for each built-in backend."""

@@ -309,3 +309,30 @@ def test_report_command_refuses_bad_input_clearly(tmp_path, capsys, bench_text, 
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
     assert readme.read_text() == readme_text  # nothing half-written
+
+
+def test_roofline_in_table_and_json(tmp_path, capsys, monkeypatch):
+    """Each row gets % of roofline against R_gemm and R_stream of the same run; the pick is marked."""
+    from fastsoftmax.harness import roofline
+
+    monkeypatch.setattr(roofline, "GEMM_N", 256)  # a small GEMM: this test checks the bookkeeping
+    path = tmp_path / "bench.json"
+    picked = backends.fastest("float32", 64, threads=1)
+    rows = ",".join(dict.fromkeys(["numpy", "python", picked]))
+    status = cli.main(["bench", "--sizes", "64", "--dtypes", "float32", "--repeat", "2", "--threads", "1",
+                       "--no-peers", "--no-memory", "--backends", rows, "--json", str(path)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    records = json.loads(path.read_text())["records"]
+    for r in records:
+        assert r["r_gemm_gflops"] > 0 and r["r_stream_gbs"] > 0 and r["roof_bound"] in ("gemm", "stream")
+        t_star = max(r["n"] * r["d"] * r["c"] * 4 / (r["r_gemm_gflops"] * 1e9),
+                     r["n"] * r["d"] * 4 / (r["r_stream_gbs"] * 1e9))
+        assert r["t_star_s"] == pytest.approx(t_star)
+        assert r["picked"] == (r["backend"] == picked)
+        if r["backend"] != "stream X":
+            assert r["roofline_pct"] == pytest.approx(100 * t_star / r["median_s"])
+    floor = next(r for r in records if r["backend"] == "stream X")
+    assert floor["r_stream_gbs"] == pytest.approx(64 * 3073 * 4 / floor["median_s"] / 1e9)
+    assert "% roof" in out and "roofline x1: R_gemm" in out and "*: the backend" in out
+    assert any(line.startswith(f"{picked} *") for line in out.splitlines())

@@ -20,12 +20,11 @@ from fastsoftmax.training.sgd import Batch, SGDStep, draw_rows, random_batches
 #: backends._common.MIN_WORK_PER_THREAD), or "2 threads" would test 1 again.
 SHAPES = {1: dict(n=80, d=30, c=5, batch=16, steps=12), 2: dict(n=400, d=1100, c=10, batch=200, steps=4)}
 
-#: Compiled backends that, on this tree, hand ``rows`` problems to the numpy
-#: kernel (``backends._common.interim``) instead of reading rows in place:
-#: their rows path is the numpy kernel's arithmetic, not theirs, so it cannot
-#: equal their copy path.  Issue 11's kernels remove this; the strict xfail
-#: then fails, telling whoever merges them to empty this set.
-INTERIM_ROWS = {"numba", "cython"}
+#: Compiled backends that hand ``rows`` problems to the numpy kernel instead
+#: of reading rows in place (their rows path then cannot equal their copy
+#: path).  Empty since issue 11: the cython and numba kernels read ``rows``
+#: natively, bit-identical to the gathered copy.
+INTERIM_ROWS = set()
 
 
 def data(dtype, n, d, c, seed=0, **_):

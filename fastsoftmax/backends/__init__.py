@@ -17,12 +17,16 @@ imports neither Numba nor the compiled extension.  A backend whose import
 fails, with any exception, is recorded with the reason and reported by :func:`unavailable` and by
 the error :func:`get` raises; it never breaks the package.
 
-Which backend is fastest is decided in one place, :data:`RANKINGS`, one
-preference order per working dtype and batch-size band, from measured
-figures (README, "How the kernels work"); :func:`fastest` reads it for the
-caller's dtype and N, and :data:`RANKING` is its entry for a CIFAR-sized
-float64 batch (the order with no problem given).  The choice can be pinned
-with the ``FASTSOFTMAX_BACKEND`` environment variable or :func:`set_backend`.
+Which backend is fastest is decided in one place, :func:`fastest`, for the
+caller's dtype, N and thread count, from measurements: this machine's own
+when ``fastsoftmax tune`` has measured it (:mod:`._wisdom`, cached per CPU
+model and package version, read lazily, never measured at import or on a
+call), else the static :data:`RANKINGS` (one preference order per working
+dtype and batch-size band).  :data:`RANKING` is the static entry for a
+CIFAR-sized float64 batch (the order with no problem given).  The choice
+can be pinned with the ``FASTSOFTMAX_BACKEND`` environment variable or
+:func:`set_backend`.  docs/kernels.md says why the choice is measured per
+machine rather than static.
 
 The registry serves a second contract the same way: the two-layer net's loss
 (:data:`NET_BACKENDS`, kernels ``two_layer_loss(problem, n_threads)``).
@@ -41,6 +45,7 @@ import numpy as np
 
 from ._threads import get_num_threads
 from ._validate import check_result, integer, prepare, working_dtype
+from . import _wisdom
 
 __all__ = [
     "BACKENDS",
@@ -72,10 +77,12 @@ BACKENDS = {
 }
 
 #: Preference order, fastest first, per working dtype and batch-size band:
-#: ``(dtype, smallest N of the band) -> order``.  Measured on the 2-core Zen 4
-#: machine, D=3073, C=10, thread CPU time of one call on one thread, min of
-#: 40-50 interleaved runs (README, "How the kernels work"); numpy / cython /
-#: numba, ms:
+#: ``(dtype, smallest N of the band) -> order``: the fallback where
+#: ``fastsoftmax tune`` has not measured this machine (see :func:`fastest`).
+#: Measured on the 2-core Zen 4 machine, D=3073, C=10, thread CPU time of one
+#: call on one thread, min of 40-50 interleaved runs; numpy / cython /
+#: numba, ms (the tiled kernels of issue 11 kept this order on the
+#: Sapphire-Rapids-class Xeon of docs/kernels.md):
 #:
 #: * N=16:  float64 0.17 / 0.22 / 0.20,  float32 0.08 / 0.08 / 0.09
 #: * N=32:  float64 0.17 / 0.21 / 0.26,  float32 0.11 / 0.14 / 0.16
@@ -277,11 +284,13 @@ def ranking(dtype=None, n=None):
     return RANKINGS[(key, lo)]
 
 
-def fastest(dtype=None, n=None):
+def fastest(dtype=None, n=None, threads=None):
     """Name of the backend :func:`fastsoftmax.softmax_loss` uses.
 
     A pin (:func:`set_backend`, else ``FASTSOFTMAX_BACKEND``) wins; otherwise
-    the first available backend in :func:`ranking` for this dtype and N.
+    the first available backend in this machine's measured order for the
+    dtype, N and thread count (``fastsoftmax tune``; see :mod:`._wisdom`),
+    or, without one, in the static :func:`ranking`.
 
     Parameters
     ----------
@@ -290,6 +299,8 @@ def fastest(dtype=None, n=None):
         :func:`fastsoftmax.backends._validate.working_dtype`); default float64.
     n : int, optional
         Number of examples N; default a large batch.
+    threads : int, optional
+        Thread count of the call; default :func:`fastsoftmax.get_num_threads`.
 
     Returns
     -------
@@ -299,9 +310,12 @@ def fastest(dtype=None, n=None):
     if pinned:
         _load(pinned)  # raises a clear error for a bad pin
         return pinned
-    for name in ranking(dtype, n):
-        if _try_load(name) is not None:
-            return name
+    key = np.dtype(np.float64 if dtype is None else dtype).name
+    measured = _wisdom.lookup(key, get_num_threads() if threads is None else threads, n)
+    for order in (measured or (), ranking(dtype, n)):
+        for name in order:
+            if _try_load(name) is not None:
+                return name
     raise BackendUnavailable(f"no backend loads here: {unavailable()}")  # pragma: no cover
 
 

@@ -1,13 +1,17 @@
-"""What the compiled backends share: turning per-example sums into the result.
+"""What the compiled backends share: blocking, padding, and turning sums into the result.
 
 The fused kernels accumulate per-example gradients in (Cp, D) layout
 (classes padded to the kernel's class block) because that is what their
 inner loops write contiguously; their final, compiled reduction over the
-per-thread accumulators writes the sum transposed to a fresh (D, C) array
-(a NumPy transpose-and-copy of it took 0.2 ms, 8% of a N=500 call).
-Padding W, dividing by N and adding the L2 term are the same for every such
-kernel, so they live here once.
+per-thread accumulators writes the sum transposed to the (D, C) result (the
+caller's ``out``, or a fresh array; a NumPy transpose-and-copy of it took
+0.2 ms, 8% of a N=500 call).  The C kernel's tile and D-chunk come from a
+cache model (:func:`blocking`, docs/kernels.md).  Padding W, dividing by N
+and adding the L2 term are the same for every such kernel, so they live
+here once.
 """
+
+import os
 
 import numpy as np
 
@@ -38,8 +42,78 @@ def thread_count(N, D, C, n_threads):
     return max(1, min(n_threads, N, by_work))
 
 
-def padded_transpose(W, multiple):
-    """``W.T`` as a C-contiguous (Cp, D) array, Cp = C rounded up to ``multiple``.
+#: L2 bytes per core assumed where the OS does not say (1 MiB: between the
+#: 512 KiB of Zen 2/3 and the 2 MiB of Sapphire Rapids / Zen 4's 1 MiB).
+DEFAULT_L2 = 1 << 20
+
+#: Bytes of W.T the score pass keeps in L1 per D-chunk: half of a 32 KiB L1d,
+#: the smallest on x86-64 cores of the last decade, so the chunk, the rows it
+#: meets and the partial sums fit together.
+L1_W_BYTES = 16 << 10
+
+
+def _l2_bytes():
+    """This CPU's per-core L2 size (Linux sysfs), or :data:`DEFAULT_L2`."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for index in sorted(os.listdir(base)):
+            with open(os.path.join(base, index, "level")) as f:
+                if f.read().strip() != "2":
+                    continue
+            with open(os.path.join(base, index, "size")) as f:
+                text = f.read().strip().upper()
+            scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+            return int(text.rstrip("KM")) * scale
+    except (OSError, ValueError):
+        pass
+    return DEFAULT_L2
+
+
+L2_BYTES = _l2_bytes()
+
+
+def blocking(D, Cp, itemsize, l2_bytes=None):
+    """Tile rows and score-pass D-chunk of the C kernel, from the cache model.
+
+    * A tile of T rows of X is read from memory by the score pass, which also
+      writes an aligned packed copy of it; the gradient pass reads the copy.
+      Meanwhile the next tile is prefetched.  So three tiles' bytes, plus W.T
+      and the (Cp, D) gradient accumulator, must fit in a quarter of L2: the
+      rest is the hardware prefetchers' (they run ahead on every row stream)
+      and the other tenants'.  A quarter, not more, because that is what
+      measured best: on a 2 MiB L2, T = 10 beat 20, 30 and 40 rows at
+      D = 3073 in both dtypes (docs/kernels.md).  Larger tiles cut the
+      accumulator's traffic (loaded and stored once per tile: 2 * Cp / T of
+      X's), so T is the largest that fits, a multiple of 10 (the score
+      micro-kernels' 2 or 5 rows), at least 10, and small enough that the
+      tile's partial score vectors (T * Cp vectors of 64 bytes) stay within
+      :data:`L1_W_BYTES` of L1 (T <= 20 at Cp = 10; measured at D = 512:
+      T = 20 best, 60 up to 15 % slower).
+    * The D-chunk: :data:`L1_W_BYTES` of W.T, a multiple of 16 elements.
+
+    The tile changes the order of the gradient sums, so results are
+    bit-identical for a given machine (L2 size) and thread count, not across
+    machines.  docs/kernels.md has the measurements behind the model.
+
+    Returns
+    -------
+    (tile, dchunk) : tuple of int
+    """
+    l2 = L2_BYTES if l2_bytes is None else l2_bytes
+    row = max(1, D) * itemsize
+    rows = (l2 // 4 - 2 * Cp * row) // (3 * row)
+    most = max(10, L1_W_BYTES // (Cp * 64) // 10 * 10)
+    tile = max(10, min(most, rows // 10 * 10))
+    dchunk = max(16, L1_W_BYTES // (Cp * itemsize) // 16 * 16)
+    return tile, dchunk
+
+
+def padded_transpose(W, multiple, aligned=False):
+    """``W.T`` as a (Cp, D) array, Cp = C rounded up to ``multiple``.
+
+    C-contiguous; or, with ``aligned``, a view whose rows start on 64-byte
+    boundaries (row stride a multiple of 64 bytes), so that the C kernel's
+    vector loads of W never straddle two cache lines.
 
     The extra rows are zero weights: the kernels' micro-kernels then work on
     whole class blocks, and the padded classes' scores and gradients are
@@ -56,32 +130,19 @@ def padded_transpose(W, multiple):
     """
     D, C = W.shape
     Cp = -(-C // multiple) * multiple
-    Wt = np.zeros((Cp, D), dtype=W.dtype)
+    if aligned:
+        line = 64 // W.dtype.itemsize
+        ld = -(-D // line) * line
+        flat = np.zeros(Cp * ld + line, dtype=W.dtype)
+        off = ((-flat.ctypes.data) % 64) // W.dtype.itemsize
+        Wt = flat[off:off + Cp * ld].reshape(Cp, ld)[:, :D]
+    else:
+        Wt = np.zeros((Cp, D), dtype=W.dtype)
     Wt[:C] = W.T
     return Wt
 
 
-def interim(problem, n_threads):
-    """The ``numpy`` kernel, for a problem with a bias or a batch of ``rows``.
-
-    Interim: until the fused kernels read ``b`` and ``rows`` themselves,
-    the compiled backends hand such problems to the vectorized kernel (same
-    contract, same tolerances), so every backend takes the whole contract.
-    """
-    from .numpy import softmax_loss
-
-    return softmax_loss(problem, n_threads)
-
-
-def into(out, dW):
-    """``dW``, or ``out`` holding a copy of it when ``out`` is given."""
-    if out is None:
-        return dW
-    out[...] = dW
-    return out
-
-
-def finish(W, N, reg, loss_sum, grad_sum):
+def finish(W, N, reg, loss_sum, grad_sum, bias_sum=None):
     """Average the sums over N examples and add ``reg * ||W||^2``, in place.
 
     Parameters
@@ -94,12 +155,16 @@ def finish(W, N, reg, loss_sum, grad_sum):
     grad_sum : ndarray, shape (D, C), dtype of ``W``, C-contiguous
         Sum over examples of ``outer(X[i], P[i] - Y[i])``; a scratch array of
         the kernel's, overwritten with the result.
+    bias_sum : ndarray, shape (C,), optional
+        Sum over examples of ``P[i] - Y[i]``; divided by N in place.
 
     Returns
     -------
     loss : float
     dW : ndarray, shape (D, C), dtype of ``W``, C-contiguous (``grad_sum``)
     """
+    if bias_sum is not None:
+        bias_sum /= N
     grad_sum /= N
     grad_sum += (2.0 * reg) * W
     # Not np.vdot: that is a BLAS call, and OpenBLAS multithreads it at this

@@ -5,20 +5,22 @@ Design note
 -----------
 Three layers, as in scikit-learn's ``_loss``:
 
-1. ``_fused_kernel.h`` (C): the block-fused micro-kernels.  For RB rows at a
-   time they compute scores, softmax, loss and the gradient contribution while
-   the rows are in cache, so X is read from memory once.  They are compiled
-   for AVX-512, AVX2+FMA and the x86-64 baseline; the widest one the CPU
-   supports is chosen at import (see that header for the design and why
-   vector extensions rather than ``-march``/fast-math).
-2. :func:`fused_loss_grad`: a ``prange`` over contiguous chunks of rows, one
-   chunk and one (Cp, D) gradient accumulator per thread, with the GIL
-   released throughout; the chunks are reduced in chunk order, so a given
-   thread count gives bit-identical results on every call.
+1. ``_fused_kernel.h`` (C): the tiled, fused micro-kernels.  For a tile of
+   rows at a time they compute scores (+ bias), softmax, loss and the
+   gradient contribution while the tile is in L2, so X is read from memory
+   once; the rows may be given by an index array, so a minibatch is never
+   gathered.  They are compiled for AVX-512, AVX2+FMA and the x86-64
+   baseline; the widest one the CPU supports is chosen at import (see that
+   header and docs/kernels.md).
+2. :func:`fused_loss_grad`: a ``prange`` over contiguous chunks of the
+   problem's rows, one chunk and one (Cp, D) gradient accumulator per
+   thread, with the GIL released throughout; the chunks are reduced in chunk
+   order (into the caller's ``out`` if given), so a given thread count gives
+   bit-identical results on every call.
 3. ``cython.py``: the backend, which pads W and calls this.
 
-Extra memory is O(threads * D * C): the per-thread accumulators, one zero
-row per thread and the padded W.
+Extra memory is O(threads * D * C): the per-thread accumulators and tile
+scratch, one zero row per thread and the padded W.
 """
 
 from cython.parallel cimport prange
@@ -26,12 +28,16 @@ from cython.parallel cimport prange
 import numpy as np
 
 cdef extern from "_fused_kernel.h" nogil:
-    ctypedef double (*fs_kernel_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                     const double *, Py_ssize_t, const Py_ssize_t *,
-                                     Py_ssize_t, Py_ssize_t, double *, const double *)
-    ctypedef double (*fs_kernel_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                     const float *, Py_ssize_t, const Py_ssize_t *,
-                                     Py_ssize_t, Py_ssize_t, float *, const float *)
+    ctypedef double (*fs_kernel_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                     const double *, const double *, Py_ssize_t,
+                                     const Py_ssize_t *, const Py_ssize_t *,
+                                     Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                     double *, Py_ssize_t, double *, const double *)
+    ctypedef double (*fs_kernel_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                     const float *, const float *, Py_ssize_t,
+                                     const Py_ssize_t *, const Py_ssize_t *,
+                                     Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                     float *, Py_ssize_t, double *, const float *)
     int fs_best_isa()
     fs_kernel_f64 fs_select_f64(int isa)
     fs_kernel_f32 fs_select_f32(int isa)
@@ -53,23 +59,29 @@ SUPPORTED_ISAS = tuple(ISA_NAMES[: BEST_ISA + 1]) if FS_MULTI_ISA else ("baselin
 
 
 def fused_loss_grad(
-    const floating[:, ::1] Wt,
+    const floating[:, :] Wt,
     const floating[:, :] X,
     const Py_ssize_t[::1] y,
     Py_ssize_t C,
     int n_threads,
     isa=None,
+    b=None,
+    rows=None,
+    out=None,
+    Py_ssize_t tile=40,
+    Py_ssize_t dchunk=256,
 ):
-    """Return (sum of per-example losses, (D, C) sum of per-example gradients).
+    """Return (sum of per-example losses, (D, C) gradient sum, (C,) bias-gradient sum).
 
     Parameters
     ----------
-    Wt : ndarray, shape (Cp, D), C-contiguous float32 or float64
+    Wt : ndarray, shape (Cp, D), float32 or float64, unit stride along D  # IN
         ``W.T`` with zero rows appended so that Cp is a multiple of
-        :data:`CLASS_BLOCK`.
-    X : ndarray, shape (N, D), same dtype, unit stride along D
+        :data:`CLASS_BLOCK` (``_common.padded_transpose(..., aligned=True)``
+        gives 64-byte aligned rows, which the kernel's loads prefer).
+    X : ndarray, shape (N, D), same dtype, unit stride along D      # IN
         Rows may be strided (a view such as ``X[::2]`` needs no copy).
-    y : ndarray, shape (N,), intp labels in [0, C)
+    y : ndarray, shape (N,), intp labels in [0, C), indexed like X  # IN
     C : int
         The real number of classes (rows of ``Wt`` past it are padding).
     n_threads : int
@@ -77,11 +89,22 @@ def fused_loss_grad(
     isa : str, optional
         One of :data:`SUPPORTED_ISAS` (tests use it to run every build);
         default the widest this CPU supports.
+    b : ndarray, shape (C,), dtype of ``Wt``, optional             # IN
+        Bias: scores are ``X[i] @ W + b``.
+    rows : ndarray, shape (n,), intp, optional                      # IN
+        The problem's rows are ``X[rows[k]]`` with labels ``y[rows[k]]``
+        (any order, repeats allowed); default all rows in order.
+    out : ndarray, shape (D, C), dtype of ``Wt``, C-contiguous, optional  # OUT
+        Where the gradient sum is written (else a new array).
+    tile, dchunk : int
+        Rows per tile and D-chunk of the score pass (``_common.blocking``).
 
     Returns
     -------
     loss_sum : float
-    grad_sum : ndarray, shape (D, C), dtype of ``Wt``, C-contiguous
+    grad_sum : ndarray, shape (D, C), dtype of ``Wt`` (``out`` if given)
+    bias_sum : ndarray, shape (C,), dtype of ``Wt``, or None without ``b``
+        Sum over rows of ``P - Y``.
     """
     cdef Py_ssize_t N = X.shape[0]
     cdef Py_ssize_t Cp = Wt.shape[0]
@@ -90,15 +113,51 @@ def fused_loss_grad(
         raise ValueError("fused_loss_grad: inconsistent shapes")
     if D > 1 and X.strides[1] != sizeof(floating) or X.strides[0] % <Py_ssize_t>sizeof(floating):
         raise ValueError("fused_loss_grad: X needs unit stride along D, whole-element row strides")
+    if D > 1 and Wt.strides[1] != sizeof(floating) or Wt.strides[0] % <Py_ssize_t>sizeof(floating):
+        raise ValueError("fused_loss_grad: Wt needs unit stride along D")
     cdef int level = BEST_ISA
     if isa is not None:
         if isa not in SUPPORTED_ISAS:
             raise ValueError(f"isa must be one of {SUPPORTED_ISAS}, got {isa!r}")
         level = ISA_NAMES.index(isa)
-    cdef Py_ssize_t n_chunks = max(1, min(<Py_ssize_t>n_threads, N))
     dtype = np.float32 if floating is float else np.float64
-    grads_arr = np.zeros((n_chunks, Cp, D), dtype=dtype)
-    cdef floating[:, :, ::1] grads = grads_arr
+    cdef const floating[::1] bv
+    cdef const floating *bp = NULL
+    if b is not None:
+        bv = b
+        if bv.shape[0] != C:
+            raise ValueError("fused_loss_grad: b must have C entries")
+        bp = &bv[0]
+    cdef const Py_ssize_t[::1] rv
+    cdef const Py_ssize_t *rp = NULL
+    cdef Py_ssize_t n = N, k
+    if rows is not None:
+        rv = rows
+        n = rv.shape[0]
+        with nogil:
+            for k in range(n):
+                if rv[k] < 0 or rv[k] >= N:
+                    with gil:
+                        raise IndexError(f"fused_loss_grad: rows[{k}] = {rv[k]} is outside [0, {N})")
+        if n:
+            rp = &rv[0]
+    if n == 0 or N == 0:
+        raise ValueError("fused_loss_grad: no rows")
+    cdef floating[:, ::1] outv
+    if out is None:
+        out = np.empty((D, C), dtype=dtype)
+    outv = out
+    if outv.shape[0] != D or outv.shape[1] != C:
+        raise ValueError("fused_loss_grad: out must have shape (D, C)")
+    cdef Py_ssize_t n_chunks = max(1, min(<Py_ssize_t>n_threads, n))
+    # Per-thread (Cp, D) accumulators, 64-byte aligned rows of ldg elements.
+    cdef Py_ssize_t line = 64 // sizeof(floating)
+    cdef Py_ssize_t ldg = (D + line - 1) // line * line
+    flat = np.zeros(n_chunks * Cp * ldg + line, dtype=dtype)
+    cdef Py_ssize_t off = ((-flat.ctypes.data) % 64) // sizeof(floating)
+    cdef floating[:, :, :] grads = flat[off:off + n_chunks * Cp * ldg].reshape(n_chunks, Cp, ldg)
+    cdef Py_ssize_t ldw = Wt.strides[0] // <Py_ssize_t>sizeof(floating)
+    cdef double[:, ::1] gbs = np.zeros((n_chunks, Cp), dtype=np.float64)
     cdef floating[::1] zero_row = np.zeros(max(D, 1), dtype=dtype)
     cdef double[::1] losses = np.zeros(n_chunks, dtype=np.float64)
     cdef Py_ssize_t ldx = X.strides[0] // <Py_ssize_t>sizeof(floating)
@@ -108,27 +167,36 @@ def fused_loss_grad(
     with nogil:
         for t in prange(n_chunks, num_threads=n_threads, schedule="static"):
             if floating is double:
-                losses[t] = k64(&Wt[0, 0], Cp, C, D, &X[0, 0], ldx, &y[0],
-                                t * N // n_chunks, (t + 1) * N // n_chunks,
-                                &grads[t, 0, 0], &zero_row[0])
+                losses[t] = k64(&Wt[0, 0], ldw, Cp, C, D, bp, &X[0, 0], ldx, rp, &y[0],
+                                t * n // n_chunks, (t + 1) * n // n_chunks, tile, dchunk,
+                                &grads[t, 0, 0], ldg, &gbs[t, 0], &zero_row[0])
             else:
-                losses[t] = k32(&Wt[0, 0], Cp, C, D, &X[0, 0], ldx, &y[0],
-                                t * N // n_chunks, (t + 1) * N // n_chunks,
-                                &grads[t, 0, 0], &zero_row[0])
+                losses[t] = k32(&Wt[0, 0], ldw, Cp, C, D, bp, &X[0, 0], ldx, rp, &y[0],
+                                t * n // n_chunks, (t + 1) * n // n_chunks, tile, dchunk,
+                                &grads[t, 0, 0], ldg, &gbs[t, 0], &zero_row[0])
     # Reduce the per-thread (Cp, D) accumulators in chunk order, transposing
     # to (D, C) on the way.
-    out_arr = np.empty((D, C), dtype=dtype)
-    cdef floating[:, ::1] out = out_arr
     cdef Py_ssize_t d, j
     cdef floating s
+    cdef double sb
     with nogil:
         for d in range(D):
             for j in range(C):
                 s = grads[0, j, d]
                 for t in range(1, n_chunks):
                     s = s + grads[t, j, d]
-                out[d, j] = s
+                outv[d, j] = s
+    db = None
+    cdef floating[::1] dbv
+    if b is not None:
+        db = np.empty(C, dtype=dtype)
+        dbv = db
+        for j in range(C):
+            sb = gbs[0, j]
+            for t in range(1, n_chunks):
+                sb = sb + gbs[t, j]
+            dbv[j] = <floating>sb
     cdef double total = 0.0
     for t in range(n_chunks):
         total += losses[t]
-    return total, out_arr
+    return total, out, db

@@ -1,82 +1,183 @@
-/* One block-fused softmax loss/gradient kernel, instantiated per dtype and ISA.
+/* One tiled, fused softmax loss/gradient kernel, instantiated per dtype and ISA.
  *
  * Included by _fused_kernel.h with these macros defined:
  *   FT     element type (float or double)
  *   VL     lanes per vector (VL * sizeof(FT) bytes)
- *   RB     rows per block (register block of the micro-kernels)
+ *   RB     rows per score micro-kernel (register block)
  *   CB     classes per score micro-kernel (Cp must be a multiple of CB)
+ *   GNC    classes per gradient micro-kernel (a multiple of CB; 5 is also used)
+ *   GKV    vectors of D per gradient micro-kernel
  *   NAME   the function's name
- * See _fused_kernel.h for the design.
+ * See _fused_kernel.h (and docs/kernels.md) for the design.
  */
 
+#define FS_CAT_(a, b) a##b
+#define FS_CAT(a, b) FS_CAT_(a, b)
+#define VEC FS_CAT(NAME, _vec)
+#define GRAD_MK FS_CAT(NAME, _grad_mk)
+
+#if FS_VECTOR_EXT
+typedef FT VEC __attribute__((vector_size(VL * sizeof(FT)), aligned(sizeof(FT)), may_alias));
+#else
+typedef FT VEC;                                /* VL is 1: plain scalar code */
+#endif
+
+/* Gradient micro-kernel: G[j0+c, d:d+kv*VL] += sum_r cf[r, j0+c] * x_r[d:...]
+ * for c < nc, r < nt.  The nc x kv accumulators live in registers for the
+ * whole tile: G is loaded and stored once per tile, X's tile rows (in L2)
+ * once per class group.  nc and kv are compile-time constants at every call
+ * site, so the loops unroll completely. */
+static FS_INLINE void GRAD_MK(const int nc, const int kv, FT *G, Py_ssize_t ldg,
+                              Py_ssize_t j0, Py_ssize_t d, const FT *const *xp,
+                              const FT *cf, Py_ssize_t Cp, Py_ssize_t nt)
+{
+    VEC acc[GNC][GKV];
+    for (int c = 0; c < nc; c++)
+        for (int k = 0; k < kv; k++) acc[c][k] = *(const VEC *)(G + (j0 + c) * ldg + d + k * VL);
+    for (Py_ssize_t r = 0; r < nt; r++) {
+        VEC xv[GKV];
+        for (int k = 0; k < kv; k++) xv[k] = *(const VEC *)(xp[r] + d + k * VL);
+        const FT *cr = cf + r * Cp + j0;
+        for (int c = 0; c < nc; c++) {
+            FT cc = cr[c];
+            for (int k = 0; k < kv; k++) acc[c][k] += cc * xv[k];
+        }
+    }
+    for (int c = 0; c < nc; c++)
+        for (int k = 0; k < kv; k++) *(VEC *)(G + (j0 + c) * ldg + d + k * VL) = acc[c][k];
+}
+
 static double NAME(
-    const FT *Wt,          /* IN  (Cp, D) transposed weights, rows >= C are zero  */
+    const FT *Wt,          /* IN  (Cp, D) transposed weights, rows >= C are zero */
+    Py_ssize_t ldw,        /*     row stride of Wt (64-byte multiple: aligned loads) */
     Py_ssize_t Cp, Py_ssize_t C, Py_ssize_t D,
-    const FT *X,           /* IN  (N, D) data, row i at X + i * ldx, unit column stride */
+    const FT *bias,        /* IN  (C,) bias, or NULL */
+    const FT *X,           /* IN  data, row i at X + i * ldx, unit column stride */
     Py_ssize_t ldx,
-    const Py_ssize_t *y,   /* IN  (N,) labels in [0, C) */
-    Py_ssize_t start, Py_ssize_t stop,
+    const Py_ssize_t *rows,/* IN  row k of the problem is X[rows[k]]; NULL: X[k] */
+    const Py_ssize_t *y,   /* IN  labels, indexed like X's rows, in [0, C) */
+    Py_ssize_t start, Py_ssize_t stop,  /* problem rows k in [start, stop) */
+    Py_ssize_t T,          /* rows per tile, a multiple of RB */
+    Py_ssize_t Dc,         /* D-chunk of the score pass, a multiple of VL */
     FT *G,                 /* OUT (Cp, D) gradient sum, accumulated into */
+    Py_ssize_t ldg,        /*     row stride of G (64-byte multiple: aligned loads) */
+    double *gb,            /* OUT (Cp,) sum of P - Y, accumulated into */
     const FT *zero_row)    /* IN  (D,) zeros: stands in for rows past `stop` */
 {
-#if FS_VECTOR_EXT
-    typedef FT vec __attribute__((vector_size(VL * sizeof(FT)), aligned(sizeof(FT)), may_alias));
-#else
-    typedef FT vec;                            /* VL is 1: plain scalar code */
-#endif
     const Py_ssize_t Dv = D - D % VL;          /* vectorised part of each row */
     double loss = 0.0;
-    double S[RB][FS_CMAX_STACK];               /* scores of the block, then P - Y */
-    double *Sp[RB];
-    double *heap = NULL;
-    if (Cp > FS_CMAX_STACK) {
-        heap = (double *)malloc(sizeof(double) * RB * Cp);
-        if (heap == NULL) return NAN;          /* a NaN loss is reported as an error */
-    }
-    for (int r = 0; r < RB; r++) Sp[r] = heap ? heap + r * Cp : S[r];
+    if (T < RB) T = RB;
+    T -= T % RB;
+    if (Dc < VL) Dc = VL;
+    Dc -= Dc % VL;
+    /* The tile, packed: the score pass copies each row's vectorised part
+     * into a 64-byte aligned buffer with a cache-line multiple stride as it
+     * reads it from memory, so later reads (the other class blocks, the
+     * gradient pass) never split a cache line, whatever X's row alignment,
+     * and gathered rows (`rows`) become contiguous. */
+    const Py_ssize_t line = 64 / (Py_ssize_t)sizeof(FT);
+    const Py_ssize_t ldp = Dv > 0 ? (Dv + line - 1) / line * line : 0;
+    /* scratch: packed tile, partial score vectors, scores/coefficients in
+     * double, the coefficients in FT, this tile's and the next tile's rows */
+    size_t bytes = 64 + sizeof(FT) * (size_t)(T * ldp) + sizeof(VEC) * (size_t)(T * Cp)
+                   + sizeof(double) * (size_t)(T * Cp) + sizeof(FT) * (size_t)(T * Cp)
+                   + 3 * sizeof(FT *) * (size_t)T + 64;
+    char *scratch = (char *)malloc(bytes);
+    if (scratch == NULL) return NAN;           /* a NaN loss is reported as an error */
+    FT *Pk = (FT *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    VEC *Sv = (VEC *)(Pk + T * ldp);
+    double *S = (double *)(Sv + T * Cp);
+    FT *cf = (FT *)(S + T * Cp);
+    const FT **xp = (const FT **)(((uintptr_t)(cf + T * Cp) + 15) & ~(uintptr_t)15);
+    const FT **xn = xp + T;
+    FT **pk = (FT **)(xn + T);
+    for (Py_ssize_t r = 0; r < T; r++) pk[r] = Pk + r * ldp;
 
-    for (Py_ssize_t i0 = start; i0 < stop; i0 += RB) {
-        const FT *x[RB];
-        int nr = (int)((stop - i0) < RB ? (stop - i0) : RB);
-        for (int r = 0; r < RB; r++) x[r] = r < nr ? X + (i0 + r) * ldx : zero_row;
-        /* the next block's rows, prefetched while this block's gradient runs
-         * from cache, so the DRAM stream overlaps the arithmetic */
-        const FT *nx[RB];
-        for (int r = 0; r < RB; r++)
-            nx[r] = i0 + RB + r < stop ? X + (i0 + RB + r) * ldx : zero_row;
-
-        /* 1. scores: RB rows x CB classes of vector accumulators, one pass over D */
-        for (Py_ssize_t j0 = 0; j0 < Cp; j0 += CB) {
-            vec acc[RB][CB];
-            for (int r = 0; r < RB; r++)
-                for (int c = 0; c < CB; c++) acc[r][c] = FS_VZERO;
-            const FT *w[CB];
-            for (int c = 0; c < CB; c++) w[c] = Wt + (j0 + c) * D;
-            for (Py_ssize_t d = 0; d < Dv; d += VL) {
-                vec xv[RB];
-                for (int r = 0; r < RB; r++) xv[r] = *(const vec *)(x[r] + d);
-                for (int c = 0; c < CB; c++) {
-                    vec wv = *(const vec *)(w[c] + d);
-                    for (int r = 0; r < RB; r++) acc[r][c] += xv[r] * wv;
-                }
-            }
-            for (int r = 0; r < RB; r++)
-                for (int c = 0; c < CB; c++) {
-                    FT s = 0;
-                    for (int l = 0; l < VL; l++) s += FS_LANE(acc[r][c], l);
-                    for (Py_ssize_t d = Dv; d < D; d++) s += x[r][d] * w[c][d];
-                    Sp[r][j0 + c] = (double)s;
-                }
+    for (Py_ssize_t k0 = start; k0 < stop; k0 += T) {
+        Py_ssize_t nt = stop - k0 < T ? stop - k0 : T;   /* real rows in this tile */
+        Py_ssize_t Tp = (nt + RB - 1) / RB * RB;         /* rounded up to the block */
+        for (Py_ssize_t r = 0; r < Tp; r++) {
+            Py_ssize_t k = k0 + r;
+            xp[r] = r < nt ? X + (rows ? rows[k] : k) * ldx : zero_row;
+        }
+        /* the next tile's rows, prefetched into L2 during this tile's
+         * gradient pass so that the DRAM stream overlaps arithmetic */
+        Py_ssize_t nn = stop - (k0 + T);
+        nn = nn < 0 ? 0 : (nn > T ? T : nn);
+        for (Py_ssize_t r = 0; r < nn; r++) {
+            Py_ssize_t k = k0 + T + r;
+            xn[r] = X + (rows ? rows[k] : k) * ldx;
         }
 
-        /* 2. softmax in double: S becomes the gradient coefficients P - Y */
-        for (int r = 0; r < RB; r++) {
-            double *s = Sp[r];
-            if (r >= nr) {                      /* padding row: contributes nothing */
-                for (Py_ssize_t j = 0; j < Cp; j++) s[j] = 0.0;
-                continue;
+        /* 1. scores, D-chunk by D-chunk: the chunk of W (Cp x Dc, a few KB)
+         * stays in L1 while every row block of the tile uses it; RB x CB
+         * vector partial sums are carried in Sv from chunk to chunk. */
+#ifndef FS_SKIP_SCORE             /* profiling aid: time one pass alone */
+        for (Py_ssize_t d0 = 0; d0 < Dv; d0 += Dc) {
+            Py_ssize_t d1 = d0 + Dc < Dv ? d0 + Dc : Dv;
+            for (Py_ssize_t r0 = 0; r0 < Tp; r0 += RB) {
+                const FT *x[RB];
+                FT *p[RB];
+                for (int r = 0; r < RB; r++) {
+                    x[r] = xp[r0 + r];
+                    p[r] = pk[r0 + r];
+                }
+                for (Py_ssize_t j0 = 0; j0 < Cp; j0 += CB) {
+                    VEC acc[RB][CB];
+                    VEC *sv = Sv + r0 * Cp + j0;
+                    if (d0 == 0) {
+                        for (int r = 0; r < RB; r++)
+                            for (int c = 0; c < CB; c++) acc[r][c] = FS_VZERO;
+                    } else {
+                        for (int r = 0; r < RB; r++)
+                            for (int c = 0; c < CB; c++) acc[r][c] = sv[r * Cp + c];
+                    }
+                    const FT *w[CB];
+                    for (int c = 0; c < CB; c++) w[c] = Wt + (j0 + c) * ldw;
+                    if (j0 == 0) {             /* first class block: read X, pack it */
+                        for (Py_ssize_t d = d0; d < d1; d += VL) {
+                            VEC xv[RB];
+                            for (int r = 0; r < RB; r++) {
+                                xv[r] = *(const VEC *)(x[r] + d);
+                                *(VEC *)(p[r] + d) = xv[r];
+                            }
+                            for (int c = 0; c < CB; c++) {
+                                VEC wv = *(const VEC *)(w[c] + d);
+                                for (int r = 0; r < RB; r++) acc[r][c] += xv[r] * wv;
+                            }
+                        }
+                    } else {                   /* the others: the packed copy */
+                        for (Py_ssize_t d = d0; d < d1; d += VL) {
+                            VEC xv[RB];
+                            for (int r = 0; r < RB; r++) xv[r] = *(const VEC *)(p[r] + d);
+                            for (int c = 0; c < CB; c++) {
+                                VEC wv = *(const VEC *)(w[c] + d);
+                                for (int r = 0; r < RB; r++) acc[r][c] += xv[r] * wv;
+                            }
+                        }
+                    }
+                    for (int r = 0; r < RB; r++)
+                        for (int c = 0; c < CB; c++) sv[r * Cp + c] = acc[r][c];
+                }
             }
-            Py_ssize_t yi = y[i0 + r];
+        }
+
+#endif
+        /* 2. softmax in double: S becomes the gradient coefficients P - Y */
+        for (Py_ssize_t r = 0; r < nt; r++) {
+            double *s = S + r * Cp;
+            const FT *xr = xp[r];
+            for (Py_ssize_t j = 0; j < C; j++) {
+                FT a = 0;
+                if (Dv > 0) {
+                    VEC v = Sv[r * Cp + j];
+                    for (int l = 0; l < VL; l++) a += FS_LANE(v, l);
+                }
+                const FT *wj = Wt + j * ldw;
+                for (Py_ssize_t d = Dv; d < D; d++) a += xr[d] * wj[d];
+                s[j] = (double)a + (bias ? (double)bias[j] : 0.0);
+            }
+            Py_ssize_t yi = y[rows ? rows[k0 + r] : k0 + r];
             double shift = s[0];
             for (Py_ssize_t j = 1; j < C; j++) shift = s[j] > shift ? s[j] : shift;
             double total = 0.0;
@@ -90,37 +191,42 @@ static double NAME(
             double inv = 1.0 / total;
             for (Py_ssize_t j = 0; j < C; j++) s[j] *= inv;
             s[yi] -= 1.0;
-            for (Py_ssize_t j = C; j < Cp; j++) s[j] = 0.0;
+            FT *c = cf + r * Cp;
+            for (Py_ssize_t j = 0; j < C; j++) {
+                c[j] = (FT)s[j];
+                gb[j] += s[j];
+            }
+            for (Py_ssize_t j = C; j < Cp; j++) c[j] = 0;
         }
 
-        /* 3. gradient: G[j, :] += sum_r coef[r, j] * x[r, :] for CB classes at a
-         * time, the RB x CB coefficients held in registers, the rows still in cache */
-        for (Py_ssize_t j0 = 0; j0 < Cp; j0 += CB) {
-            FT coef[RB][CB];
-            FT *g[CB];
-            for (int c = 0; c < CB; c++) {
-                g[c] = G + (j0 + c) * D;
-                for (int r = 0; r < RB; r++) coef[r][c] = (FT)Sp[r][j0 + c];
-            }
-            for (Py_ssize_t d = 0; d < Dv; d += VL) {
-                vec xv[RB];
-                for (int r = 0; r < RB; r++) xv[r] = *(const vec *)(x[r] + d);
-                if (j0 == 0)
-                    for (int r = 0; r < RB; r++) FS_PREFETCH(nx[r] + d);
-                for (int c = 0; c < CB; c++) {
-                    vec gv = *(vec *)(g[c] + d);
-                    for (int r = 0; r < RB; r++) gv += coef[r][c] * xv[r];
-                    *(vec *)(g[c] + d) = gv;
-                }
-            }
+        /* 3. gradient: a small GEMM with K = the tile's rows, one slice of
+         * GKV vectors of D at a time, all classes of the slice in registers */
+        Py_ssize_t d = 0;
+#ifdef FS_SKIP_GRAD
+        d = Dv;
+#endif
+        for (; d + GKV * VL <= Dv; d += GKV * VL) {
+            Py_ssize_t j0 = 0;
+            for (; j0 + GNC <= Cp; j0 += GNC) GRAD_MK(GNC, GKV, G, ldg, j0, d, (const FT *const *)pk, cf, Cp, nt);
+            for (; j0 < Cp; j0 += CB) GRAD_MK(CB, GKV, G, ldg, j0, d, (const FT *const *)pk, cf, Cp, nt);
+            for (Py_ssize_t r = 0; r < nn; r++)
+                for (int k = 0; k < GKV * VL * (int)sizeof(FT); k += 64)
+                    FS_PREFETCH_L2((const char *)(xn[r] + d) + k);
+        }
+        for (; d < Dv; d += VL) {
+            for (Py_ssize_t j0 = 0; j0 < Cp; j0 += CB) GRAD_MK(CB, 1, G, ldg, j0, d, (const FT *const *)pk, cf, Cp, nt);
+            for (Py_ssize_t r = 0; r < nn; r++) FS_PREFETCH_L2(xn[r] + d);
         }
         for (Py_ssize_t j = 0; j < Cp; j++)
-            for (Py_ssize_t d = Dv; d < D; d++) {
-                FT gs = G[j * D + d];
-                for (int r = 0; r < RB; r++) gs += (FT)Sp[r][j] * x[r][d];
-                G[j * D + d] = gs;
+            for (d = Dv; d < D; d++) {
+                FT gs = G[j * ldg + d];
+                for (Py_ssize_t r = 0; r < nt; r++) gs += cf[r * Cp + j] * xp[r][d];
+                G[j * ldg + d] = gs;
             }
     }
-    free(heap);
+    free(scratch);
     return loss;
 }
+
+#undef GRAD_MK
+#undef VEC

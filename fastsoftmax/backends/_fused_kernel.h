@@ -1,17 +1,27 @@
-/* Fused softmax loss/gradient micro-kernels, one build per instruction set.
+/* Fused softmax loss/gradient kernels, one build per instruction set.
  *
- * Design
+ * Design (docs/kernels.md has the model and the measurements)
  * ------
- * For a block of RB rows of X the kernel computes the RB x C scores, their
- * softmax and loss, and the block's gradient contribution while the rows are
- * still in L1/L2, so X is read from memory once.  The two products are tiny
- * GEMMs (K = D large, C = 10): the score micro-kernel keeps RB x CB vector
- * accumulators in registers and walks D contiguously (W is passed transposed,
- * (Cp, D), so every load is unit-stride); the gradient micro-kernel loads RB
- * vectors of X once per D position and updates every class's row of the
- * (Cp, D) accumulator.  Classes are padded with zero weights to a multiple of
- * CB and missing rows of the last block point at a zero row, so there is no
- * remainder code in the hot loops (only a scalar tail for D % VL).
+ * The two products are skinny GEMMs (K = D large, C ~ 10), so the kernel is
+ * built like a GEMM, around what each level of the memory hierarchy holds:
+ *
+ * - Rows are processed in tiles of T rows (T chosen by the caller from the
+ *   L2 size: a tile, W and the gradient accumulator stay in L2).  Row k of
+ *   the problem is X[rows[k]] (rows = NULL: X[k]), so a minibatch is never
+ *   gathered into a copy.
+ * - Score pass, D-chunk by D-chunk: a Cp x Dc slice of W.T (about 16 KB)
+ *   stays in L1 while every RB-row block of the tile is multiplied by it in
+ *   an RB x CB register block of vector accumulators; the vector partial
+ *   sums are carried across chunks in a small buffer and reduced once.
+ * - Softmax, loss and the coefficients P - Y of the tile in double.
+ * - Gradient pass: a small GEMM with K = T.  For each slice of GKV vectors
+ *   of D, GNC classes x GKV vectors of accumulators stay in registers while
+ *   all T rows of the tile (L2 resident) are added in, so the (Cp, D)
+ *   accumulator is loaded and stored once per tile instead of once per
+ *   row block.  Meanwhile the next tile's rows are prefetched into L2.
+ * - Classes are padded with zero weights to a multiple of CB and missing rows
+ *   of the last block point at a zero row, so the hot loops have no remainder
+ *   code (only a scalar tail for D % VL).
  *
  * Portability: the code uses GCC vector extensions, not intrinsics, and is
  * compiled three times under `#pragma GCC target` (AVX-512, AVX2+FMA, and the
@@ -20,47 +30,59 @@
  * still uses AVX-512 where it exists.  clang and non-x86 GCC get the
  * baseline build only (vectorised for whatever -m flags they use); compilers
  * without vector extensions (MSVC) get the same body as scalar code.
- * No -ffast-math: the lane order of every sum is fixed by the code, so
- * NaN/inf propagate and results are reproducible for a given ISA.
+ * No -ffast-math: the order of every sum is fixed by the code, so NaN/inf
+ * propagate and results are reproducible for a given ISA, tile and thread
+ * count.
  */
 #ifndef FASTSOFTMAX_FUSED_KERNEL_H
 #define FASTSOFTMAX_FUSED_KERNEL_H
 
 #include <Python.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 
-#define FS_CMAX_STACK 64   /* classes handled with stack scratch; more use malloc */
-
-typedef double (*fs_kernel_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                const double *, Py_ssize_t, const Py_ssize_t *,
-                                Py_ssize_t, Py_ssize_t, double *, const double *);
-typedef double (*fs_kernel_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                const float *, Py_ssize_t, const Py_ssize_t *,
-                                Py_ssize_t, Py_ssize_t, float *, const float *);
+typedef double (*fs_kernel_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                const double *, const double *, Py_ssize_t,
+                                const Py_ssize_t *, const Py_ssize_t *,
+                                Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                double *, Py_ssize_t, double *, const double *);
+typedef double (*fs_kernel_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                const float *, const float *, Py_ssize_t,
+                                const Py_ssize_t *, const Py_ssize_t *,
+                                Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                float *, Py_ssize_t, double *, const float *);
 
 /* Classes per score micro-kernel: Cp = C rounded up to a multiple of this. */
 #define FS_CB 5
+
+/* Where the next tile is prefetched: 0 gradient pass, 1 score pass, 2 both, 3 nowhere */
 
 /* GCC and clang have vector extensions; other compilers (MSVC) get scalar
  * code (VL = 1) from the same body.  -DFS_NO_VECTOR_EXT forces that path. */
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(FS_NO_VECTOR_EXT)
 #define FS_VECTOR_EXT 1
-#define FS_VZERO ((vec){0})
+#define FS_VZERO ((VEC){0})
 #define FS_LANE(v, l) ((v)[l])
-#define FS_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#define FS_PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
+#define FS_INLINE inline __attribute__((always_inline))
 #define FS_VL(n) (n)
 #else
 #define FS_VECTOR_EXT 0
-#define FS_VZERO ((vec)0)
+#define FS_VZERO ((VEC)0)
 #define FS_LANE(v, l) (v)
-#define FS_PREFETCH(p) ((void)(p))
+#define FS_PREFETCH_L2(p) ((void)(p))
+#define FS_INLINE __forceinline
 #define FS_VL(n) 1
 #endif
 
-/* ---- x86-64 baseline (SSE2), or any other CPU: always present ----------- */
+/* ---- x86-64 baseline (SSE2), or any other CPU: always present -----------
+ * 16 registers: scores 2 rows x 5 classes (10 accumulators + 2 rows + 1 W),
+ * gradient 5 classes x 2 vectors (10 accumulators + 2 rows + 1 coefficient) */
 #define RB 2
 #define CB FS_CB
+#define GNC 5
+#define GKV 2
 #define FT double
 #define VL FS_VL(2)
 #define NAME fs_f64_base
@@ -83,6 +105,8 @@ typedef double (*fs_kernel_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #define RB 2
+#define GNC 5
+#define GKV 2
 #define FT double
 #define VL 4
 #define NAME fs_f64_avx2
@@ -100,11 +124,15 @@ typedef double (*fs_kernel_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_
 #undef RB
 #pragma GCC pop_options
 
-/* ---- AVX-512: 32 zmm registers, 5 rows x 5 classes of accumulators ------
- * (5x5 measured 6-10% faster than 4x5 and 8x2, 3x faster than 2x10, N=500) */
+/* ---- AVX-512: 32 zmm registers.  Scores: 5 rows x 5 classes (25
+ * accumulators, 5 rows, 1 W; 10 loads per 25 FMAs).  Gradient: 10 classes x
+ * 2 vectors (20 accumulators, 2 rows, 1 coefficient; 12 loads per 20 FMAs),
+ * so for C <= 10 each tile row is read from L2 once in the gradient pass. */
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx2,fma")
 #define RB 5
+#undef GNC
+#define GNC 10
 #define FT double
 #define VL 8
 #define NAME fs_f64_avx512
@@ -120,6 +148,8 @@ typedef double (*fs_kernel_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_
 #undef VL
 #undef NAME
 #undef RB
+#undef GNC
+#undef GKV
 #pragma GCC pop_options
 #else
 #define FS_MULTI_ISA 0

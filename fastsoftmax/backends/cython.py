@@ -3,39 +3,88 @@
 Design note
 -----------
 The kernel (``_cython_kernel.pyx`` over the C micro-kernels of
-``_fused_kernel.h``; the README's "How the kernels work" has the design and
-the measurements) is built by ``setup.py`` at install time.  If it was not
-built (a source checkout without ``pip install``, a machine with no
-compiler), importing this module raises ``ImportError`` and the registry
-reports the backend as unavailable with that reason; ``import fastsoftmax``
-never fails because of it.
+``_fused_kernel.h``; docs/kernels.md has the design and the measurements)
+is built by ``setup.py`` at install time.  If it was not built (a source
+checkout without ``pip install``, a machine with no compiler), importing this
+module raises ``ImportError`` and the registry reports the backend as
+unavailable with that reason; ``import fastsoftmax`` never fails because of
+it.
 
 This module only adapts layouts: it pads ``W.T`` with zero classes to the
 kernel's class block and hands X over as it is whenever its rows have unit
 stride (C order, or row-strided views such as ``X[::2]``); only other
-layouts (Fortran order, column-strided views) are copied, once.
+layouts (Fortran order, column-strided views) are copied, once.  A bias, a
+row index array and an output array go to the kernel natively: nothing of
+size N x D is ever gathered or copied for them.
 """
+
+import os
 
 import numpy as np
 
-from ._common import finish, interim, into, padded_transpose, thread_count
+from ._threads import get_num_threads
+from ._common import blocking, finish, padded_transpose, thread_count
 from ._cython_kernel import CLASS_BLOCK, SUPPORTED_ISAS, fused_loss_grad
 
 #: Which instruction-set build of the kernel runs (one of ``SUPPORTED_ISAS``);
-#: None means the widest this CPU supports.  Tests set it to cover every build.
-ISA = None
+#: None means the widest this CPU supports.  Tests set it to cover every build;
+#: the environment variable ``FASTSOFTMAX_ISA`` sets it for a whole process
+#: (e.g. ``FASTSOFTMAX_ISA=avx2 fastsoftmax bench`` on an AVX-512 machine).
+ISA = os.environ.get("FASTSOFTMAX_ISA") or None
+if ISA is not None and ISA not in SUPPORTED_ISAS:
+    raise ImportError(f"FASTSOFTMAX_ISA={ISA!r}: this CPU runs {SUPPORTED_ISAS}")
 
-__all__ = ["softmax_loss", "ISA", "SUPPORTED_ISAS"]
+#: (tile, dchunk) override for experiments; None: ``_common.blocking``.
+BLOCKING = None
+
+__all__ = ["softmax_loss", "loss_grad", "ISA", "SUPPORTED_ISAS"]
+
+
+def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None):
+    """Loss and gradients, with optional bias, row subset and output array.
+
+    Parameters
+    ----------
+    W : ndarray, shape (D, C), float32 or float64
+    X : ndarray, shape (N, D), same dtype as ``W``
+    y : ndarray, shape (N,), intp labels in [0, C)
+    reg : float
+    b : ndarray, shape (C,), dtype of ``W``, optional
+    rows : ndarray, shape (n,), intp in [0, N), optional
+        Process ``X[rows]``, ``y[rows]`` without gathering them.
+    out : ndarray, shape (D, C), dtype of ``W``, C-contiguous, optional
+    n_threads : int, optional
+        Default :func:`fastsoftmax.get_num_threads`.
+
+    Returns
+    -------
+    loss : float
+    dW : ndarray, shape (D, C) (``out`` if given)
+    db : ndarray, shape (C,), or None when ``b`` is None
+    """
+    N, C = X.shape[0], W.shape[1]
+    n = N if rows is None else len(rows)
+    item = X.dtype.itemsize
+    if X.shape[1] > 1 and X.strides[1] != item or X.strides[0] % item:
+        X = np.ascontiguousarray(X)
+    Wt = padded_transpose(W, CLASS_BLOCK, aligned=True)
+    tile, dchunk = BLOCKING or blocking(X.shape[1], Wt.shape[0], item)
+    n_threads = thread_count(n, X.shape[1], C, get_num_threads() if n_threads is None else n_threads)
+    data_loss, grad_sum, bias_sum = fused_loss_grad(
+        Wt, X, y, C, n_threads, ISA, b, rows, out, tile, dchunk
+    )
+    loss, dW = finish(W, n, reg, data_loss, grad_sum, bias_sum)
+    return loss, dW, bias_sum
 
 
 def softmax_loss(problem, n_threads):
-    """Softmax loss and gradient from the compiled, GIL-free kernel.
+    """Softmax loss and gradients: the registry's kernel interface.
 
     Parameters
     ----------
     problem : fastsoftmax.backends._validate.Problem
         ``W`` (D, C) and ``X`` (N, D) float32 or float64, ``y`` (N,) intp,
-        ``reg``; optional ``b``, ``rows``, ``out``.
+        ``reg``; optional ``b``, ``rows``, ``out``, all handled natively.
     n_threads : int
         Upper bound on threads; small problems use fewer (``thread_count``).
 
@@ -45,15 +94,4 @@ def softmax_loss(problem, n_threads):
     dW : ndarray, shape (D, C), dtype of ``W`` (``out`` if given)
     db : ndarray, shape (C,), or None without ``b``
     """
-    if problem.b is not None or problem.rows is not None:
-        return interim(problem, n_threads)
-    W, X, y, reg = problem.args
-    N, C = X.shape[0], W.shape[1]
-    item = X.dtype.itemsize
-    if X.shape[1] > 1 and X.strides[1] != item or X.strides[0] % item:
-        X = np.ascontiguousarray(X)
-    Wt = padded_transpose(W, CLASS_BLOCK)
-    n_threads = thread_count(N, X.shape[1], C, n_threads)
-    data_loss, grad_sum = fused_loss_grad(Wt, X, y, C, n_threads, ISA)
-    loss, dW = finish(W, N, reg, data_loss, grad_sum)
-    return loss, into(problem.out, dW), None
+    return loss_grad(*problem.args, b=problem.b, rows=problem.rows, out=problem.out, n_threads=n_threads)

@@ -47,14 +47,22 @@ def format_table(case, source, ref_name, records):
         f"\n{case.name}   N={case.n} D={case.d} C={case.c}, {source}; reference: {ref_name}; "
         f"{case.flops / 1e6:.0f} MFLOP and {case.x_bytes / 1e6:.1f} MB of X per call"
     )
+    roofs = {}
+    for r in records:
+        if "t_star_s" in r:
+            roofs.setdefault(r["threads"], r)
+    for t, r in roofs.items():
+        head += (f"\nroofline x{t}: R_gemm {r['r_gemm_gflops']:.3g} GFLOP/s (square GEMM, n=2048), "
+                 f"R_stream {r['r_stream_gbs']:.3g} GB/s (stream X) -> T* = {_fmt_time(r['t_star_s'])} "
+                 f"({'compute' if r['roof_bound'] == 'gemm' else 'memory'}-bound)")
     cols = ["backend", "median", "spread", "vs python", "vs numpy", "GFLOP/s", "X GB/s",
-            "extra mem", "loss err", "grad err", "verdict"]
+            "% roof", "extra mem", "loss err", "grad err", "verdict"]
     rows = []
     for r in records:
-        label = r["backend"] + (f" x{r['threads']}" if multi else "")
+        label = r["backend"] + (f" x{r['threads']}" if multi else "") + (" *" if r.get("picked") else "")
         if r["status"] in ("skipped", "error"):
             verdict = "FAIL" if r["status"] == "error" else "skip"
-            rows.append([label, *["-"] * 9, f"{verdict}: {r['reason']}"])
+            rows.append([label, *["-"] * 10, f"{verdict}: {r['reason']}"])
             continue
         rows.append([
             label,
@@ -64,6 +72,7 @@ def format_table(case, source, ref_name, records):
             _fmt_ratio(r.get("speedup_vs_numpy")),
             f"{r['gflops']:.3g}",
             f"{r['x_bandwidth_gbs']:.3g}",
+            f"{r['roofline_pct']:.0f}%" if "roofline_pct" in r else "-",
             _fmt_mem(r.get("peak_extra_memory_bytes")),
             f"{r['loss_error']:.1e}" if "loss_error" in r else "-",
             f"{r['grad_error']:.1e}" if "grad_error" in r else "-",
@@ -105,11 +114,14 @@ def write_plot(path, cases, records):
                 ax.axvline(r["median_s"] * 1e3, color="k", ls="--", lw=1,
                            label=f"stream X once{' x%d' % r['threads'] if multi else ''}: "
                                  f"{r['median_s'] * 1e3:.3g} ms")
+        for t_star, t in {(r["t_star_s"], r["threads"]) for r in recs if "t_star_s" in r}:
+            ax.axvline(t_star * 1e3, color="tab:green", ls=":", lw=1.2,
+                       label=f"roofline T*{' x%d' % t if multi else ''}: {t_star * 1e3:.3g} ms")
         ax.set_xscale("log")
         ax.invert_yaxis()
         ax.set_title(f"{case.name}  (D={case.d}, C={case.c})")
         ax.set_xlabel("median time per call (ms, log scale)")
-        if any(r["backend"] == "stream X" for r in recs):
+        if any(r["backend"] == "stream X" or "t_star_s" in r for r in recs):
             ax.legend(loc="lower right", fontsize=8)
     for ax in list(axes.flat)[len(cases):]:
         ax.set_visible(False)
@@ -122,6 +134,9 @@ def footnotes(names, threads):
         "median: of the timed calls after a checked warm-up call; spread: interquartile range / median.",
         "GFLOP/s: 4*N*D*C / median; X GB/s: bytes of X / median (reading X once); "
         "extra mem: peak RSS growth of one call beyond inputs and output (separate process).",
+        "% roof: T* / median, T* = max(4*N*D*C / R_gemm, bytes of X / R_stream), both rates measured in "
+        "this run with the row's dtype and threads (docs/kernels.md); "
+        "*: the backend fastsoftmax.softmax_loss picks for this dtype, N and thread count.",
         f"threads: {', '.join(map(str, threads))} (fastsoftmax.threads, threadpoolctl for BLAS/OpenMP, "
         "torch.set_num_threads, scikit-learn n_threads).",
     ]

@@ -21,6 +21,14 @@ table ``bench/`` and the tests use).  For each case and thread count:
    times (fewer for rows slower than a second: see :func:`_timed`).  The
    table shows the median and the spread (interquartile range / median).
 
+5. The roofline (:mod:`fastsoftmax.harness.roofline`): a square GEMM's
+   rate in the case's dtype and thread count (once per run) and the
+   ``stream X`` row's rate give ``T*``, the time no kernel can beat here;
+   every row gets ``% of roofline`` = T* / median, and the row of the
+   backend ``fastsoftmax.softmax_loss`` would pick for this dtype, N and
+   thread count (:func:`fastsoftmax.backends.fastest`) is marked, so a wrong
+   pick shows.
+
 Peak extra memory per call is measured in a separate process per case
 (:func:`fastsoftmax.harness.memory.peak_extra_memory`), because it needs malloc settings that would
 slow the timed process down.  See that function for the method.
@@ -47,6 +55,7 @@ from .inputs import case_data
 from .machine import machine_info
 from .memory import peak_extra_memory
 from .report import footnotes, format_table, write_json, write_plot
+from .roofline import gemm_rate, isa_note, stream_rate, t_star
 from .rows import row_kind, row_names, setup_row, skip_reason
 from .threads import limit_threads
 
@@ -199,6 +208,9 @@ def run(
                         rec = _measure(case, name, problem, ref_name, ref, n_threads, repeat)
                         case_records.append(rec)
                         bar.update()
+                    bar.set_description(f"{case.name} roofline x{n_threads}")
+                    _add_roofline(case, problem, n_threads,
+                                  [r for r in case_records if r["threads"] == n_threads])
                 if memory:
                     measured = [r["backend"] for r in case_records
                                 if r["threads"] == n_threads and r["status"] == "ok"]
@@ -232,7 +244,8 @@ def run(
                        for r in steps if r["row"] == "rows step" and not r["agrees"]]
     finally:
         bar.close()
-    payload = {"machine": machine_info(), "argv": sys.argv, "repeat": repeat, "records": records}
+    payload = {"machine": {**machine_info(), "isa": isa_note()}, "argv": sys.argv, "repeat": repeat,
+               "records": records}
     if steps:
         payload["training_step"] = steps
     if cases:
@@ -261,6 +274,24 @@ def run(
         out("\nFAIL: disagree with the reference or crashed: " + ", ".join(failed))
         return 1
     return 0
+
+
+def _add_roofline(case, problem, n_threads, records):
+    """Give each record of one case and thread count the roofline and its ``% of roofline``.
+
+    R_stream comes from this run's ``stream X`` row when it was measured,
+    else it is measured here; R_gemm is measured here, right after the rows.
+    """
+    floor = next((r for r in records if r["backend"] == "stream X" and r["status"] == "ok"), None)
+    r_stream = case.x_bytes / floor["median_s"] if floor else stream_rate(problem.X, n_threads)
+    r_gemm = gemm_rate(case.dtype, n_threads, cache=False)  # now, beside the rows: a busy machine moves both
+    t, bound = t_star(case.flops, case.x_bytes, r_gemm, r_stream)
+    pick = backends.fastest(case.dtype, case.n, threads=n_threads)
+    for r in records:
+        r.update(r_gemm_gflops=r_gemm / 1e9, r_stream_gbs=r_stream / 1e9, t_star_s=t, roof_bound=bound,
+                 picked=r["backend"] == pick)
+        if r["status"] == "ok" and r["backend"] != "stream X":
+            r["roofline_pct"] = 100.0 * t / r["median_s"]
 
 
 def _add_ratios(records):

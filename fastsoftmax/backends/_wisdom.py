@@ -1,0 +1,135 @@
+"""Per-machine measured backend rankings ("wisdom", as in FFTW), read by the registry.
+
+Design note
+-----------
+Which backend is fastest depends on the CPU (instruction set, FMA units,
+cache sizes, memory bandwidth), the dtype, the batch size and the thread
+count; a static table measured on one machine is wrong on others (issue 11:
+on a Zen 3 the table picked cython where numba was 1.27x faster).  So:
+
+* ``fastsoftmax tune`` (:mod:`fastsoftmax.harness.tune`) times every
+  available backend on CIFAR-shaped problems for each dtype, a few batch
+  sizes and thread counts, and saves the preference orders here, in the
+  user's cache directory, keyed by the CPU model and the package version
+  (a new version may change the kernels, so its wisdom is not reused).
+* :func:`lookup` returns the measured order for (dtype, threads, N) or None;
+  the registry (:func:`fastsoftmax.backends.fastest`) then falls back to its
+  static :data:`~fastsoftmax.backends.RANKINGS`.
+* Nothing is ever measured at import or on a call: no wisdom means the
+  static table.  A missing, unreadable or foreign file is simply ignored.
+
+The file is JSON, written atomically.  Its location: ``FASTSOFTMAX_CACHE_DIR``
+if set, else the platform's user cache directory for fastsoftmax
+(``platformdirs``, e.g. ``~/.cache/fastsoftmax`` on Linux), beside the Numba
+cache of :mod:`._numba_cache`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+
+__all__ = ["cache_dir", "wisdom_path", "machine_key", "load", "save", "lookup", "forget"]
+
+_ENV = "FASTSOFTMAX_CACHE_DIR"
+FORMAT = 1
+
+_loaded: dict = {}  # path -> parsed wisdom (or None), read once per process
+
+
+def cache_dir():
+    """Directory of fastsoftmax's per-user cache (not created here)."""
+    explicit = os.environ.get(_ENV)
+    if explicit:
+        return explicit
+    import platformdirs
+
+    return platformdirs.user_cache_dir("fastsoftmax", appauthor=False)
+
+
+def _version():
+    from .. import __version__
+
+    return __version__
+
+
+def wisdom_path():
+    """The wisdom file for this package version."""
+    return os.path.join(cache_dir(), f"wisdom-{_version()}.json")
+
+
+def machine_key():
+    """The CPU model (``/proc/cpuinfo``'s model name where there is one) and architecture."""
+    model = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model or platform.processor() or 'unknown CPU'} ({platform.machine()})"
+
+
+def load(path=None):
+    """The wisdom for this machine and version, or None (missing, unreadable, foreign)."""
+    path = path or wisdom_path()
+    if path in _loaded:
+        return _loaded[path]
+    wisdom = None
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        if (isinstance(data, dict) and data.get("format") == FORMAT and data.get("version") == _version()
+                and data.get("machine") == machine_key() and isinstance(data.get("orders"), dict)):
+            wisdom = data
+    except (OSError, ValueError):
+        pass
+    _loaded[path] = wisdom
+    return wisdom
+
+
+def save(orders, measurements, path=None):
+    """Write wisdom: ``orders`` maps ``"dtype|threads|smallest N"`` to backend names, fastest first."""
+    from .._files import atomic_write
+
+    path = path or wisdom_path()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    data = {"format": FORMAT, "version": _version(), "machine": machine_key(),
+            "orders": {k: list(v) for k, v in orders.items()}, "measurements": measurements}
+    with atomic_write(path, "w") as f:
+        json.dump(data, f, indent=1)
+        f.write("\n")
+    _loaded[path] = data
+    return path
+
+
+def forget():
+    """Drop what was read, so the next :func:`lookup` reads the file again."""
+    _loaded.clear()
+
+
+def lookup(dtype, threads, n):
+    """The measured order for working dtype ``dtype`` (a name), ``threads`` and batch size ``n``.
+
+    The entry for the largest measured thread count <= ``threads`` and the
+    band with the largest smallest-N <= ``n``; None without wisdom.
+    """
+    wisdom = load()
+    if wisdom is None:
+        return None
+    best = None
+    for key, order in wisdom["orders"].items():
+        try:
+            dt, t, lo = key.split("|")
+            t, lo = int(t), int(lo)
+        except ValueError:
+            continue
+        if dt != dtype or t > threads or (n is not None and lo > n):
+            continue
+        rank = (t, lo)  # no N means a large batch: the top band
+        if best is None or rank > best[0]:
+            best = (rank, order)
+    return None if best is None else tuple(best[1])

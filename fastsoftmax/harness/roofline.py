@@ -1,0 +1,115 @@
+"""The roofline: the time no kernel can beat on this machine, measured in the same run.
+
+Design note
+-----------
+One call costs ``4*N*D*C`` floating-point operations and must read X once,
+so for a case (N, D, C, dtype, threads) no kernel can beat
+
+    ``T* = max(4*N*D*C / R_gemm, bytes(X) / R_stream)``
+
+with ``R_gemm`` the rate of a square GEMM (n = 2048, ``A @ B`` through
+NumPy's BLAS) in the same dtype and thread count, and ``R_stream`` the rate
+at which the ``stream X`` yardstick reads X once (same thread count).  Both
+are measured in the run that times the backends, so a busy or throttled
+machine moves the yardstick and the rows together, and each row's
+``% of roofline`` = T* / T is a ratio of figures from one run (issue 11).
+
+The GEMM rate is the best a tuned BLAS gets from these FMA units; it is the
+right yardstick only if the kernels may use the same instruction set.  To
+hold the AVX2 build of the cython kernel to an AVX2 GEMM on an AVX-512
+machine, start the process with ``OPENBLAS_CORETYPE=Haswell`` (and
+``NUMBA_CPU_NAME=haswell`` for Numba); :func:`isa_note` records what was in
+effect.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import numpy as np
+
+from .threads import limit_threads
+
+__all__ = ["GEMM_N", "gemm_rate", "stream_rate", "t_star", "isa_note"]
+
+#: Side of the square GEMM whose rate is the compute roof.
+GEMM_N = 2048
+
+_gemm_cache: dict = {}
+
+
+#: Untimed pause after a multi-threaded GEMM (seconds): OpenBLAS's workers
+#: busy-wait for a while after a call and, with no spare core, would slow
+#: down whatever row runs next (measured: cython N=500 float64 on 2 threads,
+#: 16 ms right after a 2-thread GEMM instead of 1.25 ms).
+SETTLE_S = 0.3
+
+
+def gemm_rate(dtype, threads, n=None, repeat=5, cache=True):
+    """FLOP/s of ``A @ B`` (n x n, default :data:`GEMM_N`, ``dtype``) with ``threads`` BLAS threads.
+
+    The median of ``repeat`` calls; then, with more than one thread, an
+    untimed pause of :data:`SETTLE_S`.
+
+    One untimed call first (BLAS thread start-up, first touch).  Cached per
+    (dtype, threads, n) for the process, so one run measures it once.
+    """
+    n = GEMM_N if n is None else n
+    key = (np.dtype(dtype).name, threads, n)
+    if cache and key in _gemm_cache:
+        return _gemm_cache[key]
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((n, n)).astype(dtype)
+    B = rng.standard_normal((n, n)).astype(dtype)
+    times = []
+    with limit_threads(threads):
+        A @ B
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            A @ B
+            times.append(time.perf_counter() - t0)
+    if threads > 1:
+        time.sleep(SETTLE_S)
+    rate = 2.0 * n**3 / statistics.median(times)
+    if cache:
+        _gemm_cache[key] = rate
+    return rate
+
+
+def stream_rate(X, threads, repeat=5):
+    """Bytes/s at which the ``stream X`` yardstick reads ``X`` once (median of ``repeat``)."""
+    from .peers import _stream_call
+
+    flat = np.ascontiguousarray(X).ravel()
+    with limit_threads(threads):
+        fn = _stream_call(flat, threads)
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    pool = getattr(fn, "pool", None)
+    if pool is not None:
+        pool.shutdown()
+    return flat.nbytes / statistics.median(times)
+
+
+def t_star(flops, x_bytes, r_gemm, r_stream):
+    """``max(flops / r_gemm, x_bytes / r_stream)`` in seconds, and which term binds."""
+    compute, memory = flops / r_gemm, x_bytes / r_stream
+    return (compute, "gemm") if compute >= memory else (memory, "stream")
+
+
+def isa_note():
+    """The instruction sets in effect: the cython build, OpenBLAS's and Numba's overrides."""
+    note = {"OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+            "NUMBA_CPU_NAME": os.environ.get("NUMBA_CPU_NAME")}
+    try:
+        from ..backends import cython
+
+        note["cython_isa"] = cython.ISA or cython.SUPPORTED_ISAS[-1]
+    except ImportError:
+        note["cython_isa"] = None
+    return note
