@@ -21,9 +21,9 @@ Three products, one subpackage each; only the first is imported here.
 ``sklearn``     ``SoftmaxClassifier``, a scikit-learn estimator (the
                 ``sklearn`` extra: scikit-learn and SciPy, imported only here)
 
-The kernels import nothing from the harness, and from the training kit only
-its NumPy-only layer functions (``training.layers``: the two-layer net's
-``numpy`` backend is their composition, so each formula exists once).
+The kernels import nothing from the harness or the training kit; the layer
+formulas the two-layer net's ``numpy`` backend is composed of live with them
+(``backends._layers``, also found as ``training.layers``).
 """
 
 from . import backends

@@ -169,3 +169,42 @@ def test_thread_count_does_not_change_the_answer(fast_backend, n_threads):
         got = f(W, X, y, 0.1)
     assert abs(got[0] - ref[0]) <= 1e-12 * abs(ref[0])
     np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-12 * np.abs(ref[1]).max())
+
+
+def _imports_of_other_products(path):
+    """``(line, module)`` of every import in ``path`` that reaches the harness, the training kit or an adapter."""
+    import ast
+
+    other = ("fastsoftmax.harness", "fastsoftmax.training", "fastsoftmax.dask", "fastsoftmax.sklearn",
+             "fastsoftmax.cli", "fastsoftmax.testing")
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            # Resolve relative imports from fastsoftmax/backends/<module>.py.
+            base = ["fastsoftmax", "backends"][: 2 - (node.level - 1)] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            names = [module] + [f"{module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found += [(node.lineno, n) for n in names if n.startswith(other)]
+    return found
+
+
+def test_kernels_import_nothing_from_the_other_products():
+    """The layout's one rule: backends/ (the kernels) never imports the harness, the training kit or an adapter."""
+    import pathlib
+
+    package = pathlib.Path(backends.__file__).parent
+    offenders = {p.name: found for p in sorted(package.glob("*.py")) if (found := _imports_of_other_products(p))}
+    assert not offenders, f"kernel modules import other products: {offenders}"
+
+
+def test_the_import_rule_sees_relative_and_absolute_imports(tmp_path):
+    planted = tmp_path / "planted.py"
+    planted.write_text("from ..training.layers import affine_forward\n"
+                       "def f():\n    import fastsoftmax.harness.run\n"
+                       "from . import _validate\nfrom .. import backends\n")
+    assert [m for _, m in _imports_of_other_products(planted)] == [
+        "fastsoftmax.training.layers", "fastsoftmax.training.layers.affine_forward", "fastsoftmax.harness.run"]

@@ -2,7 +2,7 @@
 
 Design note
 -----------
-The forward and backward passes are :mod:`fastsoftmax.training.layers`
+The forward and backward passes are :mod:`fastsoftmax.backends._layers`
 chained together (affine - ReLU - affine - softmax), so each formula exists
 once, there; this module adds only the L2 penalty ``reg * (sum(W1**2) +
 sum(W2**2))`` (biases are not penalised) and skips the one product the
@@ -14,7 +14,7 @@ The two products that matter, ``X @ W1`` (N x D x H) and ``X.T @ dh``
 (N, C) arrays.  float32 stays float32 throughout.
 """
 
-from ..training.layers import affine_backward, affine_forward, affine_relu_backward, affine_relu_forward, softmax_loss
+from ._layers import affine_backward, affine_forward, affine_relu_backward, affine_relu_forward, softmax_loss
 
 
 def two_layer_loss(problem, n_threads):

@@ -8,7 +8,7 @@ by explicit sums, the scores ``s = h W2 + b2``, the softmax with the max
 shift (log-sum-exp), then the chain rule backwards one scalar at a time, in
 Python floats (IEEE double) whatever the input dtype.  Arrays become nested
 lists once, up front; no NumPy call runs inside a loop.  It shares no code
-with :mod:`fastsoftmax.training.layers` (the ``numpy`` backend's formulas).
+with :mod:`fastsoftmax.backends._layers` (the ``numpy`` backend's formulas).
 
 Cost: about ``2 * N * H * (D + C)`` interpreted multiply-adds, seconds for a
 few hundred examples of a few hundred features; the benchmark does not run
