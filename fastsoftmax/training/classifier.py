@@ -38,14 +38,12 @@ when :meth:`train` (or :meth:`loss`) is called, so a later
 
 from __future__ import annotations
 
-import json
 import os
-import zipfile
 
 import numpy as np
 
 from .. import backends
-from .._files import atomic_write
+from .._files import load_model, save_model
 from ..backends._validate import check_data, check_labels, integer, real, working_dtype
 from .sgd import SGDStep, random_batches
 
@@ -266,13 +264,8 @@ class Softmax:
         """
         if self.W is None:
             raise RuntimeError("nothing to save: this Softmax has no weights (call train() first)")
-        meta = dict(format=_FORMAT, backend=self.backend, seed=self.seed, settings=self.settings,
-                    class_names=self.class_names)
-        arrays = dict(W=self.W, meta=np.array(json.dumps(meta)))
-        if self.mean_image is not None:
-            arrays["mean_image"] = np.asarray(self.mean_image)
-        with atomic_write(path) as f:
-            np.savez(f, **arrays)
+        meta = dict(backend=self.backend, seed=self.seed, settings=self.settings, class_names=self.class_names)
+        save_model(path, _FORMAT, dict(W=self.W), meta, self.mean_image)
 
     @classmethod
     def load(cls, path):
@@ -295,18 +288,8 @@ class Softmax:
         """
         path = os.fspath(path)
         what = f"{path!r} is not a fastsoftmax Softmax model (a .npz written by Softmax.save)"
-        try:
-            # Open the file ourselves: np.load leaks its handle when the zip is damaged.
-            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
-                meta = json.loads(str(npz["meta"][()]))
-                W = np.array(npz["W"])
-                mean_image = np.array(npz["mean_image"]) if "mean_image" in npz.files else None
-        except FileNotFoundError:
-            raise
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, TypeError) as exc:
-            raise ValueError(f"{what}: {type(exc).__name__}: {exc}") from exc
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-            raise ValueError(f"{what}: format tag {meta.get('format') if isinstance(meta, dict) else meta!r}, expected {_FORMAT!r}")
+        meta, arrays, mean_image = load_model(path, _FORMAT, what, ("W",))
+        W = arrays["W"]
         if W.ndim != 2 or not np.issubdtype(W.dtype, np.floating):
             raise ValueError(f"{what}: W must be a 2-D float array, found {W.dtype} {W.shape}")
         backend = meta.get("backend")

@@ -25,14 +25,12 @@ gradient descent (no sampling at all), as in the spiral case study.
 
 from __future__ import annotations
 
-import json
 import os
-import zipfile
 
 import numpy as np
 
 from .. import backends
-from .._files import atomic_write
+from .._files import load_model, save_model
 from ..backends._validate import NET_PARAMS
 from ..backends._validate import integer, real
 from .layers import affine_forward, affine_relu_forward
@@ -281,13 +279,8 @@ class TwoLayerNet:
         path : str or os.PathLike
             Written exactly as given (no suffix is added).
         """
-        meta = dict(format=_FORMAT, backend=self.backend, seed=self.seed, settings=self.settings,
-                    class_names=self.class_names)
-        arrays = dict(self.params, meta=np.array(json.dumps(meta)))
-        if self.mean_image is not None:
-            arrays["mean_image"] = np.asarray(self.mean_image)
-        with atomic_write(path) as f:
-            np.savez(f, **arrays)
+        meta = dict(backend=self.backend, seed=self.seed, settings=self.settings, class_names=self.class_names)
+        save_model(path, _FORMAT, self.params, meta, self.mean_image)
 
     @classmethod
     def load(cls, path):
@@ -311,18 +304,7 @@ class TwoLayerNet:
         """
         path = os.fspath(path)
         what = f"{path!r} is not a fastsoftmax TwoLayerNet model (a .npz written by TwoLayerNet.save)"
-        try:
-            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
-                meta = json.loads(str(npz["meta"][()]))
-                params = {k: np.array(npz[k]) for k in NET_PARAMS}
-                mean_image = np.array(npz["mean_image"]) if "mean_image" in npz.files else None
-        except FileNotFoundError:
-            raise
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, TypeError) as exc:
-            raise ValueError(f"{what}: {type(exc).__name__}: {exc}") from exc
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-            raise ValueError(f"{what}: format tag {meta.get('format') if isinstance(meta, dict) else meta!r}, "
-                             f"expected {_FORMAT!r}")
+        meta, params, mean_image = load_model(path, _FORMAT, what, NET_PARAMS)
         W1, b1, W2, b2 = (params[k] for k in NET_PARAMS)
         dtypes = {a.dtype for a in params.values()}
         if (W1.ndim != 2 or W2.ndim != 2 or b1.shape != (W1.shape[1],) or W2.shape[0] != W1.shape[1]
