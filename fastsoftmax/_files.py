@@ -26,7 +26,7 @@ import zipfile
 
 import numpy as np
 
-__all__ = ["atomic_write", "save_model", "load_model"]
+__all__ = ["atomic_write", "save_model", "load_model", "report_outputs"]
 
 
 @contextlib.contextmanager
@@ -132,3 +132,34 @@ def load_model(path, fmt, what, names):
         raise ValueError(f"{what}: format tag {meta.get('format') if isinstance(meta, dict) else meta!r}, "
                          f"expected {fmt!r}")
     return meta, arrays, mean_image
+
+
+def report_outputs(figures, files, json_path, echo):
+    """End of a command that writes files: list them, and write ``figures`` as JSON.
+
+    ``figures["files"]`` becomes ``files``; each file is announced with
+    ``echo``; the JSON (when ``json_path`` is given) is written atomically.
+
+    Parameters
+    ----------
+    figures : dict
+        JSON-serialisable results; gains the key ``"files"``.
+    files : dict of str to str
+        What was written, by name.
+    json_path : str or None
+    echo : callable
+        Receives one line per file written.
+
+    Returns
+    -------
+    dict
+        ``figures``.
+    """
+    figures["files"] = files
+    for what, path in files.items():
+        echo(f"wrote {what}: {path}")
+    if json_path is not None:
+        with atomic_write(json_path, "w") as f:
+            json.dump(figures, f, indent=2)
+        echo(f"wrote figures: {json_path}")
+    return figures

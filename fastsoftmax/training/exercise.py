@@ -13,7 +13,6 @@ the CIFAR-only steps (weight templates) are skipped there.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -100,7 +99,7 @@ def run(data=None, out_dir=".", json_path=None, num_iters=None, num_training=Non
         ``files``.
     """
     from .. import backends
-    from .._files import atomic_write
+    from .._files import report_outputs
     from .classifier import Softmax
     from .gradcheck import grad_check_sparse
     from ..harness.agreement import relative_error
@@ -178,14 +177,7 @@ def run(data=None, out_dir=".", json_path=None, num_iters=None, num_training=Non
     model.mean_image = s["mean_image"]
     files["model"] = os.path.join(out_dir, "softmax.npz")
     model.save(files["model"])
-    figures["files"] = files
-    for what, path in files.items():
-        echo(f"wrote {what}: {path}")
-    if json_path is not None:
-        with atomic_write(json_path, "w") as f:
-            json.dump(figures, f, indent=2)
-        echo(f"wrote figures: {json_path}")
-    return figures
+    return report_outputs(figures, files, json_path, echo)
 
 
 def add_arguments(parser):

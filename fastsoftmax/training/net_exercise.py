@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import os
 import sys
@@ -184,7 +183,7 @@ def run(data, out_dir=".", json_path=None, hidden_sizes=None, learning_rates=Non
     """
     from tqdm.auto import tqdm
 
-    from .._files import atomic_write
+    from .._files import report_outputs
     from ..backends._validate import integer
     from .net import TwoLayerNet
     from .visualize import plot_first_layer, plot_net_history
@@ -266,15 +265,8 @@ def run(data, out_dir=".", json_path=None, hidden_sizes=None, learning_rates=Non
                  curves=plot_net_history(history, os.path.join(out_dir, "net_curves.png"), title="CIFAR-10 net"),
                  model=os.path.join(out_dir, "net.npz"))
     net.save(files["model"])
-    figures["files"] = files
     figures["seconds"] = time.perf_counter() - started
-    for what, path in files.items():
-        echo(f"wrote {what}: {path}")
-    if json_path is not None:
-        with atomic_write(json_path, "w") as f:
-            json.dump(figures, f, indent=2)
-        echo(f"wrote figures: {json_path}")
-    return figures
+    return report_outputs(figures, files, json_path, echo)
 
 
 def _table(rows, best):

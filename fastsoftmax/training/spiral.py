@@ -25,7 +25,6 @@ model's decision regions, the net's loss) are written atomically.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -114,7 +113,7 @@ def run(out_dir=".", json_path=None, linear_steps=200, net_steps=10000, hidden_s
         settings (including ``reg_package`` and ``reg_notes``), seconds and
         ``files``.
     """
-    from .._files import atomic_write
+    from .._files import report_outputs
     from ..backends._validate import integer
     from .data import make_spiral
     from .net import TwoLayerNet
@@ -158,14 +157,7 @@ def run(out_dir=".", json_path=None, linear_steps=200, net_steps=10000, hidden_s
     )
     files["net_history"] = plot_net_history(history, os.path.join(out_dir, "spiral_net_history.png"),
                                             title="Spiral net")
-    figures["files"] = files
-    for what, path in files.items():
-        echo(f"wrote {what}: {path}")
-    if json_path is not None:
-        with atomic_write(json_path, "w") as f:
-            json.dump(figures, f, indent=2)
-        echo(f"wrote figures: {json_path}")
-    return figures
+    return report_outputs(figures, files, json_path, echo)
 
 
 def add_arguments(parser):
