@@ -6,6 +6,7 @@ pytest harness decides) so the whole file takes seconds, not minutes.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -378,3 +379,21 @@ def test_roofline_script_rotates_who_runs_right_after_the_gemm(monkeypatch):
     firsts = [timed[i + 1] for i, name in enumerate(timed) if name == "gemm"]
     assert firsts == ["stream", "numpy", "cython"] * 2
     assert flops == 4 * 8 * 16 * 3 and nbytes == 8 * 16 * 8
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="bench/kernel_ab.py compiles with gcc")
+def test_kernel_ab_script_builds_variants_and_checks_their_bits(capsys):
+    """bench/kernel_ab.py: variants are compiled, compared bit for bit with the first, then timed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kernel_ab", os.path.join(ROOT, "bench", "kernel_ab.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    isa = os.environ.get("FASTSOFTMAX_ISA") or "baseline"
+    script.main(["", "T=20 Dc=32", "-DFS_SKIP_GRAD", "--n", "60", "--repeat", "1", "--gemm-n", "64",
+                 "--isa", isa, "--where", "l2"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[-1] == "reference"
+    assert out[1].endswith("same")  # blocking never changes the bits
+    assert "differs" in out[2]      # a kernel without its gradient pass does
+    assert len(out) == 7 and all("% of GEMM" in line for line in out[4:])

@@ -92,9 +92,11 @@ def blocking(D, Cp, itemsize, l2_bytes=None):
       slower).
     * The D-chunk: :data:`L1_W_BYTES` of W.T, a multiple of 16 elements.
 
-    The tile changes the order of the gradient sums, so results are
-    bit-identical for a given machine (L2 size) and thread count, not across
-    machines.  docs/kernels.md has the measurements behind the model.
+    Neither choice changes a sum's order (each gradient element adds the
+    rows one by one in problem order, each score lane adds D in order), so
+    machines with other cache sizes get the same bits for the same
+    instruction-set build and thread count (tested).  docs/kernels.md has
+    the measurements behind the model.
 
     Returns
     -------
