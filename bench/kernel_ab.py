@@ -17,7 +17,7 @@ setup.py uses) and called through ctypes on the same CIFAR-shaped problem
 
 Why this script and not ``fastsoftmax bench``: a kernel change is a ratio
 of a few percent on a shared, noisy machine.  Here the variants run
-interleaved, repetition by repetition, with a 2048^2 GEMM (the roofline's
+interleaved, repetition by repetition (in a rotating order), with a 2048^2 GEMM (the roofline's
 yardstick) in every repetition; the times are *thread CPU time*, min over
 the repetitions (another tenant's load lengthens wall time, not this), and
 ``% of GEMM`` is ``4*N*D*C / R_gemm / time``, the kernel-only part of
@@ -172,13 +172,16 @@ def main(argv=None):
         times, gemm = [[] for _ in runs], []
         with threadpool_limits(1):
             A @ A
-            for _ in range(args.repeat):
+            for rep in range(args.repeat):
                 t0 = time.thread_time()
                 A @ A
                 gemm.append(2.0 * args.gemm_n**3 / (time.thread_time() - t0))
-                for k, (_, _, _, run) in enumerate(runs):
+                # rotated, so that no variant always runs first after the GEMM
+                # (that call finds its caches taken: 1.5x slower at N=500)
+                for j in range(len(runs)):
+                    k = (j + rep) % len(runs)
                     t0 = time.thread_time()
-                    run()
+                    runs[k][3]()
                     times[k].append(time.thread_time() - t0)
     flops = 4.0 * args.n * p["d"] * p["c"]
     r_gemm = max(gemm)
