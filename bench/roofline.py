@@ -10,8 +10,9 @@ Usage (from the repository root)::
 ``fastsoftmax bench`` reports the same ``% roof`` column from medians of its
 rows, one row after the other.  On a shared machine whose load changes by
 the second that is not a fair ratio, so this script *interleaves*: every
-repetition runs the GEMM yardstick, the stream-X yardstick and each backend
-once, in that order, and the table gives both the median-based and the
+repetition runs the GEMM yardstick, then the stream-X yardstick and each
+backend once, in an order rotated from one repetition to the next (the call
+right after the GEMM finds its caches taken), and the table gives both the median-based and the
 best-of-run (min time, max rate) ``% of roofline``; the best-of-run figure
 is what the machine can do when nobody else is using it.  Everything is
 measured in this one process, with the case's dtype and thread count.
@@ -60,12 +61,20 @@ def measure(n, dtype, threads, names, repeat, d=3073, c=10, settle=0.3):
         for kernel in kernels.values():
             kernel(problem, threads)  # compile / first touch, untimed
         pause = settle if threads > 1 else 0.0
-        for _ in range(repeat):
+        order = ["stream", *kernels]
+        for rep in range(repeat):
             times["gemm"].append(_time(lambda: A @ B))
             time.sleep(pause)  # let BLAS's spinning workers go to sleep (see above)
-            times["stream"].append(_time(stream))
-            for name, kernel in kernels.items():
-                times[name].append(_time(lambda: kernel(problem, threads)))
+            # Rotate who runs first after the GEMM: that call pays for the
+            # caches the GEMM took over (measured: cython at N=500 float32,
+            # 0.97 ms first after the GEMM, 0.65 ms third), so no row may
+            # always be the one that pays.
+            k = rep % len(order)
+            for name in order[k:] + order[:k]:
+                if name == "stream":
+                    times[name].append(_time(stream))
+                    continue
+                times[name].append(_time(lambda: kernels[name](problem, threads)))
                 if name == "numpy":
                     time.sleep(pause)
     pool = getattr(stream, "pool", None)

@@ -6,6 +6,7 @@ pytest harness decides) so the whole file takes seconds, not minutes.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -198,6 +199,7 @@ def test_fresh_numba_backend_has_nothing_compiled(tmp_path):
 
 def test_bench_harness_uses_the_shared_case_table():
     import importlib.util
+    import types
 
     spec = importlib.util.spec_from_file_location("bench_conftest", os.path.join(ROOT, "bench", "conftest.py"))
     bench_conftest = importlib.util.module_from_spec(spec)
@@ -336,3 +338,62 @@ def test_roofline_in_table_and_json(tmp_path, capsys, monkeypatch):
     assert floor["r_stream_gbs"] == pytest.approx(64 * 3073 * 4 / floor["median_s"] / 1e9)
     assert "% roof" in out and "roofline x1: R_gemm" in out and "*: the backend" in out
     assert any(line.startswith(f"{picked} *") for line in out.splitlines())
+
+
+def test_roofline_script_rotates_who_runs_right_after_the_gemm(monkeypatch):
+    """bench/roofline.py: each row gets one sample per repetition and, rep by rep, a different row runs first after the GEMM.
+
+    The call right after the GEMM finds its caches taken (measured: 1.5x slower
+    at N=500), so a fixed order would always charge the same row for it.
+    """
+    import importlib.util
+    import types
+
+    spec = importlib.util.spec_from_file_location("roofline_script", os.path.join(ROOT, "bench", "roofline.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    calls = []
+
+    def fake_kernel(name):
+        return lambda problem, n_threads: calls.append(name)
+
+    class Matrix(np.ndarray):  # A @ B records the GEMM instead of running it
+        def __matmul__(self, other):
+            calls.append("gemm")
+
+    monkeypatch.setattr(script.backends, "get_kernel", fake_kernel)
+    monkeypatch.setattr(script, "_stream_call", lambda flat, threads: lambda: calls.append("stream"))
+    class Rng:
+        def standard_normal(self, shape):
+            return np.zeros(shape).view(Matrix)
+
+    fake_np = types.SimpleNamespace(random=types.SimpleNamespace(default_rng=lambda seed: Rng()),
+                                    ascontiguousarray=np.ascontiguousarray)
+    monkeypatch.setattr(script, "np", fake_np)
+    names = ["numpy", "cython"]
+    times, flops, nbytes = script.measure(8, "float64", 1, names, repeat=6, d=16, c=3)
+    assert {k: len(v) for k, v in times.items()} == {"gemm": 6, "stream": 6, "numpy": 6, "cython": 6}
+    gemms = [i for i, name in enumerate(calls) if name == "gemm"]
+    assert len(gemms) == 7  # one untimed warm-up GEMM (with the kernels' first calls), six timed
+    timed = calls[gemms[1]:]
+    firsts = [timed[i + 1] for i, name in enumerate(timed) if name == "gemm"]
+    assert firsts == ["stream", "numpy", "cython"] * 2
+    assert flops == 4 * 8 * 16 * 3 and nbytes == 8 * 16 * 8
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="bench/kernel_ab.py compiles with gcc")
+def test_kernel_ab_script_builds_variants_and_checks_their_bits(capsys):
+    """bench/kernel_ab.py: variants are compiled, compared bit for bit with the first, then timed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kernel_ab", os.path.join(ROOT, "bench", "kernel_ab.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    isa = os.environ.get("FASTSOFTMAX_ISA") or "baseline"
+    script.main(["", "T=20 Dc=32", "-DFS_SKIP_GRAD", "--n", "60", "--repeat", "1", "--gemm-n", "64",
+                 "--isa", isa, "--where", "l2"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[-1] == "reference"
+    assert out[1].endswith("same")  # blocking never changes the bits
+    assert "differs" in out[2]      # a kernel without its gradient pass does
+    assert len(out) == 7 and all("% of GEMM" in line for line in out[4:])

@@ -69,3 +69,27 @@ def test_thread_count_changes_results_by_at_most_the_documented_bound(fast_backe
         loss_change = relative_error(res[0], results[1][0])
         grad_change = relative_error(res[1], results[1][1])
         assert loss_change <= bound and grad_change <= bound, (name, n, loss_change, grad_change)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_cython_blocking_does_not_change_the_bits(dtype, monkeypatch):
+    """The C kernel's tile (T rows) and score D-chunk are cache-size choices, not numerics.
+
+    Each gradient element adds the rows one by one in problem order whatever
+    the tile, and each score lane adds D in order whatever the chunk, so a
+    machine with another L2 size (another ``blocking``) gets the same bits
+    for the same instruction-set build and thread count.
+    """
+    cython = pytest.importorskip("fastsoftmax.backends.cython")
+    from fastsoftmax.backends import get
+
+    rng = np.random.default_rng(5)
+    W, X, y = random_problem(rng, 333, 3073, 10, dtype=dtype, scale=3.0)
+    f = get("cython")
+    for isa in cython.SUPPORTED_ISAS:
+        monkeypatch.setattr(cython, "ISA", isa)
+        monkeypatch.setattr(cython, "BLOCKING", None)
+        first = f(W, X, y, 0.3, n_threads=1)
+        for tile, dchunk in [(5, 16), (20, 96), (40, 800), (333, 3072)]:
+            monkeypatch.setattr(cython, "BLOCKING", (tile, dchunk))
+            assert_identical(f(W, X, y, 0.3, n_threads=1), first, f"{isa} tile {tile} dchunk {dchunk}")

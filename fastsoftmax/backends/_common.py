@@ -75,25 +75,28 @@ L2_BYTES = _l2_bytes()
 def blocking(D, Cp, itemsize, l2_bytes=None):
     """Tile rows and score-pass D-chunk of the C kernel, from the cache model.
 
-    * A tile of T rows of X is read from memory by the score pass, which also
-      writes an aligned packed copy of it; the gradient pass reads the copy.
-      Meanwhile the next tile is prefetched.  So three tiles' bytes, plus W.T
-      and the (Cp, D) gradient accumulator, must fit in a quarter of L2: the
-      rest is the hardware prefetchers' (they run ahead on every row stream)
-      and the other tenants'.  A quarter, not more, because that is what
-      measured best: on a 2 MiB L2, T = 10 beat 20, 30 and 40 rows at
-      D = 3073 in both dtypes (docs/kernels.md).  Larger tiles cut the
-      accumulator's traffic (loaded and stored once per tile: 2 * Cp / T of
-      X's), so T is the largest that fits, a multiple of 10 (the score
-      micro-kernels' 2 or 5 rows), at least 10, and small enough that the
-      tile's partial score vectors (T * Cp vectors of 64 bytes) stay within
-      :data:`L1_W_BYTES` of L1 (T <= 20 at Cp = 10; measured at D = 512:
-      T = 20 best, 60 up to 15 % slower).
+    * A tile of T rows of X is read from memory by the score pass (each row
+      prefetched a few KB ahead) and re-read from L2 by the gradient pass,
+      while the start of the next tile is prefetched.  The budget is three
+      tiles' bytes plus W.T and the (Cp, D) gradient accumulator in a
+      quarter of L2, the rest being the hardware prefetchers' and the other
+      tenants'.  It is empirical: it gives T = 10 at D = 3073 in both dtypes,
+      which measured best on a 2 MiB L2 (20, 30 and 40 rows were slower,
+      because the score pass reads the tile's rows as T concurrent streams;
+      docs/kernels.md).  Larger tiles cut the accumulator's traffic (loaded
+      and stored once per tile: 2 * Cp / T of X's), so T is the largest that
+      fits, a multiple of 10 (the score micro-kernels' 2 or 5 rows), at
+      least 10, and small enough that the tile's partial score vectors
+      (T * Cp vectors of 64 bytes) stay within :data:`L1_W_BYTES` of L1
+      (T <= 20 at Cp = 10; measured at D = 512: T = 20 best, 60 up to 15 %
+      slower).
     * The D-chunk: :data:`L1_W_BYTES` of W.T, a multiple of 16 elements.
 
-    The tile changes the order of the gradient sums, so results are
-    bit-identical for a given machine (L2 size) and thread count, not across
-    machines.  docs/kernels.md has the measurements behind the model.
+    Neither choice changes a sum's order (each gradient element adds the
+    rows one by one in problem order, each score lane adds D in order), so
+    machines with other cache sizes get the same bits for the same
+    instruction-set build and thread count (tested).  docs/kernels.md has
+    the measurements behind the model.
 
     Returns
     -------

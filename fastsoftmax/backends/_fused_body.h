@@ -65,33 +65,26 @@ static double NAME(
     const FT *zero_row)    /* IN  (D,) zeros: stands in for rows past `stop` */
 {
     const Py_ssize_t Dv = D - D % VL;          /* vectorised part of each row */
+    /* How far ahead of the score pass each row is prefetched, in elements
+     * (FS_AHEAD_BYTES); the gradient pass prefetches the next tile's rows
+     * up to there, so the score pass finds its first chunks on the way. */
+    const Py_ssize_t ahead = FS_AHEAD_BYTES / (Py_ssize_t)sizeof(FT);
     double loss = 0.0;
     if (T < RB) T = RB;
     T -= T % RB;
     if (Dc < VL) Dc = VL;
     Dc -= Dc % VL;
-    /* The tile, packed: the score pass copies each row's vectorised part
-     * into a 64-byte aligned buffer with a cache-line multiple stride as it
-     * reads it from memory, so later reads (the other class blocks, the
-     * gradient pass) never split a cache line, whatever X's row alignment,
-     * and gathered rows (`rows`) become contiguous. */
-    const Py_ssize_t line = 64 / (Py_ssize_t)sizeof(FT);
-    const Py_ssize_t ldp = Dv > 0 ? (Dv + line - 1) / line * line : 0;
-    /* scratch: packed tile, partial score vectors, scores/coefficients in
-     * double, the coefficients in FT, this tile's and the next tile's rows */
-    size_t bytes = 64 + sizeof(FT) * (size_t)(T * ldp) + sizeof(VEC) * (size_t)(T * Cp)
-                   + sizeof(double) * (size_t)(T * Cp) + sizeof(FT) * (size_t)(T * Cp)
-                   + 3 * sizeof(FT *) * (size_t)T + 64;
+    /* scratch: partial score vectors, scores/coefficients in double, the
+     * coefficients in FT, this tile's and the next tile's row pointers */
+    size_t bytes = 64 + sizeof(VEC) * (size_t)(T * Cp) + sizeof(double) * (size_t)(T * Cp)
+                   + sizeof(FT) * (size_t)(T * Cp) + 2 * sizeof(FT *) * (size_t)T + 64;
     char *scratch = (char *)malloc(bytes);
     if (scratch == NULL) return NAN;           /* a NaN loss is reported as an error */
-    FT *Pk = (FT *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-    VEC *Sv = (VEC *)(Pk + T * ldp);
+    VEC *Sv = (VEC *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     double *S = (double *)(Sv + T * Cp);
     FT *cf = (FT *)(S + T * Cp);
     const FT **xp = (const FT **)(((uintptr_t)(cf + T * Cp) + 15) & ~(uintptr_t)15);
     const FT **xn = xp + T;
-    FT **pk = (FT **)(xn + T);
-    for (Py_ssize_t r = 0; r < T; r++) pk[r] = Pk + r * ldp;
 
     for (Py_ssize_t k0 = start; k0 < stop; k0 += T) {
         Py_ssize_t nt = stop - k0 < T ? stop - k0 : T;   /* real rows in this tile */
@@ -100,8 +93,8 @@ static double NAME(
             Py_ssize_t k = k0 + r;
             xp[r] = r < nt ? X + (rows ? rows[k] : k) * ldx : zero_row;
         }
-        /* the next tile's rows, prefetched into L2 during this tile's
-         * gradient pass so that the DRAM stream overlaps arithmetic */
+        /* the next tile's rows: their first `ahead` elements are prefetched
+         * during this tile's gradient pass */
         Py_ssize_t nn = stop - (k0 + T);
         nn = nn < 0 ? 0 : (nn > T ? T : nn);
         for (Py_ssize_t r = 0; r < nn; r++) {
@@ -111,17 +104,16 @@ static double NAME(
 
         /* 1. scores, D-chunk by D-chunk: the chunk of W (Cp x Dc, a few KB)
          * stays in L1 while every row block of the tile uses it; RB x CB
-         * vector partial sums are carried in Sv from chunk to chunk. */
+         * vector partial sums are carried in Sv from chunk to chunk.  The
+         * first class block reads X from memory and prefetches each row
+         * `ahead` elements on (into L1): X's rows are T separate streams,
+         * more than the hardware prefetchers follow well. */
 #ifndef FS_SKIP_SCORE             /* profiling aid: time one pass alone */
         for (Py_ssize_t d0 = 0; d0 < Dv; d0 += Dc) {
             Py_ssize_t d1 = d0 + Dc < Dv ? d0 + Dc : Dv;
             for (Py_ssize_t r0 = 0; r0 < Tp; r0 += RB) {
                 const FT *x[RB];
-                FT *p[RB];
-                for (int r = 0; r < RB; r++) {
-                    x[r] = xp[r0 + r];
-                    p[r] = pk[r0 + r];
-                }
+                for (int r = 0; r < RB; r++) x[r] = xp[r0 + r];
                 for (Py_ssize_t j0 = 0; j0 < Cp; j0 += CB) {
                     VEC acc[RB][CB];
                     VEC *sv = Sv + r0 * Cp + j0;
@@ -134,24 +126,26 @@ static double NAME(
                     }
                     const FT *w[CB];
                     for (int c = 0; c < CB; c++) w[c] = Wt + (j0 + c) * ldw;
-                    if (j0 == 0) {             /* first class block: read X, pack it */
+                    if (j0 == 0) {             /* first class block: from memory */
                         for (Py_ssize_t d = d0; d < d1; d += VL) {
                             VEC xv[RB];
                             for (int r = 0; r < RB; r++) {
                                 xv[r] = *(const VEC *)(x[r] + d);
-                                *(VEC *)(p[r] + d) = xv[r];
+                                FS_PREFETCH_L1(x[r] + d + ahead);
                             }
                             for (int c = 0; c < CB; c++) {
                                 VEC wv = *(const VEC *)(w[c] + d);
+                                FS_IN_REGISTER(wv);
                                 for (int r = 0; r < RB; r++) acc[r][c] += xv[r] * wv;
                             }
                         }
-                    } else {                   /* the others: the packed copy */
+                    } else {                   /* the others: the chunk is in L1 */
                         for (Py_ssize_t d = d0; d < d1; d += VL) {
                             VEC xv[RB];
-                            for (int r = 0; r < RB; r++) xv[r] = *(const VEC *)(p[r] + d);
+                            for (int r = 0; r < RB; r++) xv[r] = *(const VEC *)(x[r] + d);
                             for (int c = 0; c < CB; c++) {
                                 VEC wv = *(const VEC *)(w[c] + d);
+                                FS_IN_REGISTER(wv);
                                 for (int r = 0; r < RB; r++) acc[r][c] += xv[r] * wv;
                             }
                         }
@@ -200,23 +194,24 @@ static double NAME(
         }
 
         /* 3. gradient: a small GEMM with K = the tile's rows, one slice of
-         * GKV vectors of D at a time, all classes of the slice in registers */
+         * GKV vectors of D at a time, all classes of the slice in registers;
+         * the tile's rows are re-read from L2.  The first slices also
+         * prefetch the start of the next tile's rows (into L2). */
         Py_ssize_t d = 0;
 #ifdef FS_SKIP_GRAD
         d = Dv;
 #endif
         for (; d + GKV * VL <= Dv; d += GKV * VL) {
             Py_ssize_t j0 = 0;
-            for (; j0 + GNC <= Cp; j0 += GNC) GRAD_MK(GNC, GKV, G, ldg, j0, d, (const FT *const *)pk, cf, Cp, nt);
-            for (; j0 < Cp; j0 += CB) GRAD_MK(CB, GKV, G, ldg, j0, d, (const FT *const *)pk, cf, Cp, nt);
-            for (Py_ssize_t r = 0; r < nn; r++)
-                for (int k = 0; k < GKV * VL * (int)sizeof(FT); k += 64)
-                    FS_PREFETCH_L2((const char *)(xn[r] + d) + k);
+            for (; j0 + GNC <= Cp; j0 += GNC) GRAD_MK(GNC, GKV, G, ldg, j0, d, xp, cf, Cp, nt);
+            for (; j0 < Cp; j0 += CB) GRAD_MK(CB, GKV, G, ldg, j0, d, xp, cf, Cp, nt);
+            if (d < ahead)
+                for (Py_ssize_t r = 0; r < nn; r++)
+                    for (int k = 0; k < GKV * VL * (int)sizeof(FT); k += 64)
+                        FS_PREFETCH_L2((const char *)(xn[r] + d) + k);
         }
-        for (; d < Dv; d += VL) {
-            for (Py_ssize_t j0 = 0; j0 < Cp; j0 += CB) GRAD_MK(CB, 1, G, ldg, j0, d, (const FT *const *)pk, cf, Cp, nt);
-            for (Py_ssize_t r = 0; r < nn; r++) FS_PREFETCH_L2(xn[r] + d);
-        }
+        for (; d < Dv; d += VL)
+            for (Py_ssize_t j0 = 0; j0 < Cp; j0 += CB) GRAD_MK(CB, 1, G, ldg, j0, d, xp, cf, Cp, nt);
         for (Py_ssize_t j = 0; j < Cp; j++)
             for (d = Dv; d < D; d++) {
                 FT gs = G[j * ldg + d];

@@ -13,12 +13,19 @@
  *   stays in L1 while every RB-row block of the tile is multiplied by it in
  *   an RB x CB register block of vector accumulators; the vector partial
  *   sums are carried across chunks in a small buffer and reduced once.
+ *   Each row of the tile is prefetched FS_AHEAD_BYTES ahead of where the
+ *   pass reads it: the tile's rows are T concurrent streams, more than the
+ *   hardware prefetchers follow well.
  * - Softmax, loss and the coefficients P - Y of the tile in double.
  * - Gradient pass: a small GEMM with K = T.  For each slice of GKV vectors
  *   of D, GNC classes x GKV vectors of accumulators stay in registers while
  *   all T rows of the tile (L2 resident) are added in, so the (Cp, D)
  *   accumulator is loaded and stored once per tile instead of once per
- *   row block.  Meanwhile the next tile's rows are prefetched into L2.
+ *   row block.  Meanwhile the first FS_AHEAD_BYTES of the next tile's rows
+ *   are prefetched, so its score pass starts on data in cache.
+ * - X's rows are read where they are (no packed copy: the copy's stores
+ *   and its second L2 footprint cost more than the split loads they save;
+ *   docs/kernels.md has the measurements).
  * - Classes are padded with zero weights to a multiple of CB and missing rows
  *   of the last block point at a zero row, so the hot loops have no remainder
  *   code (only a scalar tail for D % VL).
@@ -56,7 +63,10 @@ typedef double (*fs_kernel_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_
 /* Classes per score micro-kernel: Cp = C rounded up to a multiple of this. */
 #define FS_CB 5
 
-/* Where the next tile is prefetched: 0 gradient pass, 1 score pass, 2 both, 3 nowhere */
+/* How far ahead of its use each row of X is prefetched (bytes). */
+#ifndef FS_AHEAD_BYTES
+#define FS_AHEAD_BYTES 3072
+#endif
 
 /* GCC and clang have vector extensions; other compilers (MSVC) get scalar
  * code (VL = 1) from the same body.  -DFS_NO_VECTOR_EXT forces that path. */
@@ -65,13 +75,24 @@ typedef double (*fs_kernel_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_
 #define FS_VZERO ((VEC){0})
 #define FS_LANE(v, l) ((v)[l])
 #define FS_PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
+#define FS_PREFETCH_L1(p) __builtin_prefetch((p), 0, 3)
 #define FS_INLINE inline __attribute__((always_inline))
 #define FS_VL(n) (n)
+/* Keep a loaded vector in a register: stops GCC from folding the load into
+ * every FMA that uses it (the AVX2 build re-loaded each W vector once per
+ * row, 12 loads per 10 FMAs instead of 7). */
+#if defined(__x86_64__)
+#define FS_IN_REGISTER(v) __asm__("" : "+v"(v))
+#else
+#define FS_IN_REGISTER(v) ((void)0)
+#endif
 #else
 #define FS_VECTOR_EXT 0
 #define FS_VZERO ((VEC)0)
 #define FS_LANE(v, l) (v)
 #define FS_PREFETCH_L2(p) ((void)(p))
+#define FS_PREFETCH_L1(p) ((void)(p))
+#define FS_IN_REGISTER(v) ((void)0)
 #define FS_INLINE __forceinline
 #define FS_VL(n) 1
 #endif
