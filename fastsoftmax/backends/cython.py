@@ -10,7 +10,8 @@ module raises ``ImportError`` and the registry reports the backend as
 unavailable with that reason; ``import fastsoftmax`` never fails because of
 it.
 
-This module only adapts layouts: it pads ``W.T`` with zero classes to the
+This module only adapts layouts (dividing by N and the L2 term happen in
+the kernel's final reduction, ``reg=``): it pads ``W.T`` with zero classes to the
 kernel's class block and hands X over as it is whenever its rows have unit
 stride (C order, or row-strided views such as ``X[::2]``); only other
 layouts (Fortran order, column-strided views) are copied, once.  A bias, a

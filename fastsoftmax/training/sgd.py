@@ -17,7 +17,17 @@ fresh ``learning_rate * dW`` every step.  :class:`SGDStep` does neither:
   (``out=``), scaled in place and subtracted from W in place: after the
   first step nothing of size D x C is allocated.  What remains per step is
   the generator's draw of ``batch_size`` indices (NumPy's ``Generator``
-  cannot draw integers into a buffer) and the validator's small checks.
+  cannot draw integers into a buffer) and the batch's checks;
+* the step's own arrays are validated once, not every step: the first step
+  (and any step with another X, y or buffer) runs the full
+  :func:`~fastsoftmax.backends._validate.prepare`; later steps check only
+  the batch (:func:`~fastsoftmax.backends._validate.rebatch`: the indices
+  and their labels, with prepare's errors) and call the backend's kernel
+  directly.  Non-finite values in W, b or X are not looked for up front;
+  they make the result non-finite, and then the step re-runs the public
+  function, whose full checks raise the error that names the cause, before
+  W is touched.  (``prepare`` and ``check_result`` on every step cost 30-50
+  us beside a 0.4-0.7 ms CIFAR-batch kernel.)
 
 Bit for bit the copy path's result: the kernel sees the same rows in the
 same order, and ``dW *= lr; W -= dW`` rounds exactly as ``W -= lr * dW``
