@@ -230,9 +230,10 @@ def rebatch(problem: Problem, rows) -> Problem:
     -------
     Problem
     """
-    rows = _rows(rows, problem.X.shape[0])
-    check_labels(problem.y[rows], problem.W.shape[1])
-    return problem._replace(rows=rows)
+    W, X, y, reg, b, _, out = problem
+    rows = _rows(rows, X.shape[0])
+    check_labels(y[rows], W.shape[1])
+    return Problem(W, X, y, reg, b, rows, out)  # not _replace: 3 us per step, measured
 
 
 def check_data(X, y, W=None, *, empty_ok=False):
