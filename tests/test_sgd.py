@@ -156,7 +156,7 @@ def test_a_step_allocates_nothing_of_the_gradients_size():
 
     A kernel registered for the test writes into ``out`` and allocates
     nothing itself, so what tracemalloc sees is the step's own cost (and the
-    validator's: a (D, C) bool from ``isfinite(W)``, 1/8 of the gradient).
+    result check's: a (D, C) bool from ``isfinite(dW)``, 1/8 of the gradient).
     The copy path allocates dW and ``lr * dW``: two gradients per step.
     """
     D, C = 400, 10
