@@ -173,3 +173,40 @@ def test_top_level_picks_by_dtype_and_size(monkeypatch):
     assert seen == [(np.dtype(np.float32), 7)]
     monkeypatch.setenv("FASTSOFTMAX_BACKEND", "python")
     assert real(np.float32, 10**6) == "python"
+
+
+@pytest.mark.parametrize("isa", _isas() or [pytest.param(None, marks=pytest.mark.skip(reason="cython not built"))])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n_threads", [1, 3])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_cython_reduction_finishes_as_common_finish(isa, dtype, n_threads, with_bias):
+    """``fused_loss_grad(reg=)`` divides by n and adds the L2 terms in its reduction:
+    the same result as ``_common.finish`` on the raw sums, which the other kernels use.
+
+    Per element the gradient takes the same two roundings as finish's (``s / n``,
+    then ``+ (2 reg) w``), so the default build agrees bit for bit; a build with
+    ``-march=native`` may fuse them into one multiply-add, which moves an
+    element by at most an ulp of the ``2 reg w`` term (``atol``) or of the
+    result (``rtol``).  ``||W||^2``
+    is summed in float64 in another order than finish's einsum: rtol 1e-12 (the
+    bound for reordering a sum of positive terms is about n * eps = 2e-13 here).
+    """
+    from fastsoftmax.backends import _common, cython
+
+    rng = np.random.default_rng(31)
+    W, X, y = random_problem(rng, 53, 37, 7, dtype=dtype)
+    b = rng.standard_normal(7).astype(dtype) if with_bias else None
+    rows = rng.integers(0, 53, 29).astype(np.intp)
+    Wt = _common.padded_transpose(W, cython.CLASS_BLOCK, aligned=True)
+    args = (Wt, X, y.astype(np.intp), 7, n_threads, isa, b, rows, None, 10, 16)
+    reg = 0.37
+    loss, dW, db = cython.fused_loss_grad(*args, reg=reg)
+    raw_loss, raw_grad, raw_db = cython.fused_loss_grad(*args)
+    want_loss, want_dW = _common.finish(W, 29, reg, raw_loss, raw_grad, raw_db)
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(dW, want_dW, rtol=2 * eps, atol=2 * eps * float(np.abs(2 * reg * W).max()))
+    assert loss == pytest.approx(want_loss, rel=1e-12)
+    if with_bias:
+        np.testing.assert_array_equal(db, raw_db)  # finish divided raw_db in place, as the reduction did db
+    else:
+        assert db is None

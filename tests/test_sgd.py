@@ -156,7 +156,7 @@ def test_a_step_allocates_nothing_of_the_gradients_size():
 
     A kernel registered for the test writes into ``out`` and allocates
     nothing itself, so what tracemalloc sees is the step's own cost (and the
-    validator's: a (D, C) bool from ``isfinite(W)``, 1/8 of the gradient).
+    result check's: a (D, C) bool from ``isfinite(dW)``, 1/8 of the gradient).
     The copy path allocates dW and ``lr * dW``: two gradients per step.
     """
     D, C = 400, 10
@@ -207,3 +207,101 @@ def test_default_backend_is_what_softmax_loss_picks_for_the_batch():
     step = SGDStep(W, 0.1, 0.0)
     for n in (16, 200):
         assert step.backend_for(X, n) == backends.fastest(np.float32, n)
+
+
+# --- the trusted path: validate once, then only each batch --------------------------
+
+
+def test_the_step_validates_its_arrays_once_then_only_each_batch(monkeypatch):
+    """``prepare`` runs on the first step and when X or y changes, not on every step."""
+    import fastsoftmax.training.sgd as sgd
+
+    calls = []
+    real_prepare = sgd.prepare
+    monkeypatch.setattr(sgd, "prepare", lambda *a: calls.append(1) or real_prepare(*a))
+    W0, X, y = data(np.float64, n=50, d=7, c=3)
+    step = SGDStep(W0.copy(), 0.1, 1e-3, backend="numpy")
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        step(X, y, draw_rows(rng, 50, 8))
+    assert len(calls) == 1
+    X2 = X.copy()
+    step(X2, y, draw_rows(rng, 50, 8))
+    step(X2, y, draw_rows(rng, 50, 8))
+    assert len(calls) == 2  # a new X: validated again, once
+
+
+@pytest.mark.parametrize("dtypes", [(np.float32, np.float64), (np.float64, np.float32)], ids=["W32-X64", "W64-X32"])
+def test_mixed_dtypes_step_on_the_live_weights(dtypes):
+    """When the kernel gets a cast copy of W (working dtype differs from W's), the step
+    must not keep that copy: every step sees the weights the last step left."""
+    W_dtype, X_dtype = dtypes
+    W0, X, y = data(np.float64, n=60, d=9, c=4)
+    W0, X = W0.astype(W_dtype), X.astype(X_dtype)
+    W_ref, _, losses_ref = copy_path("numpy", W0, X, y, 0.1, 1e-2, 3, 6, 16, 1)
+    W = W0.copy()
+    step = SGDStep(W, 0.1, 1e-2, backend="numpy", n_threads=1)
+    losses = [step(*batch) for batch in random_batches(X, y, 16, 6, np.random.default_rng(3))]
+    np.testing.assert_array_equal(W, W_ref)
+    assert losses == losses_ref
+
+
+@pytest.mark.parametrize(
+    "spoil, error, message",
+    [
+        ("W", ValueError, r"W contains NaN or inf"),
+        ("X", ValueError, r"X contains NaN or inf"),
+        ("b", ValueError, r"b contains NaN or inf"),
+    ],
+)
+def test_non_finite_values_after_the_first_step_get_the_validators_error(fast_backend, spoil, error, message):
+    """Values the step does not re-check (W, X, b) still get prepare's clear error,
+    and the refused step leaves W and b as they were."""
+    name, _ = fast_backend
+    W0, X, y = data(np.float64, n=50, d=7, c=3)
+    W, b = W0.copy(), np.zeros(3)
+    step = SGDStep(W, 0.1, 1e-3, b=b, backend=name, n_threads=1)
+    rows = np.array([4, 9, 4, 30])
+    step(X, y, rows)  # validated here
+    {"W": W, "X": X[9], "b": b}[spoil][1] = np.nan if spoil != "X" else np.inf
+    W_before, b_before = W.copy(), b.copy()
+    with pytest.raises(error, match=message):
+        step(X, y, rows)
+    np.testing.assert_array_equal(W, W_before)
+    np.testing.assert_array_equal(b, b_before)
+
+
+@pytest.mark.parametrize(
+    "rows, error, message",
+    [
+        (np.array([0, 1.0]), TypeError, r"rows must hold integer row indices, got dtype float64"),
+        (np.array([0, 50]), IndexError, r"rows holds index 50, out of range for X with 50 rows"),
+        (np.array([-51]), IndexError, r"rows holds index -51, out of range for X with 50 rows"),
+        (np.array([], dtype=int), ValueError, r"rows is empty"),
+        (np.array([[0, 1]]), ValueError, r"rows must be 1-D"),
+    ],
+    ids=["float", "too-large", "too-negative", "empty", "2-D"],
+)
+def test_bad_rows_after_the_first_step_get_the_validators_error(fast_backend, rows, error, message):
+    name, _ = fast_backend
+    W0, X, y = data(np.float64, n=50, d=7, c=3)
+    W = W0.copy()
+    step = SGDStep(W, 0.1, 1e-3, backend=name, n_threads=1)
+    step(X, y, np.array([1, 2, 3]))
+    W_before = W.copy()
+    with pytest.raises(error, match=message):
+        step(X, y, rows)
+    np.testing.assert_array_equal(W, W_before)
+
+
+def test_a_label_changed_after_the_first_step_is_refused():
+    """The batch's labels are read at every step, so a label changed in y after the
+    first step is refused before a kernel indexes with it."""
+    W0, X, y = data(np.float64, n=50, d=7, c=3)
+    W = W0.copy()
+    step = SGDStep(W, 0.1, 1e-3, backend="numpy", n_threads=1)
+    step(X, y, np.array([1, 2, 3]))
+    y[2] = 3
+    with pytest.raises(ValueError, match=r"y must hold labels in \[0, C\) = \[0, 3\), found label 3"):
+        step(X, y, np.array([5, 2]))
+    step(X, y, np.array([5, 6]))  # labels outside the batch are not the batch's business

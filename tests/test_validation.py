@@ -254,3 +254,20 @@ def main():
 
 if __name__ == "__main__":
     main()
+
+
+def test_rebatch_gives_what_prepare_gives_for_the_new_batch():
+    """rebatch(prepare(..., rows=a), b) is prepare(..., rows=b): indices wrapped the same way."""
+    from fastsoftmax.backends._validate import prepare, rebatch
+
+    rng = np.random.default_rng(3)
+    W, X, y = rng.standard_normal((6, 4)), rng.standard_normal((20, 6)), rng.integers(0, 4, 20)
+    base = prepare(W, X, y, 0.5, rows=np.array([0, 1]))
+    for rows in (np.array([3, -1, 3, -20]), np.array([19], dtype=np.int32), [0, 5, -2]):
+        got, want = rebatch(base, rows), prepare(W, X, y, 0.5, rows=rows)
+        for name in ("W", "X", "y", "b", "out"):
+            assert getattr(got, name) is getattr(base, name)
+        assert got.reg == want.reg
+        assert got.rows.dtype == want.rows.dtype == np.intp and got.rows.flags.c_contiguous
+        np.testing.assert_array_equal(got.rows, want.rows)
+        np.testing.assert_array_equal(got.rows, np.arange(20)[rows])  # negatives counted from the end

@@ -70,6 +70,7 @@ def fused_loss_grad(
     out=None,
     Py_ssize_t tile=40,
     Py_ssize_t dchunk=256,
+    reg=None,
 ):
     """Return (sum of per-example losses, (D, C) gradient sum, (C,) bias-gradient sum).
 
@@ -98,13 +99,20 @@ def fused_loss_grad(
         Where the gradient sum is written (else a new array).
     tile, dchunk : int
         Rows per tile and D-chunk of the score pass (``_common.blocking``).
+    reg : float, optional
+        Finish in the reduction (what ``_common.finish`` does, without its
+        three extra passes over (D, C)): divide the sums by the batch size n,
+        add ``2 * reg * W`` (from ``Wt``) to the gradient and
+        ``reg * sum(W**2)`` (summed in float64) to the loss.
 
     Returns
     -------
     loss_sum : float
+        With ``reg``: the loss (mean over rows plus the L2 term).
     grad_sum : ndarray, shape (D, C), dtype of ``Wt`` (``out`` if given)
+        With ``reg``: the gradient ``grad_sum / n + 2 * reg * W``.
     bias_sum : ndarray, shape (C,), dtype of ``Wt``, or None without ``b``
-        Sum over rows of ``P - Y``.
+        Sum over rows of ``P - Y``; with ``reg``, its mean.
     """
     cdef Py_ssize_t N = X.shape[0]
     cdef Py_ssize_t Cp = Wt.shape[0]
@@ -175,16 +183,25 @@ def fused_loss_grad(
                                 t * n // n_chunks, (t + 1) * n // n_chunks, tile, dchunk,
                                 &grads[t, 0, 0], ldg, &gbs[t, 0], &zero_row[0])
     # Reduce the per-thread (Cp, D) accumulators in chunk order, transposing
-    # to (D, C) on the way.
+    # to (D, C) on the way; with reg, finish there too: the roundings of
+    # _common.finish (s / n, then + (2 reg) * w, each in the working dtype).
     cdef Py_ssize_t d, j
-    cdef floating s
-    cdef double sb
+    cdef floating s, wv
+    cdef floating fn = <floating>n
+    cdef floating c2 = <floating>(2.0 * reg) if reg is not None else 0
+    cdef bint finish = reg is not None
+    cdef double sb, sq = 0.0
     with nogil:
         for d in range(D):
             for j in range(C):
                 s = grads[0, j, d]
                 for t in range(1, n_chunks):
                     s = s + grads[t, j, d]
+                if finish:
+                    wv = Wt[j, d]
+                    sq += <double>wv * <double>wv
+                    s = s / fn
+                    s = s + c2 * wv
                 outv[d, j] = s
     db = None
     cdef floating[::1] dbv
@@ -196,7 +213,11 @@ def fused_loss_grad(
             for t in range(1, n_chunks):
                 sb = sb + gbs[t, j]
             dbv[j] = <floating>sb
+            if finish:
+                dbv[j] = dbv[j] / fn
     cdef double total = 0.0
     for t in range(n_chunks):
         total += losses[t]
+    if finish:
+        return total / n + reg * sq, out, db
     return total, out, db

@@ -10,7 +10,8 @@ module raises ``ImportError`` and the registry reports the backend as
 unavailable with that reason; ``import fastsoftmax`` never fails because of
 it.
 
-This module only adapts layouts: it pads ``W.T`` with zero classes to the
+This module only adapts layouts (dividing by N and the L2 term happen in
+the kernel's final reduction, ``reg=``): it pads ``W.T`` with zero classes to the
 kernel's class block and hands X over as it is whenever its rows have unit
 stride (C order, or row-strided views such as ``X[::2]``); only other
 layouts (Fortran order, column-strided views) are copied, once.  A bias, a
@@ -23,7 +24,7 @@ import os
 import numpy as np
 
 from ._threads import get_num_threads
-from ._common import blocking, finish, padded_transpose, thread_count
+from ._common import blocking, padded_transpose, thread_count
 from ._cython_kernel import CLASS_BLOCK, SUPPORTED_ISAS, fused_loss_grad
 
 #: Which instruction-set build of the kernel runs (one of ``SUPPORTED_ISAS``);
@@ -70,11 +71,10 @@ def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None):
     Wt = padded_transpose(W, CLASS_BLOCK, aligned=True)
     tile, dchunk = BLOCKING or blocking(X.shape[1], Wt.shape[0], item)
     n_threads = thread_count(n, X.shape[1], C, get_num_threads() if n_threads is None else n_threads)
-    data_loss, grad_sum, bias_sum = fused_loss_grad(
-        Wt, X, y, C, n_threads, ISA, b, rows, out, tile, dchunk
-    )
-    loss, dW = finish(W, n, reg, data_loss, grad_sum, bias_sum)
-    return loss, dW, bias_sum
+    # reg=: the kernel's reduction divides by n and adds the L2 term
+    # (_common.finish's job, without its three extra passes over (D, C)).
+    loss, dW, db = fused_loss_grad(Wt, X, y, C, n_threads, ISA, b, rows, out, tile, dchunk, reg=reg)
+    return loss, dW, db
 
 
 def softmax_loss(problem, n_threads):
