@@ -25,7 +25,9 @@ docs/kernels.md's ``% of roofline``.  ``--where`` says where X lives:
 
 * ``mem`` (default): N distinct rows, streamed from memory as in real use;
 * ``l2``: rows ``arange(N) % 40`` (about 1 MB of X, resident in L2);
-* ``l1``: every row is row 0 (24 KB, resident in L1): the arithmetic alone.
+* ``l1``: every row is row 0 (24 KB, resident in L1): the arithmetic alone;
+* ``fresh``: a minibatch of N rows drawn at random from 4585 CIFAR-sized
+  rows, a new draw before every call (untimed), as a training step reads.
 
 Before timing, every variant's loss, gradient and bias sums are compared
 with the first variant's: ``same`` means bit-identical.
@@ -49,6 +51,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from fastsoftmax.backends._common import blocking  # noqa: E402
 
 ISAS = {"baseline": 0, "avx2": 1, "avx512": 2}
+POOL = 4585  # rows a ``fresh`` minibatch is drawn from (the training-step benchmark's X)
 
 STUB = """
 #include "_fused_kernel.h"
@@ -101,11 +104,11 @@ def problem(n, dtype, where, d=3073, c=10, cp=10, seed=0):
     rng = np.random.default_rng(seed)
     line = 64 // np.dtype(dtype).itemsize
     ld = -(-d // line) * line
-    X = rng.standard_normal((n, d)).astype(dtype)
+    X = rng.standard_normal((POOL if where == "fresh" else n, d)).astype(dtype)
     Wt = np.zeros((cp, ld), dtype)
     Wt[:c, :d] = rng.standard_normal((c, d)) * 1e-2
-    y = rng.integers(0, c, n).astype(np.intp)
-    rows = {"mem": None, "l2": np.arange(n) % 40, "l1": np.zeros(n)}[where]
+    y = rng.integers(0, c, X.shape[0]).astype(np.intp)
+    rows = {"mem": None, "l2": np.arange(n) % 40, "l1": np.zeros(n), "fresh": rng.integers(0, POOL, n)}[where]
     rows = None if rows is None else rows.astype(np.intp)
     return dict(X=X, Wt=Wt, y=y, rows=rows, ld=ld, d=d, c=c, cp=cp, zero=np.zeros(d, dtype))
 
@@ -120,7 +123,7 @@ def caller(lib, isa, p, tile, dchunk):
                    size, size, size, size, ptr, size, ptr, ptr]
     G = np.zeros((p["cp"], p["ld"]), p["X"].dtype)
     gb = np.zeros(p["cp"])
-    n = p["X"].shape[0]
+    n = p["X"].shape[0] if p["rows"] is None else p["rows"].shape[0]
     rows = None if p["rows"] is None else p["rows"].ctypes.data
 
     def run():
@@ -140,7 +143,7 @@ def main(argv=None):
     parser.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     parser.add_argument("--isa", default="avx512", choices=list(ISAS))
     parser.add_argument("--n", type=int, default=10000)
-    parser.add_argument("--where", default="mem", choices=["mem", "l2", "l1"])
+    parser.add_argument("--where", default="mem", choices=["mem", "l2", "l1", "fresh"])
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--gemm-n", type=int, default=2048)
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -170,6 +173,7 @@ def main(argv=None):
         rng = np.random.default_rng(1)
         A = rng.standard_normal((args.gemm_n, args.gemm_n)).astype(p["X"].dtype)
         times, gemm = [[] for _ in runs], []
+        draw = np.random.default_rng(2)
         with threadpool_limits(1):
             A @ A
             for rep in range(args.repeat):
@@ -180,6 +184,8 @@ def main(argv=None):
                 # (that call finds its caches taken: 1.5x slower at N=500)
                 for j in range(len(runs)):
                     k = (j + rep) % len(runs)
+                    if args.where == "fresh":
+                        p["rows"][:] = draw.integers(0, POOL, args.n)
                     t0 = time.thread_time()
                     runs[k][3]()
                     times[k].append(time.thread_time() - t0)

@@ -382,7 +382,8 @@ def test_roofline_script_rotates_who_runs_right_after_the_gemm(monkeypatch):
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="bench/kernel_ab.py compiles with gcc")
-def test_kernel_ab_script_builds_variants_and_checks_their_bits(capsys):
+@pytest.mark.parametrize("where", ["l2", "fresh"])
+def test_kernel_ab_script_builds_variants_and_checks_their_bits(capsys, where):
     """bench/kernel_ab.py: variants are compiled, compared bit for bit with the first, then timed."""
     import importlib.util
 
@@ -391,7 +392,7 @@ def test_kernel_ab_script_builds_variants_and_checks_their_bits(capsys):
     spec.loader.exec_module(script)
     isa = os.environ.get("FASTSOFTMAX_ISA") or "baseline"
     script.main(["", "T=20 Dc=32", "-DFS_SKIP_GRAD", "--n", "60", "--repeat", "1", "--gemm-n", "64",
-                 "--isa", isa, "--where", "l2"])
+                 "--isa", isa, "--where", where])
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[-1] == "reference"
     assert out[1].endswith("same")  # blocking never changes the bits
