@@ -1,32 +1,42 @@
-"""``numba`` backend: the fused kernel in Numba, block by block, in parallel.
+"""``numba`` backend: the fused kernel in Numba, tile by tile, in parallel.
 
 Design note
 -----------
-The same fused algorithm as the Cython kernel (docs/kernels.md), in blocks of
-``_GB`` = 8 rows: two score micro-kernels of 4 rows x 5 classes of scalar
-accumulators walking D contiguously (W is transposed to (Cp, D)), the
-softmax, loss and coefficients ``P - Y`` of the 8 rows in float64, then one
-gradient update ``G[j] += sum_r coef[r, j] * x_r`` over the 8 rows, so each
-element of the (Cp, D) accumulator is loaded and stored once per 8 rows
-(once per 4 before: 48.1 -> 43.9 ms at N=10000 float64, one thread).  X is
-read from memory once, while the rows are in cache.  With
-``fastmath={'reassoc', 'contract'}`` LLVM turns the scalar accumulators into
-vector accumulators and FMAs for the host CPU.  Only those two flags:
-reassociation lets the sums vectorize and contraction allows FMA, while
-``nnan``/``ninf`` stay off so NaN and inf propagate and
-:func:`fastsoftmax.backends._validate.check_result` still sees a non-finite
-result.  Classes are padded with zero weights to a multiple of 5 and the
-last block's missing rows read a zero row, so the hot loops have no
-remainder code.  A bias, a row index array (the block's rows are
-``X[rows[k]]``, never gathered into a copy) and an output array are handled
-in the kernel.  Copying each block into 64-byte aligned rows (what the C
-kernel does with its tiles) was tried and measured inconclusive here (float32
-10 % faster, float64 N=500 16 % slower), so it is not done.
+The same fused, tiled algorithm as the Cython kernel (docs/kernels.md), in
+tiles of ``_T`` = 10 rows:
+
+1. Scores: two 5-row x 5-class micro-kernels (25 scalar accumulators that
+   LLVM turns into vector accumulators and FMAs) per block of 5 classes,
+   walking D contiguously; W is transposed to (Cp, ld), rows 64-byte aligned.
+   The first class block also copies the tile's rows into a packed tile
+   whose rows are 64-byte aligned (X's rows of 3073 elements are not), which
+   the other class blocks and the gradient read.
+2. The softmax, loss and coefficients ``P - Y`` of the 10 rows in float64.
+3. The gradient as a small GEMM with K = 10 rows: per D-chunk of 2 KB of each
+   row (the chunk of the packed tile stays in L1), two classes at a time,
+   ``G[j, d] += sum_r coef[r, j] * x_r[d]`` with the 20 coefficients in
+   registers; the (Cp, ld) accumulator (aligned too) is loaded and stored
+   once per tile.
+
+With ``fastmath={'reassoc', 'contract'}`` LLVM vectorises the score sums
+and uses FMA; the gradient needs contraction only.  Never ``nnan``/``ninf``:
+NaN and inf propagate and :func:`fastsoftmax.backends._validate.check_result`
+still sees a non-finite result.  LLVM tunes Intel AVX-512 CPUs to prefer
+256-bit vectors; the vectorised kernels carry function attributes asking for
+512-bit ones (:func:`_wide_vectors`: these functions only, no process-wide
+setting; nothing changes on CPUs without AVX-512).  Loops that start at a
+chunk offset use unsigned indices, since a signed index keeps Numba's
+negative-index wraparound in the loop and LLVM then does not vectorise it.
+Classes are padded with zero weights to a multiple of 5 and the last tile's
+missing rows read a zero row, so the hot loops have no remainder code.  A
+bias, a row index array (the tile's rows are ``X[rows[k]]``, never gathered
+into a copy) and an output array are handled in the kernel.
 
 Parallelism is over contiguous chunks of rows, one chunk per thread, each
-with its own (Cp, D) gradient accumulator; the accumulators are summed in
-chunk order, so a given thread count gives bit-identical results.  Extra
-memory is O(threads * D * C).
+with its own (Cp, D) gradient accumulator and (10, D) packed tile; the
+accumulators are summed in chunk order, so a given thread count gives
+bit-identical results.  Extra memory is O(threads * D * (C + 10)), independent
+of N.
 
 Threads from Python: Numba's ``workqueue`` threading layer aborts the
 process when two Python threads launch parallel kernels at once.  Numba picks
