@@ -85,12 +85,17 @@ def _wide_vectors(typingctx):  # pragma: no cover - compile time
     unless a function says otherwise; these two function attributes say
     otherwise for this function only (no process-wide setting).  Without
     AVX-512 (e.g. ``NUMBA_CPU_NAME=haswell``) they change nothing.
-    llvmlite's attribute set accepts only flag attributes, hence ``set.add``.
+    llvmlite's attribute set accepts only flag attributes, hence ``set.add``;
+    should a later llvmlite not allow that, the kernels compile without the
+    attributes (256-bit vectors, slower, still correct).
     """
     def codegen(context, builder, signature, args):
         attrs = builder.function.attributes
-        set.add(attrs, '"prefer-vector-width"="512"')
-        set.add(attrs, '"min-legal-vector-width"="512"')
+        try:
+            set.add(attrs, '"prefer-vector-width"="512"')
+            set.add(attrs, '"min-legal-vector-width"="512"')
+        except TypeError:
+            pass
         return context.get_dummy_value()
     return types.void(), codegen
 
