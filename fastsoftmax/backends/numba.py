@@ -219,10 +219,22 @@ def _grad(G, D, coef_t, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9):  # pragma: no c
                 continue
             b0, b1, b2, b3, b4 = coef_t[0, k], coef_t[1, k], coef_t[2, k], coef_t[3, k], coef_t[4, k]
             b5, b6, b7, b8, b9 = coef_t[5, k], coef_t[6, k], coef_t[7, k], coef_t[8, k], coef_t[9, k]
-            for d in range(_U(d0), _U(d1)):
-                v0, v1, v2, v3, v4, v5, v6, v7, v8, v9 = x0[d], x1[d], x2[d], x3[d], x4[d], x5[d], x6[d], x7[d], x8[d], x9[d]
-                ga[d] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3 + a4 * v4 + a5 * v5 + a6 * v6 + a7 * v7 + a8 * v8 + a9 * v9
-                gb[d] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3 + b4 * v4 + b5 * v5 + b6 * v6 + b7 * v7 + b8 * v8 + b9 * v9
+            if G.itemsize == 4:
+                # float32: the 10-row loop spills half its coefficients (LLVM's
+                # register allocation), so rows in two halves of 5
+                for d in range(_U(d0), _U(d1)):
+                    v0, v1, v2, v3, v4 = x0[d], x1[d], x2[d], x3[d], x4[d]
+                    ga[d] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3 + a4 * v4
+                    gb[d] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3 + b4 * v4
+                for d in range(_U(d0), _U(d1)):
+                    v5, v6, v7, v8, v9 = x5[d], x6[d], x7[d], x8[d], x9[d]
+                    ga[d] += a5 * v5 + a6 * v6 + a7 * v7 + a8 * v8 + a9 * v9
+                    gb[d] += b5 * v5 + b6 * v6 + b7 * v7 + b8 * v8 + b9 * v9
+            else:
+                for d in range(_U(d0), _U(d1)):
+                    v0, v1, v2, v3, v4, v5, v6, v7, v8, v9 = x0[d], x1[d], x2[d], x3[d], x4[d], x5[d], x6[d], x7[d], x8[d], x9[d]
+                    ga[d] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3 + a4 * v4 + a5 * v5 + a6 * v6 + a7 * v7 + a8 * v8 + a9 * v9
+                    gb[d] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3 + b4 * v4 + b5 * v5 + b6 * v6 + b7 * v7 + b8 * v8 + b9 * v9
 
 
 @_jit(fastmath=_FASTMATH)
