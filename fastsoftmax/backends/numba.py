@@ -16,7 +16,8 @@ tiles of ``_T`` = 10 rows:
    row (the chunk of the packed tile stays in L1), two classes at a time,
    ``G[j, d] += sum_r coef[r, j] * x_r[d]`` with the 20 coefficients in
    registers; the (Cp, ld) accumulator (aligned too) is loaded and stored
-   once per tile.
+   once per tile (twice in float32, whose rows go in two halves of 5: LLVM
+   spills half the coefficients of the 10-row float32 loop).
 
 With ``fastmath={'reassoc', 'contract'}`` LLVM vectorises the score sums
 and uses FMA; the gradient needs contraction only.  Never ``nnan``/``ninf``:
