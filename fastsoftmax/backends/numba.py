@@ -1,32 +1,43 @@
-"""``numba`` backend: the fused kernel in Numba, block by block, in parallel.
+"""``numba`` backend: the fused kernel in Numba, tile by tile, in parallel.
 
 Design note
 -----------
-The same fused algorithm as the Cython kernel (docs/kernels.md), in blocks of
-``_GB`` = 8 rows: two score micro-kernels of 4 rows x 5 classes of scalar
-accumulators walking D contiguously (W is transposed to (Cp, D)), the
-softmax, loss and coefficients ``P - Y`` of the 8 rows in float64, then one
-gradient update ``G[j] += sum_r coef[r, j] * x_r`` over the 8 rows, so each
-element of the (Cp, D) accumulator is loaded and stored once per 8 rows
-(once per 4 before: 48.1 -> 43.9 ms at N=10000 float64, one thread).  X is
-read from memory once, while the rows are in cache.  With
-``fastmath={'reassoc', 'contract'}`` LLVM turns the scalar accumulators into
-vector accumulators and FMAs for the host CPU.  Only those two flags:
-reassociation lets the sums vectorize and contraction allows FMA, while
-``nnan``/``ninf`` stay off so NaN and inf propagate and
-:func:`fastsoftmax.backends._validate.check_result` still sees a non-finite
-result.  Classes are padded with zero weights to a multiple of 5 and the
-last block's missing rows read a zero row, so the hot loops have no
-remainder code.  A bias, a row index array (the block's rows are
-``X[rows[k]]``, never gathered into a copy) and an output array are handled
-in the kernel.  Copying each block into 64-byte aligned rows (what the C
-kernel does with its tiles) was tried and measured inconclusive here (float32
-10 % faster, float64 N=500 16 % slower), so it is not done.
+The same fused, tiled algorithm as the Cython kernel (docs/kernels.md), in
+tiles of ``_T`` = 10 rows:
+
+1. Scores: two 5-row x 5-class micro-kernels (25 scalar accumulators that
+   LLVM turns into vector accumulators and FMAs) per block of 5 classes,
+   walking D contiguously; W is transposed to (Cp, ld), rows 64-byte aligned.
+   The first class block also copies the tile's rows into a packed tile
+   whose rows are 64-byte aligned (X's rows of 3073 elements are not), which
+   the other class blocks and the gradient read.
+2. The softmax, loss and coefficients ``P - Y`` of the 10 rows in float64.
+3. The gradient as a small GEMM with K = 10 rows: per D-chunk of 2 KB of each
+   row (the chunk of the packed tile stays in L1), two classes at a time,
+   ``G[j, d] += sum_r coef[r, j] * x_r[d]`` with the 20 coefficients in
+   registers; the (Cp, ld) accumulator (aligned too) is loaded and stored
+   once per tile (twice in float32, whose rows go in two halves of 5: LLVM
+   spills half the coefficients of the 10-row float32 loop).
+
+With ``fastmath={'reassoc', 'contract'}`` LLVM vectorises the score sums
+and uses FMA; the gradient needs contraction only.  Never ``nnan``/``ninf``:
+NaN and inf propagate and :func:`fastsoftmax.backends._validate.check_result`
+still sees a non-finite result.  LLVM tunes Intel AVX-512 CPUs to prefer
+256-bit vectors; the vectorised kernels carry function attributes asking for
+512-bit ones (:func:`_wide_vectors`: these functions only, no process-wide
+setting; nothing changes on CPUs without AVX-512).  Loops that start at a
+chunk offset use unsigned indices, since a signed index keeps Numba's
+negative-index wraparound in the loop and LLVM then does not vectorise it.
+Classes are padded with zero weights to a multiple of 5 and the last tile's
+missing rows read a zero row, so the hot loops have no remainder code.  A
+bias, a row index array (the tile's rows are ``X[rows[k]]``, never gathered
+into a copy) and an output array are handled in the kernel.
 
 Parallelism is over contiguous chunks of rows, one chunk per thread, each
-with its own (Cp, D) gradient accumulator; the accumulators are summed in
-chunk order, so a given thread count gives bit-identical results.  Extra
-memory is O(threads * D * C).
+with its own (Cp, D) gradient accumulator and (10, D) packed tile; the
+accumulators are summed in chunk order, so a given thread count gives
+bit-identical results.  Extra memory is O(threads * D * (C + 10)), independent
+of N.
 
 Threads from Python: Numba's ``workqueue`` threading layer aborts the
 process when two Python threads launch parallel kernels at once.  Numba picks
@@ -49,75 +60,227 @@ import warnings
 
 import numba
 import numpy as np
+from numba import types
 from numba.core.caching import NullCache
+from numba.extending import intrinsic
 
 from ._numba_cache import jit as _jit
 from ._threads import get_num_threads
-from ._common import finish, padded_transpose, thread_count
+from ._common import finish, thread_count
 
-_RB = 4  # rows per score micro-kernel (written for exactly 4)
-_GB = 8  # rows per block: two score micro-kernels, one gradient micro-kernel
-_CB = 5  # classes per micro-kernel: Cp is C rounded up to a multiple of 5
+_T = 10  # rows per tile: two 5-row score micro-kernels, one 10-row gradient micro-kernel
+_CB = 5  # classes per score micro-kernel: Cp is C rounded up to a multiple of 5
+_DC_BYTES = 2048  # bytes of each row per D-chunk of the gradient pass (256 doubles, 512 floats)
 
 # Reassociation (vectorised sums) and FMA contraction only: no nnan/ninf, so
 # non-finite values propagate to the result where they are detected.
 _FASTMATH = {"reassoc", "contract"}
+_U = numba.uint64  # unsigned loop indices: no negative-index wraparound, so loops from d0 vectorise
 
 
-@_jit(fastmath=_FASTMATH)
-def _scores(Wt, x0, x1, x2, x3, S, r0):  # pragma: no cover - jitted
-    """``S[r0 + r, j] = x_r . Wt[j]`` for 4 rows: 4 rows x 5 classes of accumulators, one pass over D."""
-    Cp, D = Wt.shape
-    z = Wt.dtype.type(0)
-    for j in range(0, Cp, 5):
-        w0, w1, w2, w3, w4 = Wt[j], Wt[j + 1], Wt[j + 2], Wt[j + 3], Wt[j + 4]
-        s00 = s01 = s02 = s03 = s04 = z
-        s10 = s11 = s12 = s13 = s14 = z
-        s20 = s21 = s22 = s23 = s24 = z
-        s30 = s31 = s32 = s33 = s34 = z
-        for d in range(D):
-            a0, a1, a2, a3, a4 = w0[d], w1[d], w2[d], w3[d], w4[d]
-            v0, v1, v2, v3 = x0[d], x1[d], x2[d], x3[d]
-            s00 += v0 * a0
-            s01 += v0 * a1
-            s02 += v0 * a2
-            s03 += v0 * a3
-            s04 += v0 * a4
-            s10 += v1 * a0
-            s11 += v1 * a1
-            s12 += v1 * a2
-            s13 += v1 * a3
-            s14 += v1 * a4
-            s20 += v2 * a0
-            s21 += v2 * a1
-            s22 += v2 * a2
-            s23 += v2 * a3
-            s24 += v2 * a4
-            s30 += v3 * a0
-            s31 += v3 * a1
-            s32 += v3 * a2
-            s33 += v3 * a3
-            s34 += v3 * a4
-        S[r0, j], S[r0, j + 1], S[r0, j + 2], S[r0, j + 3], S[r0, j + 4] = s00, s01, s02, s03, s04
-        S[r0 + 1, j], S[r0 + 1, j + 1], S[r0 + 1, j + 2], S[r0 + 1, j + 3], S[r0 + 1, j + 4] = s10, s11, s12, s13, s14
-        S[r0 + 2, j], S[r0 + 2, j + 1], S[r0 + 2, j + 2], S[r0 + 2, j + 3], S[r0 + 2, j + 4] = s20, s21, s22, s23, s24
-        S[r0 + 3, j], S[r0 + 3, j + 1], S[r0 + 3, j + 2], S[r0 + 3, j + 3], S[r0 + 3, j + 4] = s30, s31, s32, s33, s34
+@intrinsic
+def _wide_vectors(typingctx):  # pragma: no cover - compile time
+    """Let LLVM use 512-bit vectors in the calling function where the CPU has them.
 
-
-@_jit(fastmath=_FASTMATH)
-def _block(Wt, C, b, has_b, x0, x1, x2, x3, x4, x5, x6, x7, labels, nr, G, gb, coef, coef_t):  # pragma: no cover - jitted
-    """Loss of ``nr`` <= 8 rows (x0..x7, labels ``labels[:nr]``); their gradient is added to G, gb.
-
-    ``coef`` (float64) and ``coef_t`` (W's dtype) are (8, Cp) scratch; the
-    softmax runs in float64, the products in W's dtype (float32 stays float32).
+    LLVM tunes Intel AVX-512 CPUs to prefer 256-bit vectors ("prefer-256-bit")
+    unless a function says otherwise; these two function attributes say
+    otherwise for this function only (no process-wide setting).  Without
+    AVX-512 (e.g. ``NUMBA_CPU_NAME=haswell``) they change nothing.
+    llvmlite's attribute set accepts only flag attributes, hence ``set.add``;
+    should a later llvmlite not allow that, the kernels compile without the
+    attributes (256-bit vectors, slower, still correct).
     """
-    Cp, D = Wt.shape
-    # 1. scores: two 4-row micro-kernels
-    _scores(Wt, x0, x1, x2, x3, coef, 0)
-    _scores(Wt, x4, x5, x6, x7, coef, 4)
+    def codegen(context, builder, signature, args):
+        attrs = builder.function.attributes
+        try:
+            set.add(attrs, '"prefer-vector-width"="512"')
+            set.add(attrs, '"min-legal-vector-width"="512"')
+        except TypeError:
+            pass
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@_jit(fastmath=_FASTMATH)
+def _scores(Wt, D, j, x0, x1, x2, x3, x4, S, r0):  # pragma: no cover - jitted
+    """``S[r0 + r, j + c] = x_r[:D] . Wt[j + c, :D]`` for 5 rows x 5 classes: 25 accumulators, one pass over D."""
+    _wide_vectors()
+    z = Wt.dtype.type(0)
+    w0, w1, w2, w3, w4 = Wt[j], Wt[j + 1], Wt[j + 2], Wt[j + 3], Wt[j + 4]
+    s00 = s01 = s02 = s03 = s04 = z
+    s10 = s11 = s12 = s13 = s14 = z
+    s20 = s21 = s22 = s23 = s24 = z
+    s30 = s31 = s32 = s33 = s34 = z
+    s40 = s41 = s42 = s43 = s44 = z
+    for d in range(_U(0), _U(D)):
+        a0, a1, a2, a3, a4 = w0[d], w1[d], w2[d], w3[d], w4[d]
+        v0, v1, v2, v3, v4 = x0[d], x1[d], x2[d], x3[d], x4[d]
+        s00 += v0 * a0
+        s01 += v0 * a1
+        s02 += v0 * a2
+        s03 += v0 * a3
+        s04 += v0 * a4
+        s10 += v1 * a0
+        s11 += v1 * a1
+        s12 += v1 * a2
+        s13 += v1 * a3
+        s14 += v1 * a4
+        s20 += v2 * a0
+        s21 += v2 * a1
+        s22 += v2 * a2
+        s23 += v2 * a3
+        s24 += v2 * a4
+        s30 += v3 * a0
+        s31 += v3 * a1
+        s32 += v3 * a2
+        s33 += v3 * a3
+        s34 += v3 * a4
+        s40 += v4 * a0
+        s41 += v4 * a1
+        s42 += v4 * a2
+        s43 += v4 * a3
+        s44 += v4 * a4
+    S[r0, j], S[r0, j + 1], S[r0, j + 2], S[r0, j + 3], S[r0, j + 4] = s00, s01, s02, s03, s04
+    S[r0 + 1, j], S[r0 + 1, j + 1], S[r0 + 1, j + 2], S[r0 + 1, j + 3], S[r0 + 1, j + 4] = s10, s11, s12, s13, s14
+    S[r0 + 2, j], S[r0 + 2, j + 1], S[r0 + 2, j + 2], S[r0 + 2, j + 3], S[r0 + 2, j + 4] = s20, s21, s22, s23, s24
+    S[r0 + 3, j], S[r0 + 3, j + 1], S[r0 + 3, j + 2], S[r0 + 3, j + 3], S[r0 + 3, j + 4] = s30, s31, s32, s33, s34
+    S[r0 + 4, j], S[r0 + 4, j + 1], S[r0 + 4, j + 2], S[r0 + 4, j + 3], S[r0 + 4, j + 4] = s40, s41, s42, s43, s44
+
+
+@_jit(fastmath=_FASTMATH)
+def _scores_pack(Wt, D, j, x0, x1, x2, x3, x4, p0, p1, p2, p3, p4, S, r0):  # pragma: no cover - jitted
+    """:func:`_scores` that also copies the rows it reads: ``p_r[:D] = x_r[:D]`` (the packed tile)."""
+    _wide_vectors()
+    z = Wt.dtype.type(0)
+    w0, w1, w2, w3, w4 = Wt[j], Wt[j + 1], Wt[j + 2], Wt[j + 3], Wt[j + 4]
+    s00 = s01 = s02 = s03 = s04 = z
+    s10 = s11 = s12 = s13 = s14 = z
+    s20 = s21 = s22 = s23 = s24 = z
+    s30 = s31 = s32 = s33 = s34 = z
+    s40 = s41 = s42 = s43 = s44 = z
+    for d in range(_U(0), _U(D)):
+        a0, a1, a2, a3, a4 = w0[d], w1[d], w2[d], w3[d], w4[d]
+        v0, v1, v2, v3, v4 = x0[d], x1[d], x2[d], x3[d], x4[d]
+        p0[d], p1[d], p2[d], p3[d], p4[d] = v0, v1, v2, v3, v4
+        s00 += v0 * a0
+        s01 += v0 * a1
+        s02 += v0 * a2
+        s03 += v0 * a3
+        s04 += v0 * a4
+        s10 += v1 * a0
+        s11 += v1 * a1
+        s12 += v1 * a2
+        s13 += v1 * a3
+        s14 += v1 * a4
+        s20 += v2 * a0
+        s21 += v2 * a1
+        s22 += v2 * a2
+        s23 += v2 * a3
+        s24 += v2 * a4
+        s30 += v3 * a0
+        s31 += v3 * a1
+        s32 += v3 * a2
+        s33 += v3 * a3
+        s34 += v3 * a4
+        s40 += v4 * a0
+        s41 += v4 * a1
+        s42 += v4 * a2
+        s43 += v4 * a3
+        s44 += v4 * a4
+    S[r0, j], S[r0, j + 1], S[r0, j + 2], S[r0, j + 3], S[r0, j + 4] = s00, s01, s02, s03, s04
+    S[r0 + 1, j], S[r0 + 1, j + 1], S[r0 + 1, j + 2], S[r0 + 1, j + 3], S[r0 + 1, j + 4] = s10, s11, s12, s13, s14
+    S[r0 + 2, j], S[r0 + 2, j + 1], S[r0 + 2, j + 2], S[r0 + 2, j + 3], S[r0 + 2, j + 4] = s20, s21, s22, s23, s24
+    S[r0 + 3, j], S[r0 + 3, j + 1], S[r0 + 3, j + 2], S[r0 + 3, j + 3], S[r0 + 3, j + 4] = s30, s31, s32, s33, s34
+    S[r0 + 4, j], S[r0 + 4, j + 1], S[r0 + 4, j + 2], S[r0 + 4, j + 3], S[r0 + 4, j + 4] = s40, s41, s42, s43, s44
+
+
+@_jit(fastmath={"contract"})
+def _grad(G, D, coef_t, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9):  # pragma: no cover - jitted
+    """``G[j, :D] += sum_r coef_t[r, j] * x_r[:D]`` over the tile's 10 rows, for every class j.
+
+    D-chunk by D-chunk (the chunk of the 10 rows stays in L1 while every class
+    pair reads it), two classes at a time (20 coefficients in registers; per
+    vector of D: 10 loads of X, 2 loads and 2 stores of G, 20 FMAs).  Only FMA
+    contraction, no reassociation: each sum is the written chain, in order.
+    """
+    _wide_vectors()
+    Cp = G.shape[0]
+    dc = _DC_BYTES // G.itemsize
+    for d0 in range(0, D, dc):
+        d1 = min(D, d0 + dc)
+        for j in range(0, Cp, 2):
+            k = min(j + 1, Cp - 1)
+            ga, gb = G[j], G[k]
+            a0, a1, a2, a3, a4 = coef_t[0, j], coef_t[1, j], coef_t[2, j], coef_t[3, j], coef_t[4, j]
+            a5, a6, a7, a8, a9 = coef_t[5, j], coef_t[6, j], coef_t[7, j], coef_t[8, j], coef_t[9, j]
+            if k == j:  # odd Cp: the last class alone
+                for d in range(_U(d0), _U(d1)):
+                    ga[d] += (a0 * x0[d] + a1 * x1[d] + a2 * x2[d] + a3 * x3[d] + a4 * x4[d]
+                              + a5 * x5[d] + a6 * x6[d] + a7 * x7[d] + a8 * x8[d] + a9 * x9[d])
+                continue
+            b0, b1, b2, b3, b4 = coef_t[0, k], coef_t[1, k], coef_t[2, k], coef_t[3, k], coef_t[4, k]
+            b5, b6, b7, b8, b9 = coef_t[5, k], coef_t[6, k], coef_t[7, k], coef_t[8, k], coef_t[9, k]
+            for d in range(_U(d0), _U(d1)):
+                v0, v1, v2, v3, v4, v5, v6, v7, v8, v9 = x0[d], x1[d], x2[d], x3[d], x4[d], x5[d], x6[d], x7[d], x8[d], x9[d]
+                ga[d] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3 + a4 * v4 + a5 * v5 + a6 * v6 + a7 * v7 + a8 * v8 + a9 * v9
+                gb[d] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3 + b4 * v4 + b5 * v5 + b6 * v6 + b7 * v7 + b8 * v8 + b9 * v9
+
+
+@_jit(fastmath={"contract"})
+def _grad_halves(G, D, coef_t, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9):  # pragma: no cover - jitted
+    """:func:`_grad` with the rows in two halves of 5, for float32.
+
+    LLVM keeps only 9 of the 20 coefficients of the 10-row float32 loop in
+    registers; in two 5-row loops (G loaded and stored twice per tile) all
+    stay.  A separate function, not a branch on the itemsize inside
+    :func:`_grad`: that branch alone made the float64 loop 8-12 % slower.
+    """
+    _wide_vectors()
+    Cp = G.shape[0]
+    dc = _DC_BYTES // G.itemsize
+    for d0 in range(0, D, dc):
+        d1 = min(D, d0 + dc)
+        for j in range(0, Cp, 2):
+            k = min(j + 1, Cp - 1)
+            ga, gb = G[j], G[k]
+            a0, a1, a2, a3, a4 = coef_t[0, j], coef_t[1, j], coef_t[2, j], coef_t[3, j], coef_t[4, j]
+            a5, a6, a7, a8, a9 = coef_t[5, j], coef_t[6, j], coef_t[7, j], coef_t[8, j], coef_t[9, j]
+            if k == j:  # odd Cp: the last class alone
+                for d in range(_U(d0), _U(d1)):
+                    ga[d] += (a0 * x0[d] + a1 * x1[d] + a2 * x2[d] + a3 * x3[d] + a4 * x4[d]
+                              + a5 * x5[d] + a6 * x6[d] + a7 * x7[d] + a8 * x8[d] + a9 * x9[d])
+                continue
+            b0, b1, b2, b3, b4 = coef_t[0, k], coef_t[1, k], coef_t[2, k], coef_t[3, k], coef_t[4, k]
+            b5, b6, b7, b8, b9 = coef_t[5, k], coef_t[6, k], coef_t[7, k], coef_t[8, k], coef_t[9, k]
+            for d in range(_U(d0), _U(d1)):
+                v0, v1, v2, v3, v4 = x0[d], x1[d], x2[d], x3[d], x4[d]
+                ga[d] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3 + a4 * v4
+                gb[d] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3 + b4 * v4
+            for d in range(_U(d0), _U(d1)):
+                v5, v6, v7, v8, v9 = x5[d], x6[d], x7[d], x8[d], x9[d]
+                ga[d] += a5 * v5 + a6 * v6 + a7 * v7 + a8 * v8 + a9 * v9
+                gb[d] += b5 * v5 + b6 * v6 + b7 * v7 + b8 * v8 + b9 * v9
+
+
+@_jit(fastmath=_FASTMATH)
+def _tile(Wt, D, C, b, has_b, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, P, labels, nr, G, gsum, coef, coef_t):  # pragma: no cover - jitted
+    """Loss of ``nr`` <= 10 rows (x0..x9, labels ``labels[:nr]``); their gradient is added to G, gsum.
+
+    ``P`` is the (10, ld) packed tile; ``coef`` (float64) and ``coef_t`` (W's
+    dtype) are (10, Cp) scratch: the softmax runs in float64, the products in
+    W's dtype (float32 stays float32).
+    """
+    Cp = Wt.shape[0]
+    # 1. scores; the first class block also packs the rows into P (aligned)
+    p0, p1, p2, p3, p4, p5, p6, p7, p8, p9 = P[0], P[1], P[2], P[3], P[4], P[5], P[6], P[7], P[8], P[9]
+    _scores_pack(Wt, D, 0, x0, x1, x2, x3, x4, p0, p1, p2, p3, p4, coef, 0)
+    _scores_pack(Wt, D, 0, x5, x6, x7, x8, x9, p5, p6, p7, p8, p9, coef, 5)
+    for j in range(_CB, Cp, _CB):
+        _scores(Wt, D, j, p0, p1, p2, p3, p4, coef, 0)
+        _scores(Wt, D, j, p5, p6, p7, p8, p9, coef, 5)
     # 2. softmax per row: coef becomes P - Y (0 for padding rows and classes)
     loss = 0.0
-    for r in range(_GB):
+    for r in range(_T):
         s = coef[r]
         if r >= nr:
             s[:] = 0.0
@@ -129,7 +292,6 @@ def _block(Wt, C, b, has_b, x0, x1, x2, x3, x4, x5, x6, x7, labels, nr, G, gb, c
         shift = s[0]
         for j in range(1, C):
             shift = max(shift, s[j])
-        # -log p[y] = log(sum exp(s - shift)) - (s[y] - shift): never log(0)
         loss -= s[yi] - shift
         total = 0.0
         for j in range(C):
@@ -141,68 +303,42 @@ def _block(Wt, C, b, has_b, x0, x1, x2, x3, x4, x5, x6, x7, labels, nr, G, gb, c
             s[j] *= inv
         s[yi] -= 1.0
         for j in range(C):
-            gb[j] += s[j]
+            gsum[j] += s[j]
         for j in range(C, Cp):
             s[j] = 0.0
     coef_t[:] = coef
-    # 3. gradient: G[j] += sum_r coef[r, j] * x_r over the 8 rows, five classes
-    # at a time: each element of G is loaded and stored once per 8 rows
-    for j in range(0, Cp, 5):
-        g0, g1, g2, g3, g4 = G[j], G[j + 1], G[j + 2], G[j + 3], G[j + 4]
-        c00, c10, c20, c30, c40, c50, c60, c70 = (
-            coef_t[0, j], coef_t[1, j], coef_t[2, j], coef_t[3, j], coef_t[4, j], coef_t[5, j], coef_t[6, j], coef_t[7, j]
-        )
-        c01, c11, c21, c31, c41, c51, c61, c71 = (
-            coef_t[0, j + 1], coef_t[1, j + 1], coef_t[2, j + 1], coef_t[3, j + 1], coef_t[4, j + 1], coef_t[5, j + 1], coef_t[6, j + 1], coef_t[7, j + 1]
-        )
-        c02, c12, c22, c32, c42, c52, c62, c72 = (
-            coef_t[0, j + 2], coef_t[1, j + 2], coef_t[2, j + 2], coef_t[3, j + 2], coef_t[4, j + 2], coef_t[5, j + 2], coef_t[6, j + 2], coef_t[7, j + 2]
-        )
-        c03, c13, c23, c33, c43, c53, c63, c73 = (
-            coef_t[0, j + 3], coef_t[1, j + 3], coef_t[2, j + 3], coef_t[3, j + 3], coef_t[4, j + 3], coef_t[5, j + 3], coef_t[6, j + 3], coef_t[7, j + 3]
-        )
-        c04, c14, c24, c34, c44, c54, c64, c74 = (
-            coef_t[0, j + 4], coef_t[1, j + 4], coef_t[2, j + 4], coef_t[3, j + 4], coef_t[4, j + 4], coef_t[5, j + 4], coef_t[6, j + 4], coef_t[7, j + 4]
-        )
-        for d in range(D):
-            v0, v1, v2, v3, v4, v5, v6, v7 = x0[d], x1[d], x2[d], x3[d], x4[d], x5[d], x6[d], x7[d]
-            g0[d] += (
-                c00 * v0 + c10 * v1 + c20 * v2 + c30 * v3
-                + c40 * v4 + c50 * v5 + c60 * v6 + c70 * v7
-            )
-            g1[d] += (
-                c01 * v0 + c11 * v1 + c21 * v2 + c31 * v3
-                + c41 * v4 + c51 * v5 + c61 * v6 + c71 * v7
-            )
-            g2[d] += (
-                c02 * v0 + c12 * v1 + c22 * v2 + c32 * v3
-                + c42 * v4 + c52 * v5 + c62 * v6 + c72 * v7
-            )
-            g3[d] += (
-                c03 * v0 + c13 * v1 + c23 * v2 + c33 * v3
-                + c43 * v4 + c53 * v5 + c63 * v6 + c73 * v7
-            )
-            g4[d] += (
-                c04 * v0 + c14 * v1 + c24 * v2 + c34 * v3
-                + c44 * v4 + c54 * v5 + c64 * v6 + c74 * v7
-            )
+    # 3. gradient: a small GEMM with K = 10 rows, from the packed tile
+    if coef_t.itemsize == 4:
+        _grad_halves(G, D, coef_t, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9)
+    else:
+        _grad(G, D, coef_t, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9)
     return loss
 
 
+@_jit()
+def _aligned(n_rows, ld, dtype_like):  # pragma: no cover - jitted
+    """A zeroed (n_rows, ld) C-contiguous array of ``dtype_like``'s dtype starting on a 64-byte boundary."""
+    isz = dtype_like.itemsize
+    flat = np.zeros(n_rows * ld + 64 // isz, dtype=dtype_like.dtype)
+    off = ((-flat.ctypes.data) % 64) // isz
+    return flat[off:off + n_rows * ld].reshape((n_rows, ld))
+
+
 @_jit(fastmath=_FASTMATH)
-def _chunk(Wt, C, b, has_b, X, y, rows, has_rows, start, stop, G, gb, zero):  # pragma: no cover - jitted
+def _chunk(Wt, D, C, b, has_b, X, y, rows, has_rows, start, stop, G, gb, zero):  # pragma: no cover - jitted
     """Sum of the losses of problem rows ``start .. stop``; their gradients are added to G, gb.
 
     Problem row k is ``X[rows[k]]`` (labels ``y[rows[k]]``) with ``has_rows``, else ``X[k]``.
     """
-    Cp = Wt.shape[0]
-    coef = np.empty((_GB, Cp), dtype=np.float64)
-    coef_t = np.empty((_GB, Cp), dtype=Wt.dtype)
-    labels = np.zeros(_GB, dtype=np.intp)
-    idx = np.zeros(_GB, dtype=np.intp)
+    Cp, ld = Wt.shape
+    coef = np.empty((_T, Cp), dtype=np.float64)
+    coef_t = np.empty((_T, Cp), dtype=Wt.dtype)
+    labels = np.zeros(_T, dtype=np.intp)
+    idx = np.zeros(_T, dtype=np.intp)
+    P = _aligned(_T, ld, zero)
     loss = 0.0
-    for k0 in range(start, stop, _GB):
-        nr = min(_GB, stop - k0)
+    for k0 in range(start, stop, _T):
+        nr = min(_T, stop - k0)
         for r in range(nr):
             idx[r] = rows[k0 + r] if has_rows else k0 + r
             labels[r] = y[idx[r]]
@@ -214,20 +350,25 @@ def _chunk(Wt, C, b, has_b, X, y, rows, has_rows, start, stop, G, gb, zero):  # 
         x5 = X[idx[5]] if nr > 5 else zero
         x6 = X[idx[6]] if nr > 6 else zero
         x7 = X[idx[7]] if nr > 7 else zero
-        loss += _block(Wt, C, b, has_b, x0, x1, x2, x3, x4, x5, x6, x7, labels, nr, G, gb, coef, coef_t)
+        x8 = X[idx[8]] if nr > 8 else zero
+        x9 = X[idx[9]] if nr > 9 else zero
+        loss += _tile(Wt, D, C, b, has_b, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, P, labels, nr, G, gb, coef, coef_t)
     return loss
 
 
 @_jit(parallel=True)
-def _fused(Wt, C, b, has_b, X, y, rows, has_rows, n, n_chunks, out, db):  # pragma: no cover - jitted
-    """Loss sum of the n problem rows; writes the (D, C) gradient sum to ``out``, the bias sum to ``db``."""
-    Cp, D = Wt.shape
-    grads = np.zeros((n_chunks, Cp, D), dtype=Wt.dtype)
+def _fused(Wt, D, C, b, has_b, X, y, rows, has_rows, n, n_chunks, out, db):  # pragma: no cover - jitted
+    """Loss sum of the n problem rows; writes the (D, C) gradient sum to ``out``, the bias sum to ``db``.
+
+    ``Wt`` is (Cp, ld), 64-byte aligned rows, of which the first D columns are ``W.T``.
+    """
+    Cp, ld = Wt.shape
+    zero = np.zeros(D, dtype=Wt.dtype)
+    grads = _aligned(n_chunks * Cp, ld, zero).reshape((n_chunks, Cp, ld))
     gbs = np.zeros((n_chunks, Cp), dtype=np.float64)
     losses = np.zeros(n_chunks, dtype=np.float64)
-    zero = np.zeros(D, dtype=Wt.dtype)
     for t in numba.prange(n_chunks):
-        losses[t] = _chunk(Wt, C, b, has_b, X, y, rows, has_rows, t * n // n_chunks,
+        losses[t] = _chunk(Wt, D, C, b, has_b, X, y, rows, has_rows, t * n // n_chunks,
                            (t + 1) * n // n_chunks, grads[t], gbs[t], zero)
     # Reduce the per-thread (Cp, D) accumulators in chunk order, transposing
     # to (D, C) on the way (see _common.finish).
@@ -267,7 +408,7 @@ def _run_fused(*args):
             RuntimeWarning,
             stacklevel=3,
         )
-        for kernel in (_scores, _block, _chunk, _fused):
+        for kernel in (_scores, _scores_pack, _grad, _grad_halves, _tile, _aligned, _chunk, _fused):
             kernel._cache = NullCache()
         return _fused(*args)
 
@@ -281,6 +422,19 @@ def threading_layer():
 
 
 _NO_ROWS = np.zeros(1, dtype=np.intp)
+
+
+def _aligned_transpose(W):
+    """``W.T`` padded with zeros to (Cp, ld): Cp a multiple of 5, rows of ld elements starting on 64-byte boundaries."""
+    D, C = W.shape
+    Cp = -(-C // _CB) * _CB
+    line = 64 // W.dtype.itemsize
+    ld = -(-max(D, 1) // line) * line
+    flat = np.zeros(Cp * ld + line, dtype=W.dtype)
+    off = ((-flat.ctypes.data) % 64) // W.dtype.itemsize
+    Wt = flat[off:off + Cp * ld].reshape(Cp, ld)
+    Wt[:C, :D] = W.T
+    return Wt
 
 
 def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None):
@@ -313,14 +467,14 @@ def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None):
     n_threads = min(get_num_threads() if n_threads is None else n_threads, numba.config.NUMBA_NUM_THREADS)
     n_threads = n_chunks = thread_count(n, X.shape[1], C, n_threads)
     X = np.ascontiguousarray(X)  # rows must be contiguous; a no-op for C order
-    Wt = padded_transpose(W, _CB)
+    Wt = _aligned_transpose(W)
     if out is None:
         out = np.empty(W.shape, dtype=W.dtype)
     db = np.empty(C, dtype=np.float64)
     has_b = b is not None
     bias = b if has_b else np.zeros(C, dtype=W.dtype)  # unused placeholder of the same type
     rws = _NO_ROWS if rows is None else rows
-    args = (Wt, C, bias, has_b, X, y, rws, rows is not None, n, n_chunks, out, db)
+    args = (Wt, W.shape[0], C, bias, has_b, X, y, rws, rows is not None, n, n_chunks, out, db)
     if _layer_is_threadsafe:
         numba.set_num_threads(n_threads)  # thread-local in Numba
         data_loss = _run_fused(*args)
