@@ -56,11 +56,10 @@ wherever their loss is the softmax loss of a linear layer.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
-
-import math
 
 from .. import backends
 from ..backends._threads import get_num_threads
