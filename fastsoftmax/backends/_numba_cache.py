@@ -22,8 +22,9 @@ so ``NUMBA_CACHE_DIR`` holds exactly what Numba itself would put there.
 
 The cache is an optimisation, never a reason to fail: with neither place
 writable the function is compiled without a cache, with a
-``RuntimeWarning`` (a compile per process).  A damaged cache file is the
-caller's to handle (see ``_run_fused`` in :mod:`fastsoftmax.backends.numba`).
+``RuntimeWarning`` (a compile per process).  A damaged cache file is
+handled where a kernel is called: :func:`call_recovering` (used by the
+``numba`` and net ``numba`` backends) recompiles without the cache.
 ``NUMBA_CACHE_LOCATOR_CLASSES``, if a user sets it, overrides this choice as
 it overrides Numba's.
 """
@@ -36,9 +37,9 @@ import warnings
 import numba
 import platformdirs
 from numba.core import config
-from numba.core.caching import CompileResultCacheImpl, FunctionCache, _CacheLocator, _SourceFileBackedLocatorMixin
+from numba.core.caching import CompileResultCacheImpl, FunctionCache, NullCache, _CacheLocator, _SourceFileBackedLocatorMixin
 
-__all__ = ["cache_dirs", "jit"]
+__all__ = ["cache_dirs", "jit", "call_recovering"]
 
 
 def cache_dirs():
@@ -116,3 +117,31 @@ def jit(**options):
         return dispatcher
 
     return decorate
+
+
+def call_recovering(fused, kernels, *args, backend="numba"):
+    """``fused(*args)``; if that fails loading its on-disk cache, recompile ``kernels`` without it.
+
+    A call that raised without adding a compiled overload, from a dispatcher
+    that still has a cache, failed reading the cache: loading a damaged cache
+    file can fail with almost any exception (an unpickling error,
+    EOFError, ...), compiling afresh cannot.  Then every dispatcher in
+    ``kernels`` drops its cache for this process, with a ``RuntimeWarning``
+    naming ``backend``, and the call is made again.  Any other error
+    propagates, once.
+    """
+    compiled = len(fused.overloads)
+    try:
+        return fused(*args)
+    except Exception as exc:
+        if len(fused.overloads) != compiled or isinstance(fused._cache, NullCache):
+            raise  # not a compile or cache load: a real error
+        warnings.warn(
+            f"fastsoftmax {backend} backend: Numba's on-disk cache could not be read "
+            f"({type(exc).__name__}: {exc}); recompiling without the cache in this process",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        for kernel in kernels:
+            kernel._cache = NullCache()
+        return fused(*args)

@@ -26,13 +26,12 @@ a ``RuntimeWarning``, as in the linear kernel (:func:`_call`).
 """
 
 import math
-import warnings
 
 import numba
 import numpy as np
-from numba.core.caching import NullCache
 
 from ._common import padded_transpose, thread_count
+from ._numba_cache import call_recovering
 from ._numba_cache import jit as _jit
 from .numba import _FASTMATH, _launch_lock
 
@@ -191,29 +190,8 @@ def _fused(W1t, b1, W2, b2, X, y, n_chunks):  # pragma: no cover - jitted
 
 
 def _call(fused, kernels, *args):
-    """``fused(*args)``; if that fails loading its on-disk cache, recompile ``kernels`` without it.
-
-    The linear kernel's recovery (``_run_fused`` in
-    :mod:`fastsoftmax.backends.numba`): a call that raised without adding a
-    compiled overload, from a dispatcher that still has a cache, failed
-    reading the cache (an unpickling error, EOFError, ...); compiling afresh
-    cannot fail that way.
-    """
-    compiled = len(fused.overloads)
-    try:
-        return fused(*args)
-    except Exception as exc:
-        if len(fused.overloads) != compiled or isinstance(fused._cache, NullCache):
-            raise  # not a compile or cache load: a real error
-        warnings.warn(
-            f"fastsoftmax numba net backend: Numba's on-disk cache could not be read "
-            f"({type(exc).__name__}: {exc}); recompiling without the cache in this process",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        for kernel in kernels:
-            kernel._cache = NullCache()
-        return fused(*args)
+    """``fused(*args)`` with the linear kernel's cache recovery (:func:`~._numba_cache.call_recovering`)."""
+    return call_recovering(fused, kernels, *args, backend="numba net")
 
 
 def two_layer_loss(problem, n_threads):

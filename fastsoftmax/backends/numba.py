@@ -56,14 +56,13 @@ say so with a ``RuntimeWarning``, since each costs a compile per process.
 
 import math
 import threading
-import warnings
 
 import numba
 import numpy as np
 from numba import types
-from numba.core.caching import NullCache
 from numba.extending import intrinsic
 
+from ._numba_cache import call_recovering
 from ._numba_cache import jit as _jit
 from ._threads import get_num_threads
 from ._common import finish, thread_count
@@ -394,23 +393,7 @@ _layer_is_threadsafe = False
 
 def _run_fused(*args):
     """Call the parallel kernel; if loading its on-disk cache fails, recompile without it."""
-    compiled = len(_fused.overloads)
-    try:
-        return _fused(*args)
-    except Exception as exc:
-        if len(_fused.overloads) != compiled or isinstance(_fused._cache, NullCache):
-            raise  # not a compile or cache load: a real error
-        # Loading a damaged cache file can fail with almost any exception
-        # (an unpickling error, EOFError, ...); compiling afresh cannot.
-        warnings.warn(
-            f"fastsoftmax numba backend: Numba's on-disk cache could not be read "
-            f"({type(exc).__name__}: {exc}); recompiling without the cache in this process",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        for kernel in (_scores, _scores_pack, _grad, _grad_halves, _tile, _aligned, _chunk, _fused):
-            kernel._cache = NullCache()
-        return _fused(*args)
+    return call_recovering(_fused, (_scores, _scores_pack, _grad, _grad_halves, _tile, _aligned, _chunk, _fused), *args)
 
 
 def threading_layer():
