@@ -121,16 +121,21 @@ def _source(rows):
     return lambda X, y, batch_size, num_iters, rng: [Batch(X, y, rows)]
 
 
-@pytest.mark.parametrize(
-    "rows, error, message",
-    [
-        (np.array([0, 1.0]), TypeError, r"rows must hold integer row indices, got dtype float64"),
-        (np.array([0, 50]), IndexError, r"rows holds index 50, out of range for X with 50 rows"),
-        (np.array([-51]), IndexError, r"rows holds index -51, out of range for X with 50 rows"),
-        (np.array([], dtype=int), ValueError, r"rows is empty"),
-    ],
-    ids=["float", "too-large", "too-negative", "empty"],
-)
+#: Bad batches of X with 50 rows, the validator's error and message for each.
+BAD_ROWS = {
+    "float": (np.array([0, 1.0]), TypeError, r"rows must hold integer row indices, got dtype float64"),
+    "too-large": (np.array([0, 50]), IndexError, r"rows holds index 50, out of range for X with 50 rows"),
+    "too-negative": (np.array([-51]), IndexError, r"rows holds index -51, out of range for X with 50 rows"),
+    "empty": (np.array([], dtype=int), ValueError, r"rows is empty"),
+    "2-D": (np.array([[0, 1]]), ValueError, r"rows must be 1-D"),
+}
+
+
+def _bad_rows(*names):
+    return pytest.mark.parametrize("rows, error, message", [BAD_ROWS[n] for n in names], ids=list(names))
+
+
+@_bad_rows("float", "too-large", "too-negative", "empty")
 def test_bad_rows_from_a_batch_source_get_the_validators_error(rows, error, message):
     W0, X, y = data(np.float64, n=50, d=7, c=3)
     model = Softmax(backend="numpy", seed=0)
@@ -271,17 +276,7 @@ def test_non_finite_values_after_the_first_step_get_the_validators_error(fast_ba
     np.testing.assert_array_equal(b, b_before)
 
 
-@pytest.mark.parametrize(
-    "rows, error, message",
-    [
-        (np.array([0, 1.0]), TypeError, r"rows must hold integer row indices, got dtype float64"),
-        (np.array([0, 50]), IndexError, r"rows holds index 50, out of range for X with 50 rows"),
-        (np.array([-51]), IndexError, r"rows holds index -51, out of range for X with 50 rows"),
-        (np.array([], dtype=int), ValueError, r"rows is empty"),
-        (np.array([[0, 1]]), ValueError, r"rows must be 1-D"),
-    ],
-    ids=["float", "too-large", "too-negative", "empty", "2-D"],
-)
+@_bad_rows(*BAD_ROWS)
 def test_bad_rows_after_the_first_step_get_the_validators_error(fast_backend, rows, error, message):
     name, _ = fast_backend
     W0, X, y = data(np.float64, n=50, d=7, c=3)
