@@ -100,6 +100,43 @@ def test_row_strided_and_reversed_views(kernel, reference):
         assert compare(f(Wv, view, labels, 0.1), reference(Wv, view, labels, 0.1), np.float64).ok
 
 
+@pytest.mark.parametrize("n_rows", [7, 23])
+def test_softmax_probabilities_over_the_whole_exp_range(kernel, n_rows):
+    """Every probability the kernel forms, read back from its gradient, against numpy's exp.
+
+    With X one-hot (row i is e_i) the scores of row i are W[i] and the
+    gradient's row i is (P_i - Y_i) / N, so each p = exp(s - max) / total
+    is seen directly.  The score gaps span exp's whole range, from 0 down past
+    -708 (where exp(x) < 3.3e-308 and the kernel may give 0 instead of a
+    subnormal), in steps that put every lane of a vector at every kind of
+    value; 7 and 23 rows of 10 classes end mid-vector in every build.
+    Tolerance: 6 ulp (the exp within 1 ulp of numpy's, then the sum, the
+    division, P - Y and the division by N, each rounded on both sides), and
+    an absolute 3.4e-308 for what may be flushed to 0.
+    """
+    label, f = kernel
+    rng = np.random.default_rng(24)
+    C = 10
+    gaps = np.concatenate([
+        -np.linspace(0.0, 707.9, n_rows * C - 10),      # exp's normal range, every reduced argument
+        -np.geomspace(1e-300, 1e-3, 5),                  # exp(x) ~ 1 - |x|
+        [-708.0, -708.5, -745.5, -1e4, -1e6],            # around and past the flush to 0
+    ])
+    S = rng.permutation(gaps).reshape(n_rows, C)
+    S[:, 0] = 0.0                                        # a finite maximum in every row
+    S -= S.max(axis=1, keepdims=True) - rng.uniform(-50.0, 50.0, (n_rows, 1))   # max shift, not at 0
+    y = rng.integers(0, C, n_rows)
+    X = np.eye(n_rows)
+    loss, dW = f(S, X, y, 0.0)
+    E = np.exp(S - S.max(axis=1, keepdims=True))
+    P = E / E.sum(axis=1, keepdims=True)
+    shifted = S - S.max(axis=1, keepdims=True)
+    expected_loss = np.mean(np.log(E.sum(axis=1)) - shifted[np.arange(n_rows), y])
+    P[np.arange(n_rows), y] -= 1.0
+    np.testing.assert_allclose(dW, P / n_rows, rtol=6 * np.finfo(np.float64).eps, atol=3.4e-308, err_msg=label)
+    assert loss == pytest.approx(expected_loss, rel=1e-13), label
+
+
 @pytest.mark.parametrize("name", COMPILED)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_same_thread_count_is_bit_identical(name, dtype):

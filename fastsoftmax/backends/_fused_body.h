@@ -47,6 +47,50 @@ static FS_INLINE void GRAD_MK(const int nc, const int kv, FT *G, Py_ssize_t ldg,
         for (int k = 0; k < kv; k++) *(VEC *)(G + (j0 + c) * ldg + d + k * VL) = acc[c][k];
 }
 
+#if FS_VECTOR_EXT
+/* exp in double on whole vectors, for the softmax (x <= 0 there: scores
+ * minus their row's maximum).  exp(x) = 2^k * exp(r), k = round(x / ln 2),
+ * r = x - k ln 2 in two parts (|r| <= ln 2 / 2, exact products), exp(r) by
+ * its Taylor polynomial to r^13 (truncation < 1e-17 relative), 2^k built
+ * in the exponent bits.  Within 1 ulp of libm's exp; below -708 (where
+ * exp < 3.3e-308, nothing beside the row maximum's exp(0) = 1) the result
+ * is 0; NaN stays NaN.  Plain vector arithmetic: the compiler's FMAs, no
+ * -ffast-math, the same bits on every call. */
+#define DVL (VL * (int)sizeof(FT) / (int)sizeof(double))
+#define DVEC FS_CAT(NAME, _dvec)
+#define DIVEC FS_CAT(NAME, _divec)
+#define VEXP FS_CAT(NAME, _vexp)
+typedef double DVEC __attribute__((vector_size(DVL * sizeof(double)), aligned(sizeof(double)), may_alias));
+typedef long long DIVEC __attribute__((vector_size(DVL * sizeof(double))));
+static FS_INLINE DVEC VEXP(DVEC x)
+{
+    const double shifter = 0x1.8p52;                 /* 2^52 + 2^51: rounds to integers */
+    DIVEC tiny = x < -708.0;                         /* all ones where exp(x) is taken as 0 */
+    x = (DVEC)((DIVEC)x & ~tiny);                    /* those lanes: x = 0 (NaN stays NaN) */
+    DVEC t = x * 1.4426950408889634 + shifter;       /* k + shifter */
+    DVEC kd = t - shifter;
+    DVEC r = x - kd * 6.93147180369123816490e-01;    /* ln 2, high part: k * it is exact */
+    r = r - kd * 1.90821492927058770002e-10;         /* ln 2, low part */
+    DVEC p = (DVEC){0} + 1.0 / 6227020800.0;         /* 1/13! */
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    DIVEC k = (DIVEC)t - (DIVEC)((DVEC){0} + shifter);   /* k as an integer, -1022 <= k <= 0 */
+    DVEC scale = (DVEC)((k + 1023) << 52);
+    return (DVEC)((DIVEC)(p * scale) & ~tiny);
+}
+#endif
+
 static double NAME(
     const FT *Wt,          /* IN  (Cp, D) transposed weights, rows >= C are zero */
     Py_ssize_t ldw,        /*     row stride of Wt (64-byte multiple: aligned loads) */
@@ -76,15 +120,17 @@ static double NAME(
     Dc -= Dc % VL;
     /* scratch: partial score vectors, scores/coefficients in double, the
      * coefficients in FT, this tile's and the next tile's row pointers */
-    size_t bytes = 64 + sizeof(VEC) * (size_t)(T * Cp) + sizeof(double) * (size_t)(T * Cp)
-                   + sizeof(FT) * (size_t)(T * Cp) + 2 * sizeof(FT *) * (size_t)T + 64;
+    size_t bytes = 64 + sizeof(VEC) * (size_t)(T * Cp) + sizeof(double) * (size_t)(T * Cp + 64)
+                   + sizeof(FT) * (size_t)(T * Cp) + 2 * sizeof(FT *) * (size_t)T + sizeof(double) * (size_t)T + 64;
     char *scratch = (char *)malloc(bytes);
     if (scratch == NULL) return NAN;           /* a NaN loss is reported as an error */
     VEC *Sv = (VEC *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     double *S = (double *)(Sv + T * Cp);
-    FT *cf = (FT *)(S + T * Cp);
+    FT *cf = (FT *)(S + T * Cp + 64);          /* S: room to finish a vector past T * Cp */
     const FT **xp = (const FT **)(((uintptr_t)(cf + T * Cp) + 15) & ~(uintptr_t)15);
     const FT **xn = xp + T;
+    double *sy = (double *)(xn + T);           /* s[y] - shift of each row of the tile */
+    memset(S, 0, sizeof(double) * (size_t)(T * Cp + 64));   /* the vector exp reads all of it */
 
     for (Py_ssize_t k0 = start; k0 < stop; k0 += T) {
         Py_ssize_t nt = stop - k0 < T ? stop - k0 : T;   /* real rows in this tile */
@@ -157,7 +203,11 @@ static double NAME(
         }
 
 #endif
-        /* 2. softmax in double: S becomes the gradient coefficients P - Y */
+        /* 2. softmax in double: S becomes the gradient coefficients P - Y.
+         * Per row the scores (+ bias) and their shift by the row's maximum;
+         * then every exp of the tile in one vector loop; then per row the
+         * loss -log p[y] = log(sum exp(s - shift)) - (s[y] - shift) (never
+         * log 0) and the coefficients. */
         for (Py_ssize_t r = 0; r < nt; r++) {
             double *s = S + r * Cp;
             const FT *xr = xp[r];
@@ -171,20 +221,25 @@ static double NAME(
                 for (Py_ssize_t d = Dv; d < D; d++) a += xr[d] * wj[d];
                 s[j] = (double)a + (bias ? (double)bias[j] : 0.0);
             }
-            Py_ssize_t yi = y[rows ? rows[k0 + r] : k0 + r];
             double shift = s[0];
             for (Py_ssize_t j = 1; j < C; j++) shift = s[j] > shift ? s[j] : shift;
+            for (Py_ssize_t j = 0; j < C; j++) s[j] -= shift;
+            sy[r] = s[y[rows ? rows[k0 + r] : k0 + r]];
+        }
+#if FS_VECTOR_EXT
+        for (Py_ssize_t i = 0; i < nt * Cp; i += DVL)   /* S has room up to a whole vector */
+            *(DVEC *)(S + i) = VEXP(*(const DVEC *)(S + i));
+#else
+        for (Py_ssize_t i = 0; i < nt * Cp; i++) S[i] = exp(S[i]);
+#endif
+        for (Py_ssize_t r = 0; r < nt; r++) {
+            double *s = S + r * Cp;
             double total = 0.0;
-            /* -log p[y] = log(sum exp(s - shift)) - (s[y] - shift): never log(0) */
-            loss -= s[yi] - shift;
-            for (Py_ssize_t j = 0; j < C; j++) {
-                s[j] = exp(s[j] - shift);
-                total += s[j];
-            }
-            loss += log(total);
+            for (Py_ssize_t j = 0; j < C; j++) total += s[j];
+            loss += log(total) - sy[r];
             double inv = 1.0 / total;
             for (Py_ssize_t j = 0; j < C; j++) s[j] *= inv;
-            s[yi] -= 1.0;
+            s[y[rows ? rows[k0 + r] : k0 + r]] -= 1.0;
             FT *c = cf + r * Cp;
             for (Py_ssize_t j = 0; j < C; j++) {
                 c[j] = (FT)s[j];
@@ -225,3 +280,9 @@ static double NAME(
 
 #undef GRAD_MK
 #undef VEC
+#if FS_VECTOR_EXT
+#undef DVL
+#undef DVEC
+#undef DIVEC
+#undef VEXP
+#endif
