@@ -11,7 +11,8 @@ tiles of ``_T`` = 10 rows:
    The first class block also copies the tile's rows into a packed tile
    whose rows are 64-byte aligned (X's rows of 3073 elements are not), which
    the other class blocks and the gradient read.
-2. The softmax, loss and coefficients ``P - Y`` of the 10 rows in float64.
+2. The softmax, loss and coefficients ``P - Y`` of the 10 rows in float64,
+   with the tile's exps in one vectorised loop (the C kernel's exp).
 3. The gradient as a small GEMM with K = 10 rows: per D-chunk of 2 KB of each
    row (the chunk of the packed tile stays in L1), two classes at a time,
    ``G[j, d] += sum_r coef[r, j] * x_r[d]`` with the 20 coefficients in
@@ -261,8 +262,53 @@ def _grad_halves(G, D, coef_t, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9):  # pragm
                 gb[d] += b5 * v5 + b6 * v6 + b7 * v7 + b8 * v8 + b9 * v9
 
 
+_SHIFTER = 6755399441055744.0  # 2^52 + 2^51: x + it rounds x to an integer, kept in the low bits
+_SHIFTER_BITS = 0x4338000000000000  # its bit pattern
+
+
+@_jit(fastmath={"contract"})
+def _exp_nonpositive(s, t, n):  # pragma: no cover - jitted
+    """``s[:n] = exp(s[:n])`` for the softmax's shifted scores (<= 0), in loops LLVM vectorises; ``t`` is scratch.
+
+    The C kernel's exp (``_fused_body.h``): exp(x) = 2^k exp(r), k = round(x /
+    ln 2), r = x - k ln 2 in two parts, exp(r) by its Taylor polynomial to r^13,
+    2^k built in the exponent bits (``t`` viewed as integers).  Within 1 ulp
+    of ``math.exp``; below -708 the result is 0, NaN stays NaN.  Contraction
+    only: no reassociation may touch the rounding trick.
+    """
+    for i in range(n):
+        x = s[i]
+        tiny = x < -708.0
+        x = 0.0 if tiny else x
+        shifted = x * 1.4426950408889634 + _SHIFTER
+        kd = shifted - _SHIFTER
+        r = x - kd * 6.93147180369123816490e-01
+        r = r - kd * 1.90821492927058770002e-10
+        p = 1.0 / 6227020800.0
+        p = p * r + 1.0 / 479001600.0
+        p = p * r + 1.0 / 39916800.0
+        p = p * r + 1.0 / 3628800.0
+        p = p * r + 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 0.5
+        p = p * r + 1.0
+        p = p * r + 1.0
+        s[i] = 0.0 if tiny else p
+        t[i] = shifted
+    bits = t.view(np.int64)
+    for i in range(n):
+        bits[i] = (bits[i] - _SHIFTER_BITS + 1023) << 52
+    for i in range(n):
+        s[i] *= t[i]
+
+
 @_jit(fastmath=_FASTMATH)
-def _tile(Wt, D, C, b, has_b, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, P, labels, nr, G, gsum, coef, coef_t):  # pragma: no cover - jitted
+def _tile(Wt, D, C, b, has_b, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, P, labels, nr, G, gsum, coef, coef_t, scratch):  # pragma: no cover - jitted
     """Loss of ``nr`` <= 10 rows (x0..x9, labels ``labels[:nr]``); their gradient is added to G, gsum.
 
     ``P`` is the (10, ld) packed tile; ``coef`` (float64) and ``coef_t`` (W's
@@ -277,30 +323,37 @@ def _tile(Wt, D, C, b, has_b, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, P, labels,
     for j in range(_CB, Cp, _CB):
         _scores(Wt, D, j, p0, p1, p2, p3, p4, coef, 0)
         _scores(Wt, D, j, p5, p6, p7, p8, p9, coef, 5)
-    # 2. softmax per row: coef becomes P - Y (0 for padding rows and classes)
+    # 2. softmax: per row the shift by the maximum, then the tile's exps in
+    # one vectorised loop, then per row the loss and coef = P - Y (0 for
+    # padding rows and classes)
+    sy = scratch[_T * Cp:]
+    for r in range(nr):
+        s = coef[r]
+        if has_b:
+            for j in range(C):
+                s[j] += b[j]
+        shift = s[0]
+        for j in range(1, C):
+            shift = max(shift, s[j])
+        for j in range(C):
+            s[j] -= shift
+        sy[r] = s[labels[r]]
+    _exp_nonpositive(coef.reshape(_T * Cp), scratch, nr * Cp)
     loss = 0.0
     for r in range(_T):
         s = coef[r]
         if r >= nr:
             s[:] = 0.0
             continue
-        if has_b:
-            for j in range(C):
-                s[j] += b[j]
-        yi = labels[r]
-        shift = s[0]
-        for j in range(1, C):
-            shift = max(shift, s[j])
-        loss -= s[yi] - shift
         total = 0.0
         for j in range(C):
-            s[j] = math.exp(s[j] - shift)
             total += s[j]
-        loss += math.log(total)
+        # -log p[y] = log(sum exp(s - shift)) - (s[y] - shift): never log(0)
+        loss += math.log(total) - sy[r]
         inv = 1.0 / total
         for j in range(C):
             s[j] *= inv
-        s[yi] -= 1.0
+        s[labels[r]] -= 1.0
         for j in range(C):
             gsum[j] += s[j]
         for j in range(C, Cp):
@@ -332,6 +385,7 @@ def _chunk(Wt, D, C, b, has_b, X, y, rows, has_rows, start, stop, G, gb, zero): 
     Cp, ld = Wt.shape
     coef = np.empty((_T, Cp), dtype=np.float64)
     coef_t = np.empty((_T, Cp), dtype=Wt.dtype)
+    scratch = np.empty(_T * Cp + _T, dtype=np.float64)  # the exp's integers, then s[y] - shift per row
     labels = np.zeros(_T, dtype=np.intp)
     idx = np.zeros(_T, dtype=np.intp)
     P = _aligned(_T, ld, zero)
@@ -351,7 +405,7 @@ def _chunk(Wt, D, C, b, has_b, X, y, rows, has_rows, start, stop, G, gb, zero): 
         x7 = X[idx[7]] if nr > 7 else zero
         x8 = X[idx[8]] if nr > 8 else zero
         x9 = X[idx[9]] if nr > 9 else zero
-        loss += _tile(Wt, D, C, b, has_b, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, P, labels, nr, G, gb, coef, coef_t)
+        loss += _tile(Wt, D, C, b, has_b, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, P, labels, nr, G, gb, coef, coef_t, scratch)
     return loss
 
 
@@ -393,7 +447,7 @@ _layer_is_threadsafe = False
 
 def _run_fused(*args):
     """Call the parallel kernel; if loading its on-disk cache fails, recompile without it."""
-    return call_recovering(_fused, (_scores, _scores_pack, _grad, _grad_halves, _tile, _aligned, _chunk, _fused), *args)
+    return call_recovering(_fused, (_scores, _scores_pack, _grad, _grad_halves, _exp_nonpositive, _tile, _aligned, _chunk, _fused), *args)
 
 
 def threading_layer():
