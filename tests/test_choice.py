@@ -57,6 +57,22 @@ def test_wisdom_decides_per_dtype_band_and_threads():
         assert backends.fastest("float64", 500) == "python"
 
 
+def test_remembered_choice_follows_new_wisdom_and_cache_dir(cache_dir, tmp_path_factory, monkeypatch):
+    """fastest() remembers its answer per call shape, but never past a change of wisdom."""
+    static = backends.fastest("float64", 500, threads=1)
+    other = "python" if static != "python" else "numpy"
+    _wisdom.save({"float64|1|1": [other]}, [])         # tune writes new wisdom in this process
+    assert backends.fastest("float64", 500, threads=1) == other
+    monkeypatch.setenv("FASTSOFTMAX_CACHE_DIR", str(tmp_path_factory.mktemp("empty")))
+    assert backends.fastest("float64", 500, threads=1) == static   # another cache: no wisdom
+    monkeypatch.setenv("FASTSOFTMAX_CACHE_DIR", str(cache_dir))
+    assert backends.fastest("float64", 500, threads=1) == other
+    (cache_dir / _wisdom.wisdom_path().rsplit("/", 1)[-1]).unlink()
+    assert backends.fastest("float64", 500, threads=1) == other    # read once per process ...
+    _wisdom.forget()
+    assert backends.fastest("float64", 500, threads=1) == static   # ... until forgotten
+
+
 def test_softmax_loss_runs_what_fastest_says():
     _write({"float64|1|1": ["python", "numpy"]})
     rng = np.random.default_rng(0)

@@ -132,6 +132,7 @@ CONTRACTS = {
 _state = {contract: ({}, {}, {}, {}) for contract in CONTRACTS}
 _kernels, _public, _errors, _extra = _state["softmax"]
 _pinned: str | None = None
+_choices: dict = {}  # fastest()'s memo, see there
 
 
 class BackendUnavailable(ImportError, ValueError):
@@ -310,11 +311,22 @@ def fastest(dtype=None, n=None, threads=None):
     if pinned:
         _load(pinned)  # raises a clear error for a bad pin
         return pinned
+    threads = get_num_threads() if threads is None else threads
+    # Called on every softmax_loss call: the choice is remembered per
+    # (dtype, threads, N, wisdom file and reads of it); availability is fixed
+    # per process.  Cold after a kernel, working it out cost 30 us.
+    memo_key = (dtype, threads, n, _wisdom.state())
+    name = _choices.get(memo_key)
+    if name is not None:
+        return name
     key = np.dtype(np.float64 if dtype is None else dtype).name
-    measured = _wisdom.lookup(key, get_num_threads() if threads is None else threads, n)
+    measured = _wisdom.lookup(key, threads, n)
     for order in (measured or (), ranking(dtype, n)):
         for name in order:
             if _try_load(name) is not None:
+                if len(_choices) >= 4096:  # many distinct batch sizes: start over
+                    _choices.clear()
+                _choices[memo_key] = name
                 return name
     raise BackendUnavailable(f"no backend loads here: {unavailable()}")  # pragma: no cover
 

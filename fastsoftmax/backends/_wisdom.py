@@ -30,22 +30,37 @@ import json
 import os
 import platform
 
-__all__ = ["cache_dir", "wisdom_path", "machine_key", "load", "save", "lookup", "forget"]
+__all__ = ["cache_dir", "wisdom_path", "machine_key", "load", "save", "lookup", "forget", "state"]
 
 _ENV = "FASTSOFTMAX_CACHE_DIR"
 FORMAT = 1
 
 _loaded: dict = {}  # path -> parsed wisdom (or None), read once per process
+_generation = 0  # bumped whenever what was read may change (save, forget)
+
+
+# What platformdirs' answer depends on; it is asked again only when these change.
+_PLATFORM_ENV = ("XDG_CACHE_HOME", "HOME", "LOCALAPPDATA", "USERPROFILE")
+_platform_dirs: dict = {}
 
 
 def cache_dir():
-    """Directory of fastsoftmax's per-user cache (not created here)."""
+    """Directory of fastsoftmax's per-user cache (not created here).
+
+    Read on every :func:`fastsoftmax.softmax_loss` call (through
+    :func:`lookup`), so platformdirs' answer (about 30 us) is remembered per
+    value of the environment variables it reads.
+    """
     explicit = os.environ.get(_ENV)
     if explicit:
         return explicit
-    import platformdirs
+    env = tuple(os.environ.get(name) for name in _PLATFORM_ENV)
+    found = _platform_dirs.get(env)
+    if found is None:
+        import platformdirs
 
-    return platformdirs.user_cache_dir("fastsoftmax", appauthor=False)
+        found = _platform_dirs[env] = platformdirs.user_cache_dir("fastsoftmax", appauthor=False)
+    return found
 
 
 def _version():
@@ -103,12 +118,24 @@ def save(orders, measurements, path=None):
         json.dump(data, f, indent=1)
         f.write("\n")
     _loaded[path] = data
+    _bump()
     return path
+
+
+def _bump():
+    global _generation
+    _generation += 1
+
+
+def state():
+    """What a choice made from the wisdom depends on: the file and the reads of it (a memo key)."""
+    return wisdom_path(), _generation
 
 
 def forget():
     """Drop what was read, so the next :func:`lookup` reads the file again."""
     _loaded.clear()
+    _bump()
 
 
 def lookup(dtype, threads, n):
