@@ -16,7 +16,8 @@
  *   Each row of the tile is prefetched FS_AHEAD_BYTES ahead of where the
  *   pass reads it: the tile's rows are T concurrent streams, more than the
  *   hardware prefetchers follow well.
- * - Softmax, loss and the coefficients P - Y of the tile in double.
+ * - Softmax, loss and the coefficients P - Y of the tile in double, the
+ *   tile's exps in one vector loop (an exp of our own, within 1 ulp).
  * - Gradient pass: a small GEMM with K = T.  For each slice of GKV vectors
  *   of D, GNC classes x GKV vectors of accumulators stay in registers while
  *   all T rows of the tile (L2 resident) are added in, so the (Cp, D)
