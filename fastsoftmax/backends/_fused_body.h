@@ -118,8 +118,9 @@ static double NAME(
     T -= T % RB;
     if (Dc < VL) Dc = VL;
     Dc -= Dc % VL;
-    /* scratch: partial score vectors, scores/coefficients in double, the
-     * coefficients in FT, this tile's and the next tile's row pointers */
+    /* scratch: partial score vectors, scores/coefficients in double (with
+     * room for the exp's last vector), the coefficients in FT, this tile's
+     * and the next tile's row pointers, s[y] - shift per row */
     size_t bytes = 64 + sizeof(VEC) * (size_t)(T * Cp) + sizeof(double) * (size_t)(T * Cp + 64)
                    + sizeof(FT) * (size_t)(T * Cp) + 2 * sizeof(FT *) * (size_t)T + sizeof(double) * (size_t)T + 64;
     char *scratch = (char *)malloc(bytes);
@@ -224,6 +225,9 @@ static double NAME(
             double shift = s[0];
             for (Py_ssize_t j = 1; j < C; j++) shift = s[j] > shift ? s[j] : shift;
             for (Py_ssize_t j = 0; j < C; j++) s[j] -= shift;
+            /* padding classes: unused, but the exp loop runs over them, so
+             * reset them (else each tile would take exp of the last exp) */
+            for (Py_ssize_t j = C; j < Cp; j++) s[j] = 0.0;
             sy[r] = s[y[rows ? rows[k0 + r] : k0 + r]];
         }
 #if FS_VECTOR_EXT
