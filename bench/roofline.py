@@ -77,9 +77,6 @@ def measure(n, dtype, threads, names, repeat, d=3073, c=10, settle=0.3):
                 times[name].append(_time(lambda: kernels[name](problem, threads)))
                 if name == "numpy":
                     time.sleep(pause)
-    pool = getattr(stream, "pool", None)
-    if pool is not None:
-        pool.shutdown()
     return times, 4 * n * d * c, X.nbytes
 
 

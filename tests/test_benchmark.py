@@ -146,6 +146,22 @@ def test_every_row_agrees_on_a_small_case():
             assert result is None or compare(result, ref, np.float64).ok, name
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("n", [1, 2, 7, 1000])
+def test_stream_yardstick_reads_every_element_once(threads, n):
+    """``stream X`` on any thread count sums every element exactly once (slices cover X, no overlap).
+
+    Also with more slices than elements, and than Numba has threads (they share them).
+    """
+    flat = np.arange(1, n + 1, dtype=np.float64)  # sums of small integers: exact in any order
+    expected = n * (n + 1) / 2
+    if threads == 1:
+        assert peers._stream()(flat, 0, n, 2) == 2 * expected
+    else:
+        assert peers._stream(parallel=True)(flat, threads, 2) == 2 * expected
+    peers._stream_call(flat, threads)()  # the callable the roofline times runs too
+
+
 def test_data_dir_reads_official_batches_and_repeats_them(tmp_path):
     root = write_fake_cifar10(tmp_path / "cifar", n=1)  # 6 images, one per file
     (W, X, y, reg), source = case_data(Case(7, dtype="float32"), str(root))

@@ -115,19 +115,20 @@ def _textbook_setup(problem, threads):
     return lambda: textbook(*problem.args)
 
 
-_stream_kernel = None
+_stream_kernels: dict = {}
 
 
-def _stream():
-    """The jitted single-pass sum (compiled on first use, cached where the backend's kernels are)."""
-    global _stream_kernel
-    if _stream_kernel is None:
-        from ..backends._numba_cache import jit
+def _stream(parallel=False):
+    """The jitted single-pass sum, serial or over threads (compiled on first use, cached where the backend's kernels are)."""
+    if parallel in _stream_kernels:
+        return _stream_kernels[parallel]
+    import numba
 
+    from ..backends._numba_cache import jit
+
+    if not parallel:
         # reassoc lets LLVM keep several vector accumulators, so the loop is
         # limited by loads, not by the latency of one chain of adds.  No nnan/ninf.
-        # Serial and nogil, threaded from Python: inside a Numba prange the
-        # same loop did not vectorize.  Figures: docs/benchmarks.md.
         @jit(nogil=True, fastmath={"reassoc", "contract"})
         def stream_sum(flat, lo, hi, passes):
             # Index a slice from 0 to its size: with lo..hi indices into
@@ -139,31 +140,49 @@ def _stream():
                     acc += block[i]
             return acc
 
-        _stream_kernel = stream_sum
-    return _stream_kernel
+        kernel = stream_sum
+    else:
+        serial = _stream()
+
+        # One slice per thread, each summed by the serial kernel (the same
+        # loop written inside the prange did not vectorize).  Numba's
+        # threads, as the backends use: a Python thread pool cost up to
+        # 0.3 ms per call, which halved the rate measured at N = 500 and so
+        # inflated the roofline's memory term (docs/kernels.md, round 5).
+        @jit(parallel=True)
+        def stream_sum_threads(flat, threads, passes):
+            n = flat.size
+            parts = np.zeros(threads, dtype=flat.dtype)
+            for t in numba.prange(threads):
+                lo, hi = t * n // threads, (t + 1) * n // threads
+                if hi > lo:
+                    parts[t] = serial(flat, lo, hi, passes)
+            return parts.sum()
+
+        kernel = stream_sum_threads
+    _stream_kernels[parallel] = kernel
+    return kernel
 
 
 def _stream_call(flat, threads, passes=1):
     """A callable reading ``flat`` ``passes`` times with ``threads`` threads."""
-    from concurrent.futures import ThreadPoolExecutor
+    import numba
 
-    kernel = _stream()
     n = flat.size
-    bounds = [(t * n // threads, (t + 1) * n // threads) for t in range(threads)]
     if threads == 1:
+        kernel = _stream()
 
         def fn():
             kernel(flat, 0, n, passes)
 
     else:
-        pool = ThreadPoolExecutor(threads)  # started here, outside the timed region
+        kernel = _stream(parallel=True)
+        pool = min(threads, numba.config.NUMBA_NUM_THREADS)  # as the numba backend clips it
 
         def fn():
-            futures = [pool.submit(kernel, flat, lo, hi, passes) for lo, hi in bounds]
-            for f in futures:
-                f.result()
+            numba.set_num_threads(pool)  # thread-local in Numba
+            kernel(flat, threads, passes)
 
-        fn.pool = pool
     fn()  # compile (or load from cache) and start the threads outside the timed region
     return fn
 

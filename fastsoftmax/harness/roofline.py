@@ -90,9 +90,6 @@ def stream_rate(X, threads, repeat=5):
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
-    pool = getattr(fn, "pool", None)
-    if pool is not None:
-        pool.shutdown()
     return flat.nbytes / statistics.median(times)
 
 
