@@ -102,8 +102,13 @@ def _wide_vectors(typingctx):  # pragma: no cover - compile time
 
 
 @_jit(fastmath=_FASTMATH)
-def _scores(Wt, D, j, x0, x1, x2, x3, x4, S, r0):  # pragma: no cover - jitted
-    """``S[r0 + r, j + c] = x_r[:D] . Wt[j + c, :D]`` for 5 rows x 5 classes: 25 accumulators, one pass over D."""
+def _scores(Wt, D, j, x0, x1, x2, x3, x4, S, r0, p0=None, p1=None, p2=None, p3=None, p4=None):  # pragma: no cover - jitted
+    """``S[r0 + r, j + c] = x_r[:D] . Wt[j + c, :D]`` for 5 rows x 5 classes: 25 accumulators, one pass over D.
+
+    With ``p0..p4`` it also copies the rows it reads, ``p_r[:D] = x_r[:D]``
+    (the packed tile).  Numba compiles one version per argument types, so
+    without them (``None``) the copy is not in the loop at all.
+    """
     _wide_vectors()
     z = Wt.dtype.type(0)
     w0, w1, w2, w3, w4 = Wt[j], Wt[j + 1], Wt[j + 2], Wt[j + 3], Wt[j + 4]
@@ -115,53 +120,8 @@ def _scores(Wt, D, j, x0, x1, x2, x3, x4, S, r0):  # pragma: no cover - jitted
     for d in range(_U(0), _U(D)):
         a0, a1, a2, a3, a4 = w0[d], w1[d], w2[d], w3[d], w4[d]
         v0, v1, v2, v3, v4 = x0[d], x1[d], x2[d], x3[d], x4[d]
-        s00 += v0 * a0
-        s01 += v0 * a1
-        s02 += v0 * a2
-        s03 += v0 * a3
-        s04 += v0 * a4
-        s10 += v1 * a0
-        s11 += v1 * a1
-        s12 += v1 * a2
-        s13 += v1 * a3
-        s14 += v1 * a4
-        s20 += v2 * a0
-        s21 += v2 * a1
-        s22 += v2 * a2
-        s23 += v2 * a3
-        s24 += v2 * a4
-        s30 += v3 * a0
-        s31 += v3 * a1
-        s32 += v3 * a2
-        s33 += v3 * a3
-        s34 += v3 * a4
-        s40 += v4 * a0
-        s41 += v4 * a1
-        s42 += v4 * a2
-        s43 += v4 * a3
-        s44 += v4 * a4
-    S[r0, j], S[r0, j + 1], S[r0, j + 2], S[r0, j + 3], S[r0, j + 4] = s00, s01, s02, s03, s04
-    S[r0 + 1, j], S[r0 + 1, j + 1], S[r0 + 1, j + 2], S[r0 + 1, j + 3], S[r0 + 1, j + 4] = s10, s11, s12, s13, s14
-    S[r0 + 2, j], S[r0 + 2, j + 1], S[r0 + 2, j + 2], S[r0 + 2, j + 3], S[r0 + 2, j + 4] = s20, s21, s22, s23, s24
-    S[r0 + 3, j], S[r0 + 3, j + 1], S[r0 + 3, j + 2], S[r0 + 3, j + 3], S[r0 + 3, j + 4] = s30, s31, s32, s33, s34
-    S[r0 + 4, j], S[r0 + 4, j + 1], S[r0 + 4, j + 2], S[r0 + 4, j + 3], S[r0 + 4, j + 4] = s40, s41, s42, s43, s44
-
-
-@_jit(fastmath=_FASTMATH)
-def _scores_pack(Wt, D, j, x0, x1, x2, x3, x4, p0, p1, p2, p3, p4, S, r0):  # pragma: no cover - jitted
-    """:func:`_scores` that also copies the rows it reads: ``p_r[:D] = x_r[:D]`` (the packed tile)."""
-    _wide_vectors()
-    z = Wt.dtype.type(0)
-    w0, w1, w2, w3, w4 = Wt[j], Wt[j + 1], Wt[j + 2], Wt[j + 3], Wt[j + 4]
-    s00 = s01 = s02 = s03 = s04 = z
-    s10 = s11 = s12 = s13 = s14 = z
-    s20 = s21 = s22 = s23 = s24 = z
-    s30 = s31 = s32 = s33 = s34 = z
-    s40 = s41 = s42 = s43 = s44 = z
-    for d in range(_U(0), _U(D)):
-        a0, a1, a2, a3, a4 = w0[d], w1[d], w2[d], w3[d], w4[d]
-        v0, v1, v2, v3, v4 = x0[d], x1[d], x2[d], x3[d], x4[d]
-        p0[d], p1[d], p2[d], p3[d], p4[d] = v0, v1, v2, v3, v4
+        if p0 is not None:
+            p0[d], p1[d], p2[d], p3[d], p4[d] = v0, v1, v2, v3, v4
         s00 += v0 * a0
         s01 += v0 * a1
         s02 += v0 * a2
@@ -318,8 +278,8 @@ def _tile(Wt, D, C, b, has_b, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, P, labels,
     Cp = Wt.shape[0]
     # 1. scores; the first class block also packs the rows into P (aligned)
     p0, p1, p2, p3, p4, p5, p6, p7, p8, p9 = P[0], P[1], P[2], P[3], P[4], P[5], P[6], P[7], P[8], P[9]
-    _scores_pack(Wt, D, 0, x0, x1, x2, x3, x4, p0, p1, p2, p3, p4, coef, 0)
-    _scores_pack(Wt, D, 0, x5, x6, x7, x8, x9, p5, p6, p7, p8, p9, coef, 5)
+    _scores(Wt, D, 0, x0, x1, x2, x3, x4, coef, 0, p0, p1, p2, p3, p4)
+    _scores(Wt, D, 0, x5, x6, x7, x8, x9, coef, 5, p5, p6, p7, p8, p9)
     for j in range(_CB, Cp, _CB):
         _scores(Wt, D, j, p0, p1, p2, p3, p4, coef, 0)
         _scores(Wt, D, j, p5, p6, p7, p8, p9, coef, 5)
@@ -447,7 +407,7 @@ _layer_is_threadsafe = False
 
 def _run_fused(*args):
     """Call the parallel kernel; if loading its on-disk cache fails, recompile without it."""
-    return call_recovering(_fused, (_scores, _scores_pack, _grad, _grad_halves, _exp_nonpositive, _tile, _aligned, _chunk, _fused), *args)
+    return call_recovering(_fused, (_scores, _grad, _grad_halves, _exp_nonpositive, _tile, _aligned, _chunk, _fused), *args)
 
 
 def threading_layer():
