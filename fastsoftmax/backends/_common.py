@@ -1,4 +1,4 @@
-"""What the compiled backends share: blocking, padding, and turning sums into the result.
+"""What the compiled backends share: blocking, padding, turning sums into the result, their interface.
 
 The fused kernels accumulate per-example gradients in (Cp, D) layout
 (classes padded to the kernel's class block) because that is what their
@@ -178,3 +178,56 @@ def finish(W, N, reg, loss_sum, grad_sum, bias_sum=None):
     # N = 500 call, measured).  einsum's own loop never starts a thread.
     loss = float(loss_sum) / N + reg * float(np.einsum("ij,ij->", W, W, dtype=np.float64))
     return loss, grad_sum
+
+
+#: The docstring of the compiled backends' ``loss_grad`` (one contract, two kernels).
+LOSS_GRAD_DOC = """Loss and gradients, with optional bias, row subset and output array.
+
+    Parameters
+    ----------
+    W : ndarray, shape (D, C), float32 or float64
+    X : ndarray, shape (N, D), same dtype as ``W``
+    y : ndarray, shape (N,), intp labels in [0, C)
+    reg : float
+    b : ndarray, shape (C,), dtype of ``W``, optional
+    rows : ndarray, shape (n,), intp in [0, N), optional
+        Process ``X[rows]``, ``y[rows]`` without gathering them.
+    out : ndarray, shape (D, C), dtype of ``W``, C-contiguous, optional
+    n_threads : int, optional
+        Default :func:`fastsoftmax.get_num_threads`.
+
+    Returns
+    -------
+    loss : float
+    dW : ndarray, shape (D, C) (``out`` if given)
+    db : ndarray, shape (C,), or None when ``b`` is None
+    """
+
+
+def registry_kernel(loss_grad):
+    """The registry's kernel interface, ``softmax_loss(problem, n_threads)``, over a backend's ``loss_grad``.
+
+    Both compiled backends take a bias, a row index array and an output array
+    natively, so the validated problem is passed on as it is.
+    """
+
+    def softmax_loss(problem, n_threads):
+        """Softmax loss and gradients: the registry's kernel interface.
+
+        Parameters
+        ----------
+        problem : fastsoftmax.backends._validate.Problem
+            ``W`` (D, C) and ``X`` (N, D) float32 or float64, ``y`` (N,) intp,
+            ``reg``; optional ``b``, ``rows``, ``out``, all handled natively.
+        n_threads : int
+            Upper bound on threads; small problems use fewer (``thread_count``).
+
+        Returns
+        -------
+        loss : float
+        dW : ndarray, shape (D, C), dtype of ``W`` (``out`` if given)
+        db : ndarray, shape (C,), or None without ``b``
+        """
+        return loss_grad(*problem.args, b=problem.b, rows=problem.rows, out=problem.out, n_threads=n_threads)
+
+    return softmax_loss

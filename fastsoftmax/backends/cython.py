@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from ._threads import get_num_threads
-from ._common import blocking, padded_transpose, thread_count
+from ._common import LOSS_GRAD_DOC, blocking, padded_transpose, registry_kernel, thread_count
 from ._cython_kernel import CLASS_BLOCK, SUPPORTED_ISAS, fused_loss_grad
 
 #: Which instruction-set build of the kernel runs (one of ``SUPPORTED_ISAS``);
@@ -41,28 +41,8 @@ BLOCKING = None
 __all__ = ["softmax_loss", "loss_grad", "ISA", "SUPPORTED_ISAS"]
 
 
+# The contract of both compiled backends: _common.LOSS_GRAD_DOC, set as the docstring below.
 def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None):
-    """Loss and gradients, with optional bias, row subset and output array.
-
-    Parameters
-    ----------
-    W : ndarray, shape (D, C), float32 or float64
-    X : ndarray, shape (N, D), same dtype as ``W``
-    y : ndarray, shape (N,), intp labels in [0, C)
-    reg : float
-    b : ndarray, shape (C,), dtype of ``W``, optional
-    rows : ndarray, shape (n,), intp in [0, N), optional
-        Process ``X[rows]``, ``y[rows]`` without gathering them.
-    out : ndarray, shape (D, C), dtype of ``W``, C-contiguous, optional
-    n_threads : int, optional
-        Default :func:`fastsoftmax.get_num_threads`.
-
-    Returns
-    -------
-    loss : float
-    dW : ndarray, shape (D, C) (``out`` if given)
-    db : ndarray, shape (C,), or None when ``b`` is None
-    """
     N, C = X.shape[0], W.shape[1]
     n = N if rows is None else len(rows)
     item = X.dtype.itemsize
@@ -77,21 +57,5 @@ def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None):
     return loss, dW, db
 
 
-def softmax_loss(problem, n_threads):
-    """Softmax loss and gradients: the registry's kernel interface.
-
-    Parameters
-    ----------
-    problem : fastsoftmax.backends._validate.Problem
-        ``W`` (D, C) and ``X`` (N, D) float32 or float64, ``y`` (N,) intp,
-        ``reg``; optional ``b``, ``rows``, ``out``, all handled natively.
-    n_threads : int
-        Upper bound on threads; small problems use fewer (``thread_count``).
-
-    Returns
-    -------
-    loss : float
-    dW : ndarray, shape (D, C), dtype of ``W`` (``out`` if given)
-    db : ndarray, shape (C,), or None without ``b``
-    """
-    return loss_grad(*problem.args, b=problem.b, rows=problem.rows, out=problem.out, n_threads=n_threads)
+loss_grad.__doc__ = LOSS_GRAD_DOC
+softmax_loss = registry_kernel(loss_grad)

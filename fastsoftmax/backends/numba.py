@@ -66,7 +66,7 @@ from numba.extending import intrinsic
 from ._numba_cache import call_recovering
 from ._numba_cache import jit as _jit
 from ._threads import get_num_threads
-from ._common import finish, thread_count
+from ._common import LOSS_GRAD_DOC, finish, registry_kernel, thread_count
 
 _T = 10  # rows per tile: two 5-row score micro-kernels, one 10-row gradient micro-kernel
 _CB = 5  # classes per score micro-kernel: Cp is C rounded up to a multiple of 5
@@ -434,28 +434,8 @@ def _aligned_transpose(W):
     return Wt
 
 
+# The contract of both compiled backends: _common.LOSS_GRAD_DOC, set as the docstring below.
 def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None):
-    """Loss and gradients, with optional bias, row subset and output array.
-
-    Parameters
-    ----------
-    W : ndarray, shape (D, C), float32 or float64
-    X : ndarray, shape (N, D), same dtype as ``W``
-    y : ndarray, shape (N,), intp labels in [0, C)
-    reg : float
-    b : ndarray, shape (C,), dtype of ``W``, optional
-    rows : ndarray, shape (n,), intp in [0, N), optional
-        Process ``X[rows]``, ``y[rows]`` without gathering them.
-    out : ndarray, shape (D, C), dtype of ``W``, C-contiguous, optional
-    n_threads : int, optional
-        Default :func:`fastsoftmax.get_num_threads`.
-
-    Returns
-    -------
-    loss : float
-    dW : ndarray, shape (D, C) (``out`` if given)
-    db : ndarray, shape (C,), or None when ``b`` is None
-    """
     global _layer_is_threadsafe
     N, C = X.shape[0], W.shape[1]
     n = N if rows is None else len(rows)
@@ -485,21 +465,5 @@ def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None):
     return loss, dW, bias_sum
 
 
-def softmax_loss(problem, n_threads):
-    """Softmax loss and gradients: the registry's kernel interface.
-
-    Parameters
-    ----------
-    problem : fastsoftmax.backends._validate.Problem
-        ``W`` (D, C) and ``X`` (N, D) float32 or float64, ``y`` (N,) intp,
-        ``reg``; optional ``b``, ``rows``, ``out``, all handled natively.
-    n_threads : int
-        Upper bound on threads; small problems use fewer (``thread_count``).
-
-    Returns
-    -------
-    loss : float
-    dW : ndarray, shape (D, C), dtype of ``W`` (``out`` if given)
-    db : ndarray, shape (C,), or None without ``b``
-    """
-    return loss_grad(*problem.args, b=problem.b, rows=problem.rows, out=problem.out, n_threads=n_threads)
+loss_grad.__doc__ = LOSS_GRAD_DOC
+softmax_loss = registry_kernel(loss_grad)
