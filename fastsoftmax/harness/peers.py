@@ -146,9 +146,9 @@ def _stream(parallel=False):
 
         # One slice per thread, each summed by the serial kernel (the same
         # loop written inside the prange did not vectorize).  Numba's
-        # threads, as the backends use: a Python thread pool cost up to
-        # 0.3 ms per call, which halved the rate measured at N = 500 and so
-        # inflated the roofline's memory term (docs/kernels.md, round 5).
+        # threads, as the backends use: a Python thread pool's hand-off cost
+        # about 0.2 ms per call, which halved the rate measured at N = 500
+        # and so inflated the roofline's memory term (docs/kernels.md, round 5).
         @jit(parallel=True)
         def stream_sum_threads(flat, threads, passes):
             n = flat.size
