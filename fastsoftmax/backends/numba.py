@@ -108,6 +108,14 @@ def _scores(Wt, D, j, x0, x1, x2, x3, x4, S, r0, p0=None, p1=None, p2=None, p3=N
     With ``p0..p4`` it also copies the rows it reads, ``p_r[:D] = x_r[:D]``
     (the packed tile).  Numba compiles one version per argument types, so
     without them (``None``) the copy is not in the loop at all.
+
+    The body is written row by row (load x_r, copy it, its 5 FMAs) because
+    LLVM keeps that order: 25 accumulators + 5 W vectors + 1 row vector fit
+    AVX-512's 32 registers.  Written with the 5 rows loaded first, the copy
+    version held 35 vectors at once, spilled 4 accumulators and shuffled the
+    rest every iteration: its score pass took 7.8 ms instead of 5.8 ms per
+    10000 rows in L1 (float64; docs/kernels.md, round 6).  Same sums, same
+    order, same bits.
     """
     _wide_vectors()
     z = Wt.dtype.type(0)
@@ -119,34 +127,46 @@ def _scores(Wt, D, j, x0, x1, x2, x3, x4, S, r0, p0=None, p1=None, p2=None, p3=N
     s40 = s41 = s42 = s43 = s44 = z
     for d in range(_U(0), _U(D)):
         a0, a1, a2, a3, a4 = w0[d], w1[d], w2[d], w3[d], w4[d]
-        v0, v1, v2, v3, v4 = x0[d], x1[d], x2[d], x3[d], x4[d]
+        v = x0[d]
         if p0 is not None:
-            p0[d], p1[d], p2[d], p3[d], p4[d] = v0, v1, v2, v3, v4
-        s00 += v0 * a0
-        s01 += v0 * a1
-        s02 += v0 * a2
-        s03 += v0 * a3
-        s04 += v0 * a4
-        s10 += v1 * a0
-        s11 += v1 * a1
-        s12 += v1 * a2
-        s13 += v1 * a3
-        s14 += v1 * a4
-        s20 += v2 * a0
-        s21 += v2 * a1
-        s22 += v2 * a2
-        s23 += v2 * a3
-        s24 += v2 * a4
-        s30 += v3 * a0
-        s31 += v3 * a1
-        s32 += v3 * a2
-        s33 += v3 * a3
-        s34 += v3 * a4
-        s40 += v4 * a0
-        s41 += v4 * a1
-        s42 += v4 * a2
-        s43 += v4 * a3
-        s44 += v4 * a4
+            p0[d] = v
+        s00 += v * a0
+        s01 += v * a1
+        s02 += v * a2
+        s03 += v * a3
+        s04 += v * a4
+        v = x1[d]
+        if p0 is not None:
+            p1[d] = v
+        s10 += v * a0
+        s11 += v * a1
+        s12 += v * a2
+        s13 += v * a3
+        s14 += v * a4
+        v = x2[d]
+        if p0 is not None:
+            p2[d] = v
+        s20 += v * a0
+        s21 += v * a1
+        s22 += v * a2
+        s23 += v * a3
+        s24 += v * a4
+        v = x3[d]
+        if p0 is not None:
+            p3[d] = v
+        s30 += v * a0
+        s31 += v * a1
+        s32 += v * a2
+        s33 += v * a3
+        s34 += v * a4
+        v = x4[d]
+        if p0 is not None:
+            p4[d] = v
+        s40 += v * a0
+        s41 += v * a1
+        s42 += v * a2
+        s43 += v * a3
+        s44 += v * a4
     S[r0, j], S[r0, j + 1], S[r0, j + 2], S[r0, j + 3], S[r0, j + 4] = s00, s01, s02, s03, s04
     S[r0 + 1, j], S[r0 + 1, j + 1], S[r0 + 1, j + 2], S[r0 + 1, j + 3], S[r0 + 1, j + 4] = s10, s11, s12, s13, s14
     S[r0 + 2, j], S[r0 + 2, j + 1], S[r0 + 2, j + 2], S[r0 + 2, j + 3], S[r0 + 2, j + 4] = s20, s21, s22, s23, s24
