@@ -215,7 +215,6 @@ def test_fresh_numba_backend_has_nothing_compiled(tmp_path):
 
 def test_bench_harness_uses_the_shared_case_table():
     import importlib.util
-    import types
 
     spec = importlib.util.spec_from_file_location("bench_conftest", os.path.join(ROOT, "bench", "conftest.py"))
     bench_conftest = importlib.util.module_from_spec(spec)
