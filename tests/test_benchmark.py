@@ -416,15 +416,18 @@ def test_kernel_ab_script_builds_variants_and_checks_their_bits(capsys, where):
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="bench/stream_fma_bound.c is built with gcc")
-def test_stream_fma_bound_builds_and_times_every_read_order(tmp_path):
-    """bench/stream_fma_bound.c (docs/kernels.md's upper bound) compiles warning-free and times its five read orders."""
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_stream_fma_bound_builds_and_times_every_read_order(tmp_path, dtype):
+    """bench/stream_fma_bound.c (docs/kernels.md's upper bounds) compiles warning-free and times its ten cases."""
     exe = tmp_path / "stream_fma_bound"
-    build = subprocess.run(["gcc", "-O3", "-Wall", "-Werror", os.path.join(ROOT, "bench", "stream_fma_bound.c"),
+    flags = ["-DFS_FLOAT32"] if dtype == "float32" else []
+    build = subprocess.run(["gcc", "-O3", "-Wall", "-Werror", *flags, os.path.join(ROOT, "bench", "stream_fma_bound.c"),
                             "-o", str(exe)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     run = subprocess.run([str(exe), "20"], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
-    assert lines[0].startswith("N = 20, D = 3073")
+    assert lines[0].startswith(f"N = 20, D = 3073 {dtype}")
     times = [float(line.split()[-4]) for line in lines[1:]]
-    assert len(times) == 5 and all(t > 0 for t in times)
+    assert len(times) == 10 and all(t > 0 for t in times)
+    assert sum("two passes" in line for line in lines) == 5
