@@ -102,6 +102,15 @@ def _wide_vectors(typingctx):  # pragma: no cover - compile time
 
 
 @_jit(fastmath=_FASTMATH)
+def _row(x, p, d, a0, a1, a2, a3, a4, s0, s1, s2, s3, s4):  # pragma: no cover - jitted
+    """One row's step of :func:`_scores`: ``x[d]`` (copied to ``p[d]`` unless ``p`` is None) times 5 W values, added to 5 sums."""
+    v = x[d]
+    if p is not None:
+        p[d] = v
+    return s0 + v * a0, s1 + v * a1, s2 + v * a2, s3 + v * a3, s4 + v * a4
+
+
+@_jit(fastmath=_FASTMATH)
 def _scores(Wt, D, j, x0, x1, x2, x3, x4, S, r0, p0=None, p1=None, p2=None, p3=None, p4=None):  # pragma: no cover - jitted
     """``S[r0 + r, j + c] = x_r[:D] . Wt[j + c, :D]`` for 5 rows x 5 classes: 25 accumulators, one pass over D.
 
@@ -109,8 +118,8 @@ def _scores(Wt, D, j, x0, x1, x2, x3, x4, S, r0, p0=None, p1=None, p2=None, p3=N
     (the packed tile).  Numba compiles one version per argument types, so
     without them (``None``) the copy is not in the loop at all.
 
-    The body is written row by row (load x_r, copy it, its 5 FMAs) because
-    LLVM keeps that order: 25 accumulators + 5 W vectors + 1 row vector fit
+    The body is written row by row (:func:`_row`: load x_r, copy it, its 5
+    FMAs), because LLVM keeps that order: 25 accumulators + 5 W vectors + 1 row vector fit
     AVX-512's 32 registers.  Written with the 5 rows loaded first, the copy
     version held 35 vectors at once, spilled 4 accumulators and shuffled the
     rest every iteration: its score pass took 7.8 ms instead of 5.8 ms per
@@ -127,46 +136,11 @@ def _scores(Wt, D, j, x0, x1, x2, x3, x4, S, r0, p0=None, p1=None, p2=None, p3=N
     s40 = s41 = s42 = s43 = s44 = z
     for d in range(_U(0), _U(D)):
         a0, a1, a2, a3, a4 = w0[d], w1[d], w2[d], w3[d], w4[d]
-        v = x0[d]
-        if p0 is not None:
-            p0[d] = v
-        s00 += v * a0
-        s01 += v * a1
-        s02 += v * a2
-        s03 += v * a3
-        s04 += v * a4
-        v = x1[d]
-        if p0 is not None:
-            p1[d] = v
-        s10 += v * a0
-        s11 += v * a1
-        s12 += v * a2
-        s13 += v * a3
-        s14 += v * a4
-        v = x2[d]
-        if p0 is not None:
-            p2[d] = v
-        s20 += v * a0
-        s21 += v * a1
-        s22 += v * a2
-        s23 += v * a3
-        s24 += v * a4
-        v = x3[d]
-        if p0 is not None:
-            p3[d] = v
-        s30 += v * a0
-        s31 += v * a1
-        s32 += v * a2
-        s33 += v * a3
-        s34 += v * a4
-        v = x4[d]
-        if p0 is not None:
-            p4[d] = v
-        s40 += v * a0
-        s41 += v * a1
-        s42 += v * a2
-        s43 += v * a3
-        s44 += v * a4
+        s00, s01, s02, s03, s04 = _row(x0, p0, d, a0, a1, a2, a3, a4, s00, s01, s02, s03, s04)
+        s10, s11, s12, s13, s14 = _row(x1, p1, d, a0, a1, a2, a3, a4, s10, s11, s12, s13, s14)
+        s20, s21, s22, s23, s24 = _row(x2, p2, d, a0, a1, a2, a3, a4, s20, s21, s22, s23, s24)
+        s30, s31, s32, s33, s34 = _row(x3, p3, d, a0, a1, a2, a3, a4, s30, s31, s32, s33, s34)
+        s40, s41, s42, s43, s44 = _row(x4, p4, d, a0, a1, a2, a3, a4, s40, s41, s42, s43, s44)
     S[r0, j], S[r0, j + 1], S[r0, j + 2], S[r0, j + 3], S[r0, j + 4] = s00, s01, s02, s03, s04
     S[r0 + 1, j], S[r0 + 1, j + 1], S[r0 + 1, j + 2], S[r0 + 1, j + 3], S[r0 + 1, j + 4] = s10, s11, s12, s13, s14
     S[r0 + 2, j], S[r0 + 2, j + 1], S[r0 + 2, j + 2], S[r0 + 2, j + 3], S[r0 + 2, j + 4] = s20, s21, s22, s23, s24
@@ -427,7 +401,7 @@ _layer_is_threadsafe = False
 
 def _run_fused(*args):
     """Call the parallel kernel; if loading its on-disk cache fails, recompile without it."""
-    return call_recovering(_fused, (_scores, _grad, _grad_halves, _exp_nonpositive, _tile, _aligned, _chunk, _fused), *args)
+    return call_recovering(_fused, (_row, _scores, _grad, _grad_halves, _exp_nonpositive, _tile, _aligned, _chunk, _fused), *args)
 
 
 def threading_layer():
