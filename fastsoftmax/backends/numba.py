@@ -119,12 +119,12 @@ def _scores(Wt, D, j, x0, x1, x2, x3, x4, S, r0, p0=None, p1=None, p2=None, p3=N
     without them (``None``) the copy is not in the loop at all.
 
     The body is written row by row (:func:`_row`: load x_r, copy it, its 5
-    FMAs), because LLVM keeps that order: 25 accumulators + 5 W vectors + 1 row vector fit
-    AVX-512's 32 registers.  Written with the 5 rows loaded first, the copy
-    version held 35 vectors at once, spilled 4 accumulators and shuffled the
-    rest every iteration: its score pass took 7.8 ms instead of 5.8 ms per
-    10000 rows in L1 (float64; docs/kernels.md, round 6).  Same sums, same
-    order, same bits.
+    FMAs), because LLVM keeps that order: 25 accumulators, 5 W vectors and
+    1 row vector fit AVX-512's 32 registers.  Written with the 5 rows loaded
+    first, the copy version held 35 vectors at once, spilled 4 accumulators
+    and shuffled the rest every iteration: its score pass took 7.8 ms
+    instead of 5.8 ms per 10000 rows in L1 (float64; docs/kernels.md,
+    round 6).  Same sums, same order, same bits.
     """
     _wide_vectors()
     z = Wt.dtype.type(0)
