@@ -35,8 +35,15 @@
  * does pass 1 of tile t and pass 2 of tile t - 1; or with pass 2
  * prefetching the next tile, one line per vector).
  *
- * docs/kernels.md ("Round 3", "Round 6") has what it measured.  Times are
- * thread CPU time, best of 5; X is 2 MB-page aligned and madvise'd for huge
+ * Two passes with W.  The orders that read fewer rows at once (one row, two
+ * whole rows) cannot keep a slice of W in L1: a whole row meets all of W.T
+ * (10 x D, an L2 resident).  The "W loaded" cases add the score pass's W
+ * loads to the two-pass shape (still no gradient accumulator, no softmax):
+ * the C kernel's order and register block (W from L1), that block on whole
+ * rows, and one or two whole rows against all 10 classes (W from L2).
+ *
+ * docs/kernels.md ("Round 3", "Round 6", "Round 7") has what it measured.
+ * Times are thread CPU time, best of 5; X is 2 MB-page aligned and madvise'd for huge
  * pages, as NumPy does for large arrays.
  */
 #define _GNU_SOURCE
@@ -170,6 +177,94 @@ __attribute__((noinline)) static double two_pass(const FT *X, long n, int T, int
     return total(a, 10);
 }
 
+/* Two passes as above, pass 1 on whole rows in blocks of RB (1 or 2) rows,
+ * now with the score pass's W: per vector of D, the 10 vectors of a (10, D)
+ * W.T (246 KB in float64: an L2 resident, as whole rows need all of it)
+ * are loaded and each feeds the block's RB rows (RB x 10 accumulators, W
+ * shared by the rows).  RB = 3 would need 30 accumulators, 3 row vectors and
+ * a W vector: 34 > 32 registers.  Pass 2 as in two_pass (no gradient
+ * accumulator). */
+__attribute__((noinline)) static double two_pass_w(const FT *X, const FT *Wt, long ldw, long n, int T, int RB, int ahead)
+{
+    vec a[20], w[2];
+    init(a, 20, w);
+    const long Dv = D - D % VLN;
+    const FT *xp[64];
+    for (long t = 0; t < n / T; t++) {
+        for (int r = 0; r < T; r++) xp[r] = X + (t * T + r) * D;
+        for (int r0 = 0; r0 + RB <= T; r0 += RB) {
+            const FT *x0 = xp[r0], *x1 = xp[r0 + RB - 1];
+            for (long d = 0; d < Dv; d += VLN) {
+                vec v0 = *(const vec *)(x0 + d);
+                __builtin_prefetch(x0 + d + ahead / (int)sizeof(FT), 0, 3);
+                if (RB == 1) {
+#pragma GCC unroll 10
+                    for (int k = 0; k < 10; k++) a[k] += v0 * *(const vec *)(Wt + k * ldw + d);
+                } else {
+                    vec v1 = *(const vec *)(x1 + d);
+                    __builtin_prefetch(x1 + d + ahead / (int)sizeof(FT), 0, 3);
+#pragma GCC unroll 10
+                    for (int k = 0; k < 10; k++) {
+                        vec wk = *(const vec *)(Wt + k * ldw + d);
+                        a[k] += v0 * wk;
+                        a[10 + k] += v1 * wk;
+                    }
+                }
+            }
+        }
+        for (long d = 0; d < Dv; d += 2 * VLN)
+            half_pass(a, w, xp, T, d, d + 2 * VLN < Dv ? d + 2 * VLN : Dv, 0, NULL, NULL);
+    }
+    return total(a, 20);
+}
+
+/* Two passes, pass 1 in the C kernel's order with its W: per D-chunk of Dc
+ * elements (the Cp x Dc slice of W.T stays in L1; Dc = whole rows: all of
+ * W.T, from L2), per block of KRB rows, per block of 5 classes, a KRB x 5
+ * register block, as the C kernel's builds hold: 5 x 5 with AVX-512 (25
+ * accumulators, 5 W and 1 row vector: 31 of 32 registers), 2 x 5 with
+ * AVX2 (16 of 16).  The second class block re-reads the rows from L1.
+ * Pass 2 as in two_pass. */
+#if VBYTES == 64
+#define KRB 5
+#else
+#define KRB 2
+#endif
+__attribute__((noinline)) static double two_pass_kw(const FT *X, const FT *Wt, long ldw, long n, int T, int Dc, int ahead)
+{
+    vec a[5 * KRB], w[2];
+    init(a, 5 * KRB, w);
+    const long Dv = D - D % VLN;
+    const FT *xp[64];
+    for (long t = 0; t < n / T; t++) {
+        for (int r = 0; r < T; r++) xp[r] = X + (t * T + r) * D;
+        for (long d0 = 0; d0 < Dv; d0 += Dc) {
+            long d1 = d0 + Dc < Dv ? d0 + Dc : Dv;
+            for (int r0 = 0; r0 + KRB <= T; r0 += KRB)
+                for (int c0 = 0; c0 < 10; c0 += 5)
+                    for (long d = d0; d < d1; d += VLN) {
+                        vec wv[5];
+                        for (int c = 0; c < 5; c++) {
+                            wv[c] = *(const vec *)(Wt + (c0 + c) * ldw + d);
+#ifdef __AVX__                            /* a vector register holds a vec */
+                            __asm__("" : "+v"(wv[c]));   /* in a register, loaded once (as the kernel does) */
+#endif
+                        }
+#pragma GCC unroll 5
+                        for (int r = 0; r < KRB; r++) {
+                            vec xv = *(const vec *)(xp[r0 + r] + d);
+                            if (c0 == 0) __builtin_prefetch(xp[r0 + r] + d + ahead / (int)sizeof(FT), 0, 3);
+#pragma GCC unroll 5
+                            for (int c = 0; c < 5; c++) a[5 * r + c] += xv * wv[c];
+                        }
+                    }
+        }
+        for (long d = 0; d < Dv; d += 2 * VLN)
+            half_pass(a, w, xp, T, d, d + 2 * VLN < Dv ? d + 2 * VLN : Dv, 0, NULL, NULL);
+    }
+    return total(a, 5 * KRB);
+}
+
 int main(int argc, char **argv)
 {
     long n = argc > 1 ? atol(argv[1]) : 10000;
@@ -180,6 +275,10 @@ int main(int argc, char **argv)
     if (!X) return 1;
     madvise(X, bytes, MADV_HUGEPAGE);
     for (size_t i = 0; i < (size_t)n * D; i++) X[i] = 1.0f / (1 + i % 13);
+    const long ldw = (D + 63) / 64 * 64;           /* W.T rows 64-byte aligned, as in the C kernel */
+    FT *Wt = aligned_alloc(64, sizeof(FT) * 10 * ldw);
+    if (!Wt) return 1;
+    for (long i = 0; i < 10 * ldw; i++) Wt[i] = 1e-3f * (i % 7);
     const int chunk = 1536 / (int)sizeof(FT);   /* the C kernel's D-chunk: 192 doubles, 384 floats */
     struct { const char *what; int T, RB, Dc, ahead, two, mode; } cases[] = {
         {"one row after the other, no prefetch", 1, 1, 4096, 0, 0, 0},
@@ -189,6 +288,14 @@ int main(int argc, char **argv)
         {"5 rows interleaved, 10-row tiles, 1.5 KB chunks (the C kernel's order)", 10, 5, chunk, 3072, 0, 0},
         {"two passes: pass 1 one row after the other", 10, 1, 4096, 3072, 1, SEPARATE},
         {"two passes: pass 1 in the C kernel's order", 10, 5, chunk, 3072, 1, SEPARATE},
+        {"two passes: pass 1 two rows interleaved, whole rows", 10, 2, 4096, 3072, 1, SEPARATE},
+        {"two passes: pass 1 five rows interleaved, whole rows", 10, 5, 4096, 3072, 1, SEPARATE},
+        {"two passes, W loaded: pass 1 in the C kernel's order and block", 10, KRB, chunk, 3072, 3, SEPARATE},
+        {"two passes, W loaded: pass 1 the kernel's block, whole rows", 10, KRB, 4096, 3072, 3, SEPARATE},
+        {"two passes, W loaded: pass 1 one row after the other", 10, 1, 4096, 3072, 2, SEPARATE},
+#if VBYTES == 64                          /* 20 accumulators: AVX-512 only */
+        {"two passes, W loaded: pass 1 two rows interleaved, whole rows", 10, 2, 4096, 3072, 2, SEPARATE},
+#endif
         {"two passes, C kernel's order, pass 2 prefetches the next tile", 10, 5, chunk, 3072, 1, PREFETCH_NEXT},
         {"two passes pipelined: pass 1 one row after the other", 10, 1, 4096, 3072, 1, PIPELINED},
         {"two passes pipelined: pass 1 in the C kernel's order", 10, 5, chunk, 3072, 1, PIPELINED},
@@ -199,7 +306,9 @@ int main(int argc, char **argv)
         volatile double sink = 0;
         for (int rep = 0; rep < 5; rep++) {
             double t = now();
-            sink += cases[c].two ? two_pass(X, n, cases[c].T, cases[c].RB, cases[c].Dc, cases[c].ahead, cases[c].mode)
+            sink += cases[c].two == 3 ? two_pass_kw(X, Wt, ldw, n, cases[c].T, cases[c].Dc, cases[c].ahead)
+                  : cases[c].two == 2 ? two_pass_w(X, Wt, ldw, n, cases[c].T, cases[c].RB, cases[c].ahead)
+                  : cases[c].two ? two_pass(X, n, cases[c].T, cases[c].RB, cases[c].Dc, cases[c].ahead, cases[c].mode)
                                  : sweep(X, n, cases[c].T, cases[c].RB, cases[c].Dc, cases[c].ahead);
             t = now() - t;
             if (t < best) best = t;
@@ -207,5 +316,6 @@ int main(int argc, char **argv)
         printf("%-72s %9.3f ms  %6.1f GFLOP/s\n", cases[c].what, best * 1e3, 4.0 * n * D * 10 / best / 1e9);
     }
     free(X);
+    free(Wt);
     return 0;
 }
