@@ -43,8 +43,8 @@
  * rows, and one or two whole rows against all 10 classes (W from L2).
  *
  * docs/kernels.md ("Round 3", "Round 6", "Round 7") has what it measured.
- * Times are thread CPU time, best of 5; X is 2 MB-page aligned and madvise'd for huge
- * pages, as NumPy does for large arrays.
+ * Times are thread CPU time, best of 5; X is 2 MB-page aligned and
+ * madvise'd for huge pages, as NumPy does for large arrays.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
