@@ -53,16 +53,19 @@ def _layouts(X):
     ro = X.copy()
     ro.flags.writeable = False
     neg = X[::-1, ::-1].copy()[::-1, ::-1]
+    padded = np.zeros((X.shape[0], X.shape[1] + 3), dtype=X.dtype)
+    padded[:, :X.shape[1]] = X
     return {
         "C": np.ascontiguousarray(X),
         "F": np.asfortranarray(X),
         "strided": big[::2, ::3],
+        "row-padded": padded[:, :X.shape[1]],  # a column slice: unit stride, gaps between rows
         "negative-stride": neg,
         "read-only": ro,
     }
 
 
-@pytest.mark.parametrize("layout", ["C", "F", "strided", "negative-stride", "read-only"])
+@pytest.mark.parametrize("layout", ["C", "F", "strided", "row-padded", "negative-stride", "read-only"])
 def test_layouts(backend, reference, layout):
     name, f = backend
     rng = np.random.default_rng(7)

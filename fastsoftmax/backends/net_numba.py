@@ -33,7 +33,7 @@ import numpy as np
 from ._common import padded_transpose, thread_count
 from ._numba_cache import call_recovering
 from ._numba_cache import jit as _jit
-from .numba import _FASTMATH, _launch_lock
+from .numba import _FASTMATH, _flat_rows, _launch_lock, _x_row
 
 _RB = 4  # rows per block (the micro-kernels are written for exactly 4)
 _HB = 5  # hidden units per micro-kernel step: Hp is H rounded up to 5
@@ -100,24 +100,26 @@ def _outer_add(G, coef, x0, x1, x2, x3):  # pragma: no cover - jitted
 
 
 @_jit(fastmath=_FASTMATH)
-def _chunk(W1t, b1, W2, b2, X, y, start, stop, G1, gb1, gW2, gb2, zero):  # pragma: no cover - jitted
+def _chunk(W1t, b1, W2, b2, Xf, ldx, y, start, stop, G1, gb1, gW2, gb2, zero):  # pragma: no cover - jitted
     """Sum of the losses of rows ``start .. stop``; their gradients are added to G1, gb1, gW2, gb2.
+
+    Row i of X is ``_x_row(Xf, ldx, D, i)`` (read in place).
 
     ``G1`` is (Hp, D) in W's dtype; ``gb1`` (H,), ``gW2`` (H, C) and ``gb2``
     (C,) are float64.
     """
     H, C = W2.shape
-    Hp = W1t.shape[0]
+    Hp, D = W1t.shape
     hid = np.empty((_RB, Hp), dtype=W1t.dtype)  # pre-activations, then the hidden layer
     dh = np.zeros((_RB, Hp), dtype=W1t.dtype)  # gradient at the pre-activations
     p = np.empty(C, dtype=np.float64)
     loss = 0.0
     for i0 in range(start, stop, _RB):
         nr = min(_RB, stop - i0)
-        x0 = X[i0]
-        x1 = X[i0 + 1] if nr > 1 else zero
-        x2 = X[i0 + 2] if nr > 2 else zero
-        x3 = X[i0 + 3] if nr > 3 else zero
+        x0 = _x_row(Xf, ldx, D, i0)
+        x1 = _x_row(Xf, ldx, D, i0 + 1) if nr > 1 else zero
+        x2 = _x_row(Xf, ldx, D, i0 + 2) if nr > 2 else zero
+        x3 = _x_row(Xf, ldx, D, i0 + 3) if nr > 3 else zero
         _dots(W1t, x0, x1, x2, x3, hid)
         for r in range(_RB):
             if r >= nr:  # a padding row: no loss, no gradient
@@ -165,8 +167,8 @@ def _chunk(W1t, b1, W2, b2, X, y, start, stop, G1, gb1, gW2, gb2, zero):  # prag
 
 
 @_jit(parallel=True)
-def _fused(W1t, b1, W2, b2, X, y, n_chunks):  # pragma: no cover - jitted
-    N = X.shape[0]
+def _fused(W1t, b1, W2, b2, Xf, ldx, y, n_chunks):  # pragma: no cover - jitted
+    N = y.shape[0]
     Hp, D = W1t.shape
     H, C = W2.shape
     G1 = np.zeros((n_chunks, Hp, D), dtype=W1t.dtype)
@@ -176,7 +178,7 @@ def _fused(W1t, b1, W2, b2, X, y, n_chunks):  # pragma: no cover - jitted
     losses = np.zeros(n_chunks, dtype=np.float64)
     zero = np.zeros(D, dtype=W1t.dtype)
     for t in numba.prange(n_chunks):
-        losses[t] = _chunk(W1t, b1, W2, b2, X, y, t * N // n_chunks, (t + 1) * N // n_chunks,
+        losses[t] = _chunk(W1t, b1, W2, b2, Xf, ldx, y, t * N // n_chunks, (t + 1) * N // n_chunks,
                            G1[t], gb1[t], gW2[t], gb2[t], zero)
     # Reduce in chunk order, transposing G1 to (D, H) on the way.
     dW1 = np.empty((D, H), dtype=W1t.dtype)
@@ -217,14 +219,14 @@ def two_layer_loss(problem, n_threads):
     H, C = W2.shape
     n_threads = min(n_threads, numba.config.NUMBA_NUM_THREADS)
     n_chunks = thread_count(N, D, H, n_threads)
-    X = np.ascontiguousarray(X)  # rows must be contiguous; a no-op for C order
+    Xf, ldx = _flat_rows(X)  # read in place: C order, or rows with padding between them
     W1t = padded_transpose(W1, _HB)
     # Serialised like the linear kernel while Numba's threading layer may be
     # the thread-unsafe "workqueue" (see fastsoftmax.backends.numba).
     with _launch_lock:
         numba.set_num_threads(n_chunks)
-        loss_sum, g1, gb1, gW2, gb2 = _call(_fused, (_dots, _outer_add, _chunk, _fused),
-                                            W1t, b1, W2, b2, X, y, n_chunks)
+        loss_sum, g1, gb1, gW2, gb2 = _call(_fused, (_dots, _outer_add, _x_row, _chunk, _fused),
+                                            W1t, b1, W2, b2, Xf, ldx, y, n_chunks)
     dtype = W1.dtype
     g1 /= N
     g1 += (2.0 * reg) * W1

@@ -32,7 +32,10 @@ negative-index wraparound in the loop and LLVM then does not vectorise it.
 Classes are padded with zero weights to a multiple of 5 and the last tile's
 missing rows read a zero row, so the hot loops have no remainder code.  A
 bias, a row index array (the tile's rows are ``X[rows[k]]``, never gathered
-into a copy) and an output array are handled in the kernel.
+into a copy) and an output array are handled in the kernel.  X is read in
+place through a flat view of its memory and its row stride
+(:func:`_flat_rows`), so rows with gaps between them (a column slice) are
+not copied either.
 
 Parallelism is over contiguous chunks of rows, one chunk per thread, each
 with its own (Cp, D) gradient accumulator and (10, D) packed tile; the
@@ -330,11 +333,18 @@ def _aligned(n_rows, ld, dtype_like):  # pragma: no cover - jitted
     return flat[off:off + n_rows * ld].reshape((n_rows, ld))
 
 
+@_jit()
+def _x_row(Xf, ldx, D, i):  # pragma: no cover - jitted
+    """Row ``i`` of X, from the flat view of its memory: ``Xf[i * ldx : i * ldx + D]`` (a contiguous 1-d array)."""
+    return Xf[i * ldx:i * ldx + D]
+
+
 @_jit(fastmath=_FASTMATH)
-def _chunk(Wt, D, C, b, has_b, X, y, rows, has_rows, start, stop, G, gb, zero):  # pragma: no cover - jitted
+def _chunk(Wt, D, C, b, has_b, Xf, ldx, y, rows, has_rows, start, stop, G, gb, zero):  # pragma: no cover - jitted
     """Sum of the losses of problem rows ``start .. stop``; their gradients are added to G, gb.
 
-    Problem row k is ``X[rows[k]]`` (labels ``y[rows[k]]``) with ``has_rows``, else ``X[k]``.
+    Row i of X is ``_x_row(Xf, ldx, D, i)``.  Problem row k is X's row
+    ``rows[k]`` (label ``y[rows[k]]``) with ``has_rows``, else row k.
     """
     Cp, ld = Wt.shape
     coef = np.empty((_T, Cp), dtype=np.float64)
@@ -349,25 +359,27 @@ def _chunk(Wt, D, C, b, has_b, X, y, rows, has_rows, start, stop, G, gb, zero): 
         for r in range(nr):
             idx[r] = rows[k0 + r] if has_rows else k0 + r
             labels[r] = y[idx[r]]
-        x0 = X[idx[0]]
-        x1 = X[idx[1]] if nr > 1 else zero
-        x2 = X[idx[2]] if nr > 2 else zero
-        x3 = X[idx[3]] if nr > 3 else zero
-        x4 = X[idx[4]] if nr > 4 else zero
-        x5 = X[idx[5]] if nr > 5 else zero
-        x6 = X[idx[6]] if nr > 6 else zero
-        x7 = X[idx[7]] if nr > 7 else zero
-        x8 = X[idx[8]] if nr > 8 else zero
-        x9 = X[idx[9]] if nr > 9 else zero
+        x0 = _x_row(Xf, ldx, D, idx[0])
+        x1 = _x_row(Xf, ldx, D, idx[1]) if nr > 1 else zero
+        x2 = _x_row(Xf, ldx, D, idx[2]) if nr > 2 else zero
+        x3 = _x_row(Xf, ldx, D, idx[3]) if nr > 3 else zero
+        x4 = _x_row(Xf, ldx, D, idx[4]) if nr > 4 else zero
+        x5 = _x_row(Xf, ldx, D, idx[5]) if nr > 5 else zero
+        x6 = _x_row(Xf, ldx, D, idx[6]) if nr > 6 else zero
+        x7 = _x_row(Xf, ldx, D, idx[7]) if nr > 7 else zero
+        x8 = _x_row(Xf, ldx, D, idx[8]) if nr > 8 else zero
+        x9 = _x_row(Xf, ldx, D, idx[9]) if nr > 9 else zero
         loss += _tile(Wt, D, C, b, has_b, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, P, labels, nr, G, gb, coef, coef_t, scratch)
     return loss
 
 
 @_jit(parallel=True)
-def _fused(Wt, D, C, b, has_b, X, y, rows, has_rows, n, n_chunks, out, db):  # pragma: no cover - jitted
+def _fused(Wt, D, C, b, has_b, Xf, ldx, y, rows, has_rows, n, n_chunks, out, db):  # pragma: no cover - jitted
     """Loss sum of the n problem rows; writes the (D, C) gradient sum to ``out``, the bias sum to ``db``.
 
-    ``Wt`` is (Cp, ld), 64-byte aligned rows, of which the first D columns are ``W.T``.
+    ``Wt`` is (Cp, ld), 64-byte aligned rows, of which the first D columns
+    are ``W.T``.  X is read in place: row i is ``Xf[i * ldx : i * ldx + D]``
+    (:func:`_flat_rows`).
     """
     Cp, ld = Wt.shape
     zero = np.zeros(D, dtype=Wt.dtype)
@@ -375,7 +387,7 @@ def _fused(Wt, D, C, b, has_b, X, y, rows, has_rows, n, n_chunks, out, db):  # p
     gbs = np.zeros((n_chunks, Cp), dtype=np.float64)
     losses = np.zeros(n_chunks, dtype=np.float64)
     for t in numba.prange(n_chunks):
-        losses[t] = _chunk(Wt, D, C, b, has_b, X, y, rows, has_rows, t * n // n_chunks,
+        losses[t] = _chunk(Wt, D, C, b, has_b, Xf, ldx, y, rows, has_rows, t * n // n_chunks,
                            (t + 1) * n // n_chunks, grads[t], gbs[t], zero)
     # Reduce the per-thread (Cp, D) accumulators in chunk order, transposing
     # to (D, C) on the way (see _common.finish).
@@ -401,7 +413,8 @@ _layer_is_threadsafe = False
 
 def _run_fused(*args):
     """Call the parallel kernel; if loading its on-disk cache fails, recompile without it."""
-    return call_recovering(_fused, (_row, _scores, _grad, _grad_halves, _exp_nonpositive, _tile, _aligned, _chunk, _fused), *args)
+    return call_recovering(_fused, (_row, _scores, _grad, _grad_halves, _exp_nonpositive, _tile, _aligned, _x_row, _chunk,
+                                    _fused), *args)
 
 
 def threading_layer():
@@ -413,6 +426,27 @@ def threading_layer():
 
 
 _NO_ROWS = np.zeros(1, dtype=np.intp)
+
+
+def _flat_rows(X):
+    """X's memory as a read-only 1-d view and its row stride: row i is ``flat[i * ldx : i * ldx + D]``.
+
+    No copy when X's rows are unit-stride and its row stride is not
+    negative: C order, and also rows with padding between them (``big[:,
+    :D]``, a column slice), which Numba would otherwise type as a
+    non-contiguous 2-d array and not vectorise.  The view covers exactly
+    the elements from ``X[0, 0]`` to ``X[N-1, D-1]``.  Anything else (Fortran
+    order, strided columns, negative strides) is copied to C order first.
+    """
+    N, D = X.shape
+    item = X.itemsize
+    if X.flags.c_contiguous or not (N and D and (D == 1 or X.strides[1] == item)
+                                    and X.strides[0] >= 0 and X.strides[0] % item == 0):
+        flat = np.ascontiguousarray(X).reshape(-1)  # C order: a view, no copy
+        flat.flags.writeable = False  # one Numba type for every X (as_strided's views are read-only)
+        return flat, D
+    ldx = X.strides[0] // item
+    return np.lib.stride_tricks.as_strided(X, shape=((N - 1) * ldx + D,), strides=(item,), writeable=False), ldx
 
 
 def _aligned_transpose(W):
@@ -437,7 +471,7 @@ def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None):
         raise IndexError(f"rows must index X's {N} rows")
     n_threads = min(get_num_threads() if n_threads is None else n_threads, numba.config.NUMBA_NUM_THREADS)
     n_threads = n_chunks = thread_count(n, X.shape[1], C, n_threads)
-    X = np.ascontiguousarray(X)  # rows must be contiguous; a no-op for C order
+    Xf, ldx = _flat_rows(X)
     Wt = _aligned_transpose(W)
     if out is None:
         out = np.empty(W.shape, dtype=W.dtype)
@@ -445,7 +479,7 @@ def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None):
     has_b = b is not None
     bias = b if has_b else np.zeros(C, dtype=W.dtype)  # unused placeholder of the same type
     rws = _NO_ROWS if rows is None else rows
-    args = (Wt, W.shape[0], C, bias, has_b, X, y, rws, rows is not None, n, n_chunks, out, db)
+    args = (Wt, W.shape[0], C, bias, has_b, Xf, ldx, y, rws, rows is not None, n, n_chunks, out, db)
     if _layer_is_threadsafe:
         numba.set_num_threads(n_threads)  # thread-local in Numba
         data_loss = _run_fused(*args)
