@@ -7,6 +7,8 @@
  *     /tmp/stream_fma_bound            # N = 10000 rows of D = 3073 float64
  *     /tmp/stream_fma_bound 500        # another N
  *     gcc -O3 -march=native -DFS_FLOAT32 bench/stream_fma_bound.c -o /tmp/b32   # float32
+ *     /tmp/stream_fma_bound 200 4585  # a training step's batch: 200 fresh rows of
+ *                                     # 4585 per call against a gathered batch
  *
  * The vectors are the build's widest (64 bytes with AVX-512, else 32: build
  * with `-mavx2 -mfma` instead of -march=native for the AVX2 bound, and
@@ -224,20 +226,21 @@ __attribute__((noinline)) static double two_pass_w(const FT *X, const FT *Wt, lo
  * register block, as the C kernel's builds hold: 5 x 5 with AVX-512 (25
  * accumulators, 5 W and 1 row vector: 31 of 32 registers), 2 x 5 with
  * AVX2 (16 of 16).  The second class block re-reads the rows from L1.
- * Pass 2 as in two_pass. */
+ * Pass 2 as in two_pass.  Row k is X[rows[k]] (rows = NULL: X[k]). */
 #if VBYTES == 64
 #define KRB 5
 #else
 #define KRB 2
 #endif
-__attribute__((noinline)) static double two_pass_kw(const FT *X, const FT *Wt, long ldw, long n, int T, int Dc, int ahead)
+__attribute__((noinline)) static double two_pass_kw(const FT *X, const long *rows, const FT *Wt, long ldw, long n, int T,
+                                                    int Dc, int ahead)
 {
     vec a[5 * KRB], w[2];
     init(a, 5 * KRB, w);
     const long Dv = D - D % VLN;
     const FT *xp[64];
     for (long t = 0; t < n / T; t++) {
-        for (int r = 0; r < T; r++) xp[r] = X + (t * T + r) * D;
+        for (int r = 0; r < T; r++) xp[r] = X + (rows ? rows[t * T + r] : t * T + r) * D;
         for (long d0 = 0; d0 < Dv; d0 += Dc) {
             long d1 = d0 + Dc < Dv ? d0 + Dc : Dv;
             for (int r0 = 0; r0 + KRB <= T; r0 += KRB)
@@ -265,6 +268,59 @@ __attribute__((noinline)) static double two_pass_kw(const FT *X, const FT *Wt, l
     return total(a, 5 * KRB);
 }
 
+static int cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* A training step's minibatch: `batch` rows drawn at random (with
+ * replacement, fixed seed) from a pool of `pool` rows, read in place (fresh:
+ * a new draw every call, as an SGD step reads them), against the same
+ * number of rows already gathered and read call after call (the cache
+ * keeps what it can, as for the kernel on a gathered batch).  The two
+ * alternate call by call, as fastsoftmax bench --training-step does; the
+ * case is the kernel's order and block with W.  Medians of `calls` calls. */
+static int batch_mode(long batch, long pool, int calls, const FT *Wt, long ldw, int Dc)
+{
+    size_t page = 2u << 20, bytes = ((size_t)pool * D * sizeof(FT) / page + 1) * page;
+    FT *X = aligned_alloc(page, bytes), *G = aligned_alloc(page, bytes);   /* G: the gathered batch */
+    long *rows = malloc(sizeof(long) * batch);
+    double *t_fresh = malloc(sizeof(double) * calls), *t_gathered = malloc(sizeof(double) * calls);
+    if (!X || !G || !rows || !t_fresh || !t_gathered) return 1;
+    madvise(X, bytes, MADV_HUGEPAGE);
+    madvise(G, bytes, MADV_HUGEPAGE);
+    for (size_t i = 0; i < (size_t)pool * D; i++) X[i] = 1.0f / (1 + i % 13);
+    unsigned long long state = 88172645463325252ull;
+    for (long k = 0; k < batch; k++) {
+        state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+        for (long d = 0; d < D; d++) G[k * D + d] = X[(long)(state % pool) * D + d];
+    }
+    volatile double sink = two_pass_kw(G, NULL, Wt, ldw, batch, 10, Dc, 3072);
+    for (int c = 0; c < calls; c++) {
+        for (long k = 0; k < batch; k++) {
+            state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+            rows[k] = (long)(state % pool);
+        }
+        double t = now();
+        sink += two_pass_kw(X, rows, Wt, ldw, batch, 10, Dc, 3072);
+        t_fresh[c] = now() - t;
+        t = now();
+        sink += two_pass_kw(G, NULL, Wt, ldw, batch, 10, Dc, 3072);
+        t_gathered[c] = now() - t;
+    }
+    qsort(t_fresh, calls, sizeof(double), cmp);
+    qsort(t_gathered, calls, sizeof(double), cmp);
+    double f = t_fresh[calls / 2], g = t_gathered[calls / 2];
+    printf("batch of %ld rows from %ld, %s, two passes with W in the C kernel's order (median of %d calls):\n", batch,
+           pool, NAME, calls);
+    printf("gathered batch %9.3f ms  %6.1f GFLOP/s\n", g * 1e3, 4.0 * batch * D * 10 / g / 1e9);
+    printf("fresh rows     %9.3f ms  %6.1f GFLOP/s\n", f * 1e3, 4.0 * batch * D * 10 / f / 1e9);
+    printf("fresh / gathered %.3f\n", f / g);
+    free(X), free(G), free(rows), free(t_fresh), free(t_gathered);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     long n = argc > 1 ? atol(argv[1]) : 10000;
@@ -280,6 +336,11 @@ int main(int argc, char **argv)
     if (!Wt) return 1;
     for (long i = 0; i < 10 * ldw; i++) Wt[i] = 1e-3f * (i % 7);
     const int chunk = 1536 / (int)sizeof(FT);   /* the C kernel's D-chunk: 192 doubles, 384 floats */
+    if (argc > 2) {                             /* batch mode: N rows drawn from a pool of argv[2] */
+        int rc = batch_mode(n, atol(argv[2]), argc > 3 ? atoi(argv[3]) : 41, Wt, ldw, chunk);
+        free(X), free(Wt);
+        return rc;
+    }
     struct { const char *what; int T, RB, Dc, ahead, two, mode; } cases[] = {
         {"one row after the other, no prefetch", 1, 1, 4096, 0, 0, 0},
         {"one row after the other, prefetch 3 KB", 1, 1, 4096, 3072, 0, 0},
@@ -306,7 +367,7 @@ int main(int argc, char **argv)
         volatile double sink = 0;
         for (int rep = 0; rep < 5; rep++) {
             double t = now();
-            sink += cases[c].two == 3 ? two_pass_kw(X, Wt, ldw, n, cases[c].T, cases[c].Dc, cases[c].ahead)
+            sink += cases[c].two == 3 ? two_pass_kw(X, NULL, Wt, ldw, n, cases[c].T, cases[c].Dc, cases[c].ahead)
                   : cases[c].two == 2 ? two_pass_w(X, Wt, ldw, n, cases[c].T, cases[c].RB, cases[c].ahead)
                   : cases[c].two ? two_pass(X, n, cases[c].T, cases[c].RB, cases[c].Dc, cases[c].ahead, cases[c].mode)
                                  : sweep(X, n, cases[c].T, cases[c].RB, cases[c].Dc, cases[c].ahead);

@@ -436,3 +436,11 @@ def test_stream_fma_bound_builds_and_times_every_read_order(tmp_path, dtype):
     assert len(times) == 15 and all(t > 0 for t in times)
     assert sum("two passes" in line for line in lines) == 10
     assert sum("W loaded" in line for line in lines) == 3
+    # batch mode: 20 fresh rows drawn from 300 per call against a gathered batch of 20
+    run = subprocess.run([str(exe), "20", "300", "3"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith(f"batch of 20 rows from 300, {dtype}") and "median of 3 calls" in lines[0]
+    assert lines[1].startswith("gathered batch") and lines[2].startswith("fresh rows")
+    assert float(lines[1].split()[2]) > 0 and float(lines[2].split()[2]) > 0
+    assert lines[3].startswith("fresh / gathered") and float(lines[3].split()[-1]) > 0
