@@ -37,7 +37,7 @@ from fastsoftmax.testing import compare, load_backend, problem_tolerance, random
 BUDGET = 30_000
 
 EDGES = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 70]
-LAYOUTS = ["C", "F", "strided", "negative-stride", "read-only", "memmap"]
+LAYOUTS = ["C", "F", "strided", "row-padded", "negative-stride", "read-only", "memmap"]
 LABEL_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
 FLOATS = [np.float32, np.float64]
 
@@ -56,6 +56,10 @@ def as_layout(a, layout):
         big = np.zeros((a.shape[0] * 2, a.shape[1] * 3), dtype=a.dtype)
         big[::2, ::3] = a
         return big[::2, ::3]
+    if layout == "row-padded":  # a column slice: unit stride along a row, gaps between rows
+        big = np.zeros((a.shape[0], a.shape[1] + 3), dtype=a.dtype)
+        big[:, :a.shape[1]] = a
+        return big[:, :a.shape[1]]
     if layout == "negative-stride":
         return a[::-1, ::-1].copy()[::-1, ::-1]
     if layout == "read-only":
