@@ -113,6 +113,27 @@ def blocking(D, Cp, itemsize, l2_bytes=None):
     return tile, dchunk
 
 
+def rows_in_place(X):
+    """X itself when a kernel can read its rows where they are, else a C-ordered copy.
+
+    In place: every row unit-stride and the row stride a whole number of
+    elements (any sign: C order, a column slice ``big[:, :D]``, ``X[::2]``,
+    ``X[::-1]``).  Copied: Fortran order, strided columns.
+
+    Parameters
+    ----------
+    X : ndarray, shape (N, D)
+
+    Returns
+    -------
+    ndarray, shape (N, D), dtype of ``X``
+    """
+    item = X.dtype.itemsize
+    if X.shape[1] > 1 and X.strides[1] != item or X.strides[0] % item:
+        return np.ascontiguousarray(X)
+    return X
+
+
 def padded_transpose(W, multiple, aligned=False):
     """``W.T`` as a (Cp, D) array, Cp = C rounded up to ``multiple``.
 

@@ -21,10 +21,8 @@ size N x D is ever gathered or copied for them.
 
 import os
 
-import numpy as np
-
 from ._threads import get_num_threads
-from ._common import LOSS_GRAD_DOC, blocking, padded_transpose, registry_kernel, thread_count
+from ._common import LOSS_GRAD_DOC, blocking, padded_transpose, registry_kernel, rows_in_place, thread_count
 from ._cython_kernel import CLASS_BLOCK, SUPPORTED_ISAS, fused_loss_grad
 
 #: Which instruction-set build of the kernel runs (one of ``SUPPORTED_ISAS``);
@@ -45,11 +43,9 @@ __all__ = ["softmax_loss", "loss_grad", "ISA", "SUPPORTED_ISAS"]
 def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None):
     N, C = X.shape[0], W.shape[1]
     n = N if rows is None else len(rows)
-    item = X.dtype.itemsize
-    if X.shape[1] > 1 and X.strides[1] != item or X.strides[0] % item:
-        X = np.ascontiguousarray(X)
+    X = rows_in_place(X)
     Wt = padded_transpose(W, CLASS_BLOCK, aligned=True)
-    tile, dchunk = BLOCKING or blocking(X.shape[1], Wt.shape[0], item)
+    tile, dchunk = BLOCKING or blocking(X.shape[1], Wt.shape[0], X.dtype.itemsize)
     n_threads = thread_count(n, X.shape[1], C, get_num_threads() if n_threads is None else n_threads)
     # reg=: the kernel's reduction divides by n and adds the L2 term
     # (_common.finish's job, without its three extra passes over (D, C)).

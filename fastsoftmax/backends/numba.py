@@ -69,7 +69,7 @@ from numba.extending import intrinsic
 from ._numba_cache import call_recovering
 from ._numba_cache import jit as _jit
 from ._threads import get_num_threads
-from ._common import LOSS_GRAD_DOC, finish, registry_kernel, thread_count
+from ._common import LOSS_GRAD_DOC, finish, registry_kernel, rows_in_place, thread_count
 
 _T = 10  # rows per tile: two 5-row score micro-kernels, one 10-row gradient micro-kernel
 _CB = 5  # classes per score micro-kernel: Cp is C rounded up to a multiple of 5
@@ -431,22 +431,22 @@ _NO_ROWS = np.zeros(1, dtype=np.intp)
 def _flat_rows(X):
     """X's memory as a read-only 1-d view and its row stride: row i is ``flat[i * ldx : i * ldx + D]``.
 
-    No copy when X's rows are unit-stride and its row stride is not
-    negative: C order, and also rows with padding between them (``big[:,
-    :D]``, a column slice), which Numba would otherwise type as a
-    non-contiguous 2-d array and not vectorise.  The view covers exactly
-    the elements from ``X[0, 0]`` to ``X[N-1, D-1]``.  Anything else (Fortran
-    order, strided columns, negative strides) is copied to C order first.
+    No copy when :func:`~fastsoftmax.backends._common.rows_in_place` reads
+    X in place and its row stride is not negative: C order, and also rows
+    with gaps between them (``big[:, :D]``, a column slice), which Numba
+    would otherwise type as a non-contiguous 2-d array and not vectorise.
+    The view covers exactly the elements from ``X[0, 0]`` to ``X[N-1,
+    D-1]``.  Anything else (Fortran order, strided columns, negative
+    strides) is copied to C order first.
     """
     N, D = X.shape
-    item = X.itemsize
-    if X.flags.c_contiguous or not (N and D and (D == 1 or X.strides[1] == item)
-                                    and X.strides[0] >= 0 and X.strides[0] % item == 0):
-        flat = np.ascontiguousarray(X).reshape(-1)  # C order: a view, no copy
+    X = rows_in_place(X)
+    if X.flags.c_contiguous or X.strides[0] < 0 or not X.size:
+        flat = np.ascontiguousarray(X).reshape(-1)  # C order (already, or copied); the reshape is a view
         flat.flags.writeable = False  # one Numba type for every X (as_strided's views are read-only)
         return flat, D
-    ldx = X.strides[0] // item
-    return np.lib.stride_tricks.as_strided(X, shape=((N - 1) * ldx + D,), strides=(item,), writeable=False), ldx
+    ldx = X.strides[0] // X.itemsize
+    return np.lib.stride_tricks.as_strided(X, shape=((N - 1) * ldx + D,), strides=(X.itemsize,), writeable=False), ldx
 
 
 def _aligned_transpose(W):
