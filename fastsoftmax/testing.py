@@ -33,6 +33,8 @@ __all__ = [
     "relative_error",
     "tolerance",
     "random_problem",
+    "LAYOUTS",
+    "as_layout",
     "write_fake_cifar10",
     "load_backend",
     "REQUIRE_ALL_ENV",
@@ -59,6 +61,47 @@ def random_problem(rng, n, d, c, dtype=np.float64, scale=1.0):
     W = (scale / np.sqrt(d) * rng.standard_normal((d, c))).astype(dtype)
     y = rng.integers(0, c, size=n)
     return W, X, y
+
+
+#: The in-memory layouts a user can hand us (:func:`as_layout`).
+LAYOUTS = ["C", "F", "strided", "row-padded", "negative-stride", "read-only"]
+
+
+def as_layout(a, layout):
+    """The values of the 2-d array ``a`` in the memory layout ``layout`` (a new array or view).
+
+    Parameters
+    ----------
+    a : ndarray, shape (n, m)
+    layout : str
+        One of :data:`LAYOUTS`: ``"C"``, ``"F"``; ``"strided"`` (every
+        other row, every third column of a bigger array); ``"row-padded"``
+        (a column slice: unit stride along a row, gaps between rows);
+        ``"negative-stride"``; ``"read-only"``.
+
+    Returns
+    -------
+    ndarray, shape (n, m), dtype of ``a``
+    """
+    if layout == "C":
+        return np.ascontiguousarray(a)
+    if layout == "F":
+        return np.asfortranarray(a)
+    if layout == "strided":
+        big = np.zeros((a.shape[0] * 2, a.shape[1] * 3), dtype=a.dtype)
+        big[::2, ::3] = a
+        return big[::2, ::3]
+    if layout == "row-padded":
+        big = np.zeros((a.shape[0], a.shape[1] + 3), dtype=a.dtype)
+        big[:, :a.shape[1]] = a
+        return big[:, :a.shape[1]]
+    if layout == "negative-stride":
+        return a[::-1, ::-1].copy()[::-1, ::-1]
+    if layout == "read-only":
+        ro = a.copy()
+        ro.flags.writeable = False
+        return ro
+    raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
 
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastsoftmax
-from fastsoftmax.testing import compare, random_problem, relative_error, tolerance
+from fastsoftmax.testing import LAYOUTS, as_layout, compare, random_problem, relative_error, tolerance
 
 SHAPES = [
     # (N, D, C): ordinary, single example, one class, two classes, tall, wide
@@ -46,33 +46,14 @@ def test_many_random_problems_float64(fast_backend, reference):
         assert relative_error(got[1], ref[1]) <= 1e-10, (name, n, d, c)
 
 
-def _layouts(X):
-    """The same values in every memory layout a user can hand us."""
-    big = np.zeros((X.shape[0] * 2, X.shape[1] * 3), dtype=X.dtype)
-    big[::2, ::3] = X
-    ro = X.copy()
-    ro.flags.writeable = False
-    neg = X[::-1, ::-1].copy()[::-1, ::-1]
-    padded = np.zeros((X.shape[0], X.shape[1] + 3), dtype=X.dtype)
-    padded[:, :X.shape[1]] = X
-    return {
-        "C": np.ascontiguousarray(X),
-        "F": np.asfortranarray(X),
-        "strided": big[::2, ::3],
-        "row-padded": padded[:, :X.shape[1]],  # a column slice: unit stride, gaps between rows
-        "negative-stride": neg,
-        "read-only": ro,
-    }
-
-
-@pytest.mark.parametrize("layout", ["C", "F", "strided", "row-padded", "negative-stride", "read-only"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_layouts(backend, reference, layout):
     name, f = backend
     rng = np.random.default_rng(7)
     W, X, y = random_problem(rng, 31, 12, 5)
     ref = reference(W, X, y, 0.5)
-    X2 = _layouts(X)[layout]
-    W2 = _layouts(W)[layout]
+    X2 = as_layout(X, layout)
+    W2 = as_layout(W, layout)
     got = f(W2, X2, y, 0.5)
     assert compare(got, ref, np.float64).ok
 

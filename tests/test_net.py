@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 import fastsoftmax
 from fastsoftmax import backends
-from fastsoftmax.testing import TOLERANCE, load_backend, relative_error
+from fastsoftmax.testing import TOLERANCE, as_layout, load_backend, relative_error
 from fastsoftmax.training import layers
 from fastsoftmax.training.gradcheck import eval_numerical_gradient, rel_error
 from fastsoftmax.training.net import TwoLayerNet
@@ -307,9 +307,7 @@ def test_backend_handles_layouts_and_leaves_inputs_alone(net_backend):
         v.setflags(write=False)
     Xf = np.asfortranarray(X)
     Xf.setflags(write=False)
-    padded = np.zeros((X.shape[0], X.shape[1] + 3), dtype=X.dtype)
-    padded[:, :X.shape[1]] = X
-    for Xv in (Xf, padded[:, :X.shape[1]]):  # Fortran order; a column slice (gaps between rows)
+    for Xv in (Xf, as_layout(X, "row-padded")):  # Fortran order; a column slice (gaps between rows)
         loss, grads = f(odd, Xv, y.astype(np.int32), 0.1)
         assert relative_error(loss, expected[0]) <= 1e-12
         for k in NET_PARAMS:

@@ -31,13 +31,14 @@ from hypothesis import strategies as st
 import fastsoftmax
 from fastsoftmax import backends
 from fastsoftmax.backends._validate import working_dtype
+from fastsoftmax import testing
 from fastsoftmax.testing import compare, load_backend, problem_tolerance, random_problem
 
 #: Largest N * D * C the pure-Python reference is asked to do (~20 ms).
 BUDGET = 30_000
 
 EDGES = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 70]
-LAYOUTS = ["C", "F", "strided", "row-padded", "negative-stride", "read-only", "memmap"]
+LAYOUTS = [*testing.LAYOUTS, "memmap"]
 LABEL_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
 FLOATS = [np.float32, np.float64]
 
@@ -47,25 +48,7 @@ _TMP = tempfile.TemporaryDirectory(prefix="fastsoftmax-properties-")
 
 
 def as_layout(a, layout):
-    """The values of ``a`` in the memory layout ``layout`` (a new array or view)."""
-    if layout == "C":
-        return np.ascontiguousarray(a)
-    if layout == "F":
-        return np.asfortranarray(a)
-    if layout == "strided":
-        big = np.zeros((a.shape[0] * 2, a.shape[1] * 3), dtype=a.dtype)
-        big[::2, ::3] = a
-        return big[::2, ::3]
-    if layout == "row-padded":  # a column slice: unit stride along a row, gaps between rows
-        big = np.zeros((a.shape[0], a.shape[1] + 3), dtype=a.dtype)
-        big[:, :a.shape[1]] = a
-        return big[:, :a.shape[1]]
-    if layout == "negative-stride":
-        return a[::-1, ::-1].copy()[::-1, ::-1]
-    if layout == "read-only":
-        ro = a.copy()
-        ro.flags.writeable = False
-        return ro
+    """The values of ``a`` in the memory layout ``layout``: :func:`fastsoftmax.testing.as_layout`, or a read-only memmap."""
     if layout == "memmap":
         fd, path = tempfile.mkstemp(suffix=".dat", dir=_TMP.name)
         os.close(fd)
@@ -74,7 +57,7 @@ def as_layout(a, layout):
         mm.flush()
         del mm
         return np.memmap(path, dtype=a.dtype, mode="r", shape=a.shape)
-    raise ValueError(layout)
+    return testing.as_layout(a, layout)
 
 
 def build_problem(n, d, c, wdt, xdt, ydt, layout_w, layout_x, reg, scale, seed, n_threads):
