@@ -281,27 +281,31 @@ static int cmp(const void *a, const void *b)
  * keeps what it can, as for the kernel on a gathered batch).  The two
  * alternate call by call, as fastsoftmax bench --training-step does; the
  * case is the kernel's order and block with W.  Medians of `calls` calls. */
+static long draw(unsigned long long *state, long pool)   /* xorshift64: a row in [0, pool) */
+{
+    *state ^= *state << 13, *state ^= *state >> 7, *state ^= *state << 17;
+    return (long)(*state % pool);
+}
+
 static int batch_mode(long batch, long pool, int calls, const FT *Wt, long ldw, int Dc)
 {
-    size_t page = 2u << 20, bytes = ((size_t)pool * D * sizeof(FT) / page + 1) * page;
-    FT *X = aligned_alloc(page, bytes), *G = aligned_alloc(page, bytes);   /* G: the gathered batch */
+    size_t page = 2u << 20, bytes = ((size_t)pool * D * sizeof(FT) / page + 1) * page,
+           gbytes = ((size_t)batch * D * sizeof(FT) / page + 1) * page;
+    FT *X = aligned_alloc(page, bytes), *G = aligned_alloc(page, gbytes);  /* G: the gathered batch */
     long *rows = malloc(sizeof(long) * batch);
     double *t_fresh = malloc(sizeof(double) * calls), *t_gathered = malloc(sizeof(double) * calls);
     if (!X || !G || !rows || !t_fresh || !t_gathered) return 1;
     madvise(X, bytes, MADV_HUGEPAGE);
-    madvise(G, bytes, MADV_HUGEPAGE);
+    madvise(G, gbytes, MADV_HUGEPAGE);
     for (size_t i = 0; i < (size_t)pool * D; i++) X[i] = 1.0f / (1 + i % 13);
     unsigned long long state = 88172645463325252ull;
     for (long k = 0; k < batch; k++) {
-        state ^= state << 13, state ^= state >> 7, state ^= state << 17;
-        for (long d = 0; d < D; d++) G[k * D + d] = X[(long)(state % pool) * D + d];
+        long row = draw(&state, pool);
+        for (long d = 0; d < D; d++) G[k * D + d] = X[row * D + d];
     }
     volatile double sink = two_pass_kw(G, NULL, Wt, ldw, batch, 10, Dc, 3072);
     for (int c = 0; c < calls; c++) {
-        for (long k = 0; k < batch; k++) {
-            state ^= state << 13, state ^= state >> 7, state ^= state << 17;
-            rows[k] = (long)(state % pool);
-        }
+        for (long k = 0; k < batch; k++) rows[k] = draw(&state, pool);
         double t = now();
         sink += two_pass_kw(X, rows, Wt, ldw, batch, 10, Dc, 3072);
         t_fresh[c] = now() - t;
