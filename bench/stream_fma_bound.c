@@ -42,9 +42,13 @@
  * (10 x D, an L2 resident).  The "W loaded" cases add the score pass's W
  * loads to the two-pass shape (still no gradient accumulator, no softmax):
  * the C kernel's order and register block (W from L1), that block on whole
- * rows, and one or two whole rows against all 10 classes (W from L2).
+ * rows, and one or two whole rows against all 10 classes (W from L2).  Pass
+ * 2's constants are re-read from memory after pass 1, as the real kernel's
+ * coefficients are, so that the block keeps all its registers (until round
+ * 8 GCC kept them in 2 of AVX2's 16 and spilled an accumulator).
  *
- * docs/kernels.md ("Round 3", "Round 6", "Round 7") has what it measured.
+ * docs/kernels.md ("Round 3", "Round 6", "Round 7", "Round 8") has what it
+ * measured.
  * Times are thread CPU time, best of 5; X is 2 MB-page aligned and
  * madvise'd for huge pages, as NumPy does for large arrays.
  */
@@ -262,6 +266,11 @@ __attribute__((noinline)) static double two_pass_kw(const FT *X, const long *row
                         }
                     }
         }
+        /* Pass 2's two constant vectors are re-read from memory here, so
+         * they hold no registers in pass 1, whose block may need them all
+         * (AVX2: 16 of 16; the real kernel's pass 2 broadcasts its
+         * coefficients from memory too). */
+        __asm__ volatile("" : "+m"(w));
         for (long d = 0; d < Dv; d += 2 * VLN)
             half_pass(a, w, xp, T, d, d + 2 * VLN < Dv ? d + 2 * VLN : Dv, 0, NULL, NULL);
     }
