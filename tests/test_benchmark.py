@@ -396,6 +396,52 @@ def test_roofline_script_rotates_who_runs_right_after_the_gemm(monkeypatch):
     assert flops == 4 * 8 * 16 * 3 and nbytes == 8 * 16 * 8
 
 
+def _fresh_rows_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fresh_rows", os.path.join(ROOT, "bench", "fresh_rows.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+@pytest.mark.parametrize("name", ["cython", "numba"])
+def test_fresh_rows_script_times_every_source_of_rows(name):
+    """bench/fresh_rows.py: every row gets one call per round, drawn as its docstring says."""
+    if name not in backends.available():
+        pytest.skip(f"{name} is not available here")
+    script = _fresh_rows_script()
+    rng = np.random.default_rng(0)
+    arrays = (rng.standard_normal((32, 4)), rng.standard_normal((60, 32)), rng.integers(0, 4, 60))
+    result = script.measure(threads=1, repeat=3, pools=(10, 60), backend=name, arrays=arrays, batch=10)
+    assert result["backend"] == name
+    labels = ["gathered", "same rows", "random / 10", "random / 60", "block / 10", "block / 60"]
+    assert list(result["rows"]) == labels
+    assert all(len(ts) == 3 and min(ts) > 0 for ts in result["rows"].values())
+    table = script.format_table(result, "float64", 1).splitlines()
+    assert len(table) == 7 and table[1].split()[-1] == "1.000x"
+    random = script.batches("random", 10, 50, 10, np.random.default_rng(1))
+    assert all(sorted(r) == list(range(10)) for r in random)  # distinct rows of the pool
+    block = script.batches("block", 60, 50, 10, np.random.default_rng(1))
+    assert all(np.array_equal(b, np.arange(b[0], b[0] + 10)) and 0 <= b[0] <= 50 for b in block)
+
+
+def test_fresh_rows_script_refuses_a_kernel_whose_rows_differ(monkeypatch):
+    """bench/fresh_rows.py checks rows= against the gathered copy before it times anything."""
+    script = _fresh_rows_script()
+    numpy_kernel = backends.get_kernel("numpy")
+
+    def off_with_rows(problem, n_threads):
+        loss, dW, db = numpy_kernel(problem, n_threads)
+        return (loss + 1.0 if problem.rows is not None else loss), dW, db
+
+    monkeypatch.setattr(script.backends, "get_kernel", lambda name: off_with_rows)
+    rng = np.random.default_rng(0)
+    arrays = (rng.standard_normal((32, 4)), rng.standard_normal((60, 32)), rng.integers(0, 4, 60))
+    with pytest.raises(AssertionError, match="same rows: rows= differs"):
+        script.measure(repeat=2, pools=(10,), backend="numpy", arrays=arrays, batch=10)
+
+
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="bench/kernel_ab.py compiles with gcc")
 @pytest.mark.parametrize("where", ["l2", "fresh"])
 def test_kernel_ab_script_builds_variants_and_checks_their_bits(capsys, where):
