@@ -53,12 +53,33 @@ def batches(kind, pool, count, batch, rng):
 
 
 def measure(dtype="float64", threads=1, repeat=151, pools=POOLS, backend=None, arrays=None, batch=None):
-    """Median times per row, and the backend; see the module docstring.
+    """Time the kernel on every source of rows of the module docstring, interleaved.
+
+    Parameters
+    ----------
+    dtype : str
+        ``"float64"`` or ``"float32"``.
+    threads : int
+    repeat : int
+        Rounds, each one call of every row (random and block rows: a new batch each round).
+    pools : sequence of int
+        The P values, each >= ``batch``.
+    backend : str, optional
+        Default: what training picks, :func:`fastsoftmax.fastest` for ``dtype`` and the batch size.
+    arrays : tuple, optional
+        ``(W, X, y)``, shapes (D, C), (N, D), (N,); default the training-step benchmark's problem.
+    batch : int, optional
+        Rows per batch; default the training-step benchmark's 200.
 
     Returns
     -------
     dict
-        ``backend``, ``rows`` (name -> list of times in seconds, in table order).
+        ``backend``, and ``rows``: label -> list of ``repeat`` wall times in seconds, in table order.
+
+    Raises
+    ------
+    AssertionError
+        If a row's first batch through ``rows=`` differs from the gathered copy in any bit.
     """
     W, X, y = training_step.data(dtype) if arrays is None else arrays
     batch = training_step.BATCH if batch is None else batch
