@@ -29,6 +29,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOG_BYTES = 48 * 2**20
 
 
+def bench_module(filename):
+    """A file of ``bench/`` (a script, or its conftest) imported as a module, to call its functions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{filename.removesuffix('.py')}",
+                                                  os.path.join(ROOT, "bench", filename))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def wrong_kernel(problem, n_threads):
     """A deliberately wrong backend: the gradient misses its L2 term."""
     loss, dW, db = backends.get_kernel("numpy")(problem, n_threads)
@@ -214,11 +225,7 @@ def test_fresh_numba_backend_has_nothing_compiled(tmp_path):
 
 
 def test_bench_harness_uses_the_shared_case_table():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_conftest", os.path.join(ROOT, "bench", "conftest.py"))
-    bench_conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_conftest)
+    bench_conftest = bench_module("conftest.py")
     params = bench_conftest.case_setup._fixture_function_marker.params
     assert tuple(params) == CASES
 
@@ -361,12 +368,9 @@ def test_roofline_script_rotates_who_runs_right_after_the_gemm(monkeypatch):
     The call right after the GEMM finds its caches taken (measured: 1.5x slower
     at N=500), so a fixed order would always charge the same row for it.
     """
-    import importlib.util
     import types
 
-    spec = importlib.util.spec_from_file_location("roofline_script", os.path.join(ROOT, "bench", "roofline.py"))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = bench_module("roofline.py")
     calls = []
 
     def fake_kernel(name):
@@ -396,13 +400,10 @@ def test_roofline_script_rotates_who_runs_right_after_the_gemm(monkeypatch):
     assert flops == 4 * 8 * 16 * 3 and nbytes == 8 * 16 * 8
 
 
-def _fresh_rows_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("fresh_rows", os.path.join(ROOT, "bench", "fresh_rows.py"))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+def _small_pool():
+    """(W, X, y) of a small problem for bench/fresh_rows.py: 60 rows of D = 32 to draw batches of 10 from, C = 4."""
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((32, 4)), rng.standard_normal((60, 32)), rng.integers(0, 4, 60)
 
 
 @pytest.mark.parametrize("name", ["cython", "numba"])
@@ -410,9 +411,8 @@ def test_fresh_rows_script_times_every_source_of_rows(name):
     """bench/fresh_rows.py: every row gets one call per round, drawn as its docstring says."""
     if name not in backends.available():
         pytest.skip(f"{name} is not available here")
-    script = _fresh_rows_script()
-    rng = np.random.default_rng(0)
-    arrays = (rng.standard_normal((32, 4)), rng.standard_normal((60, 32)), rng.integers(0, 4, 60))
+    script = bench_module("fresh_rows.py")
+    arrays = _small_pool()
     result = script.measure(threads=1, repeat=3, pools=(10, 60), backend=name, arrays=arrays, batch=10)
     assert result["backend"] == name
     labels = ["gathered", "same rows", "random / 10", "random / 60", "block / 10", "block / 60"]
@@ -428,7 +428,7 @@ def test_fresh_rows_script_times_every_source_of_rows(name):
 
 def test_fresh_rows_script_refuses_a_kernel_whose_rows_differ(monkeypatch):
     """bench/fresh_rows.py checks rows= against the gathered copy before it times anything."""
-    script = _fresh_rows_script()
+    script = bench_module("fresh_rows.py")
     numpy_kernel = backends.get_kernel("numpy")
 
     def off_with_rows(problem, n_threads):
@@ -436,8 +436,7 @@ def test_fresh_rows_script_refuses_a_kernel_whose_rows_differ(monkeypatch):
         return (loss + 1.0 if problem.rows is not None else loss), dW, db
 
     monkeypatch.setattr(script.backends, "get_kernel", lambda name: off_with_rows)
-    rng = np.random.default_rng(0)
-    arrays = (rng.standard_normal((32, 4)), rng.standard_normal((60, 32)), rng.integers(0, 4, 60))
+    arrays = _small_pool()
     with pytest.raises(AssertionError, match="same rows: rows= differs"):
         script.measure(repeat=2, pools=(10,), backend="numpy", arrays=arrays, batch=10)
 
@@ -446,11 +445,7 @@ def test_fresh_rows_script_refuses_a_kernel_whose_rows_differ(monkeypatch):
 @pytest.mark.parametrize("where", ["l2", "fresh"])
 def test_kernel_ab_script_builds_variants_and_checks_their_bits(capsys, where):
     """bench/kernel_ab.py: variants are compiled, compared bit for bit with the first, then timed."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("kernel_ab", os.path.join(ROOT, "bench", "kernel_ab.py"))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = bench_module("kernel_ab.py")
     isa = os.environ.get("FASTSOFTMAX_ISA") or "baseline"
     script.main(["", "T=20 Dc=32", "-DFS_SKIP_GRAD", "--n", "60", "--repeat", "1", "--gemm-n", "64",
                  "--isa", isa, "--where", where])
