@@ -48,9 +48,8 @@
  * 8 GCC kept them in 2 of AVX2's 16 and spilled an accumulator).
  *
  * docs/kernels.md ("Round 3", "Round 6", "Round 7", "Round 8") has what it
- * measured.
- * Times are thread CPU time, best of 5; X is 2 MB-page aligned and
- * madvise'd for huge pages, as NumPy does for large arrays.
+ * measured.  Times are thread CPU time, best of 5; X is 2 MB-page aligned
+ * and madvise'd for huge pages, as NumPy does for large arrays.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -79,6 +78,18 @@ static double now(void)
     struct timespec t;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
     return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+/* n rows of D, 2 MB-page aligned and madvise'd for huge pages (as NumPy
+ * does for large arrays), filled with fixed values; NULL if out of memory. */
+static FT *rows_alloc(long n)
+{
+    size_t page = 2u << 20, bytes = ((size_t)n * D * sizeof(FT) / page + 1) * page;
+    FT *X = aligned_alloc(page, bytes);
+    if (!X) return NULL;
+    madvise(X, bytes, MADV_HUGEPAGE);
+    for (size_t i = 0; i < (size_t)n * D; i++) X[i] = 1.0f / (1 + i % 13);
+    return X;
 }
 
 static void init(vec *a, int na, vec *w)
@@ -141,7 +152,7 @@ static inline void half_pass(vec *a, const vec *w, const FT *const *x, int RB, l
         }
 }
 
-enum { SEPARATE, PIPELINED, PREFETCH_NEXT };
+enum { SEPARATE, PIPELINED, PREFETCH_NEXT };              /* two_pass's modes */
 
 /* Two passes per tile of T rows: pass 1 reads the rows (from memory) in
  * blocks of RB interleaved per D-chunk of Dc; pass 2 reads the tile again
@@ -298,15 +309,10 @@ static long draw(unsigned long long *state, long pool)   /* xorshift64: a row in
 
 static int batch_mode(long batch, long pool, int calls, const FT *Wt, long ldw, int Dc)
 {
-    size_t page = 2u << 20, bytes = ((size_t)pool * D * sizeof(FT) / page + 1) * page,
-           gbytes = ((size_t)batch * D * sizeof(FT) / page + 1) * page;
-    FT *X = aligned_alloc(page, bytes), *G = aligned_alloc(page, gbytes);  /* G: the gathered batch */
+    FT *X = rows_alloc(pool), *G = rows_alloc(batch);  /* G: the gathered batch */
     long *rows = malloc(sizeof(long) * batch);
     double *t_fresh = malloc(sizeof(double) * calls), *t_gathered = malloc(sizeof(double) * calls);
     if (!X || !G || !rows || !t_fresh || !t_gathered) return 1;
-    madvise(X, bytes, MADV_HUGEPAGE);
-    madvise(G, gbytes, MADV_HUGEPAGE);
-    for (size_t i = 0; i < (size_t)pool * D; i++) X[i] = 1.0f / (1 + i % 13);
     unsigned long long state = 88172645463325252ull;
     for (long k = 0; k < batch; k++) {
         long row = draw(&state, pool);
@@ -339,11 +345,6 @@ int main(int argc, char **argv)
     long n = argc > 1 ? atol(argv[1]) : 10000;
     n -= n % 10;
     if (n < 10) n = 10;
-    size_t page = 2u << 20, bytes = ((size_t)n * D * sizeof(FT) / page + 1) * page;
-    FT *X = aligned_alloc(page, bytes);
-    if (!X) return 1;
-    madvise(X, bytes, MADV_HUGEPAGE);
-    for (size_t i = 0; i < (size_t)n * D; i++) X[i] = 1.0f / (1 + i % 13);
     const long ldw = (D + 63) / 64 * 64;           /* W.T rows 64-byte aligned, as in the C kernel */
     FT *Wt = aligned_alloc(64, sizeof(FT) * 10 * ldw);
     if (!Wt) return 1;
@@ -351,28 +352,31 @@ int main(int argc, char **argv)
     const int chunk = 1536 / (int)sizeof(FT);   /* the C kernel's D-chunk: 192 doubles, 384 floats */
     if (argc > 2) {                             /* batch mode: N rows drawn from a pool of argv[2] */
         int rc = batch_mode(n, atol(argv[2]), argc > 3 ? atoi(argv[3]) : 41, Wt, ldw, chunk);
-        free(X), free(Wt);
+        free(Wt);
         return rc;
     }
-    struct { const char *what; int T, RB, Dc, ahead, two, mode; } cases[] = {
-        {"one row after the other, no prefetch", 1, 1, 4096, 0, 0, 0},
-        {"one row after the other, prefetch 3 KB", 1, 1, 4096, 3072, 0, 0},
-        {"2 rows interleaved, whole rows", 10, 2, 4096, 3072, 0, 0},
-        {"5 rows interleaved, whole rows", 10, 5, 4096, 3072, 0, 0},
-        {"5 rows interleaved, 10-row tiles, 1.5 KB chunks (the C kernel's order)", 10, 5, chunk, 3072, 0, 0},
-        {"two passes: pass 1 one row after the other", 10, 1, 4096, 3072, 1, SEPARATE},
-        {"two passes: pass 1 in the C kernel's order", 10, 5, chunk, 3072, 1, SEPARATE},
-        {"two passes: pass 1 two rows interleaved, whole rows", 10, 2, 4096, 3072, 1, SEPARATE},
-        {"two passes: pass 1 five rows interleaved, whole rows", 10, 5, 4096, 3072, 1, SEPARATE},
-        {"two passes, W loaded: pass 1 in the C kernel's order and block", 10, KRB, chunk, 3072, 3, SEPARATE},
-        {"two passes, W loaded: pass 1 the kernel's block, whole rows", 10, KRB, 4096, 3072, 3, SEPARATE},
-        {"two passes, W loaded: pass 1 one row after the other", 10, 1, 4096, 3072, 2, SEPARATE},
+    FT *X = rows_alloc(n);
+    if (!X) return 1;
+    enum { SWEEP, TWO_PASS, TWO_PASS_W, TWO_PASS_KW };        /* which loop a case times */
+    struct { const char *what; int T, RB, Dc, ahead, kind, mode; } cases[] = {
+        {"one row after the other, no prefetch", 1, 1, 4096, 0, SWEEP, SEPARATE},
+        {"one row after the other, prefetch 3 KB", 1, 1, 4096, 3072, SWEEP, SEPARATE},
+        {"2 rows interleaved, whole rows", 10, 2, 4096, 3072, SWEEP, SEPARATE},
+        {"5 rows interleaved, whole rows", 10, 5, 4096, 3072, SWEEP, SEPARATE},
+        {"5 rows interleaved, 10-row tiles, 1.5 KB chunks (the C kernel's order)", 10, 5, chunk, 3072, SWEEP, SEPARATE},
+        {"two passes: pass 1 one row after the other", 10, 1, 4096, 3072, TWO_PASS, SEPARATE},
+        {"two passes: pass 1 in the C kernel's order", 10, 5, chunk, 3072, TWO_PASS, SEPARATE},
+        {"two passes: pass 1 two rows interleaved, whole rows", 10, 2, 4096, 3072, TWO_PASS, SEPARATE},
+        {"two passes: pass 1 five rows interleaved, whole rows", 10, 5, 4096, 3072, TWO_PASS, SEPARATE},
+        {"two passes, W loaded: pass 1 in the C kernel's order and block", 10, KRB, chunk, 3072, TWO_PASS_KW, SEPARATE},
+        {"two passes, W loaded: pass 1 the kernel's block, whole rows", 10, KRB, 4096, 3072, TWO_PASS_KW, SEPARATE},
+        {"two passes, W loaded: pass 1 one row after the other", 10, 1, 4096, 3072, TWO_PASS_W, SEPARATE},
 #if VBYTES == 64                          /* 20 accumulators: AVX-512 only */
-        {"two passes, W loaded: pass 1 two rows interleaved, whole rows", 10, 2, 4096, 3072, 2, SEPARATE},
+        {"two passes, W loaded: pass 1 two rows interleaved, whole rows", 10, 2, 4096, 3072, TWO_PASS_W, SEPARATE},
 #endif
-        {"two passes, C kernel's order, pass 2 prefetches the next tile", 10, 5, chunk, 3072, 1, PREFETCH_NEXT},
-        {"two passes pipelined: pass 1 one row after the other", 10, 1, 4096, 3072, 1, PIPELINED},
-        {"two passes pipelined: pass 1 in the C kernel's order", 10, 5, chunk, 3072, 1, PIPELINED},
+        {"two passes, C kernel's order, pass 2 prefetches the next tile", 10, 5, chunk, 3072, TWO_PASS, PREFETCH_NEXT},
+        {"two passes pipelined: pass 1 one row after the other", 10, 1, 4096, 3072, TWO_PASS, PIPELINED},
+        {"two passes pipelined: pass 1 in the C kernel's order", 10, 5, chunk, 3072, TWO_PASS, PIPELINED},
     };
     printf("N = %ld, D = %d %s; kernel-equivalent work: %.3f GFLOP\n", n, D, NAME, 4.0 * n * D * 10 / 1e9);
     for (unsigned c = 0; c < sizeof cases / sizeof cases[0]; c++) {
@@ -380,10 +384,11 @@ int main(int argc, char **argv)
         volatile double sink = 0;
         for (int rep = 0; rep < 5; rep++) {
             double t = now();
-            sink += cases[c].two == 3 ? two_pass_kw(X, NULL, Wt, ldw, n, cases[c].T, cases[c].Dc, cases[c].ahead)
-                  : cases[c].two == 2 ? two_pass_w(X, Wt, ldw, n, cases[c].T, cases[c].RB, cases[c].ahead)
-                  : cases[c].two ? two_pass(X, n, cases[c].T, cases[c].RB, cases[c].Dc, cases[c].ahead, cases[c].mode)
-                                 : sweep(X, n, cases[c].T, cases[c].RB, cases[c].Dc, cases[c].ahead);
+            sink += cases[c].kind == TWO_PASS_KW ? two_pass_kw(X, NULL, Wt, ldw, n, cases[c].T, cases[c].Dc, cases[c].ahead)
+                  : cases[c].kind == TWO_PASS_W ? two_pass_w(X, Wt, ldw, n, cases[c].T, cases[c].RB, cases[c].ahead)
+                  : cases[c].kind == TWO_PASS ? two_pass(X, n, cases[c].T, cases[c].RB, cases[c].Dc, cases[c].ahead,
+                                                         cases[c].mode)
+                                              : sweep(X, n, cases[c].T, cases[c].RB, cases[c].Dc, cases[c].ahead);
             t = now() - t;
             if (t < best) best = t;
         }
