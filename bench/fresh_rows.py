@@ -32,8 +32,8 @@ copy's bit for bit.
 """
 
 import argparse
+import itertools
 import statistics
-import time
 
 import numpy as np
 
@@ -100,13 +100,9 @@ def measure(dtype="float64", threads=1, repeat=151, pools=POOLS, backend=None, a
             ref_loss, ref_dW = kernel(prepare(W, X[rows], y[rows], reg), threads)[:2]
             if loss != ref_loss or not np.array_equal(dW, ref_dW):
                 raise AssertionError(f"{name}: {label}: rows= differs from the gathered copy")
-        times = {label: [] for label in plans}
-        for k in range(repeat):
-            for label, problems in plans.items():
-                problem = problems[k % len(problems)]
-                t0 = time.perf_counter()
-                kernel(problem, threads)
-                times[label].append(time.perf_counter() - t0)
+        turns = {label: itertools.cycle(problems) for label, problems in plans.items()}
+        calls = {label: (lambda turn=turn: kernel(next(turn), threads)) for label, turn in turns.items()}
+        times = training_step._interleaved(calls, repeat)
     return {"backend": name, "rows": times}
 
 
