@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from fastsoftmax import Softmax, backends
+from fastsoftmax.training import sgd
 from fastsoftmax.training.sgd import Batch, SGDStep, draw_rows, random_batches
 
 #: Shapes per thread count: with 2 threads the batch must be big enough
@@ -160,8 +161,9 @@ def test_a_step_allocates_nothing_of_the_gradients_size():
     ``step.grad`` (``out=``) and the update is done in place.
 
     A kernel registered for the test writes into ``out`` and allocates
-    nothing itself, so what tracemalloc sees is the step's own cost (and the
-    result check's: a (D, C) bool from ``isfinite(dW)``, 1/8 of the gradient).
+    nothing itself, so what tracemalloc sees is the step's own cost (without
+    the compiled extension, also the result check's: a (D, C) bool from
+    ``isfinite(dW)``, 1/8 of the gradient).
     The copy path allocates dW and ``lr * dW``: two gradients per step.
     """
     D, C = 400, 10
@@ -187,10 +189,59 @@ def test_a_step_allocates_nothing_of_the_gradients_size():
         finally:
             tracemalloc.stop()
         assert step.grad is grad
-        assert peak < W.nbytes / 2, f"{peak} bytes allocated at peak; the gradient is {W.nbytes}"
+        # With the compiled update not even the finite check's bool array
+        # (W.nbytes / 8) is allocated; NumPy's update allocates that one.
+        bound = W.nbytes / 16 if sgd._compiled_update is not None else W.nbytes / 2
+        assert peak < bound, f"{peak} bytes allocated at peak; the gradient is {W.nbytes}"
         np.testing.assert_allclose(W, W0 - 11 * 0.1 * 1e-3, rtol=1e-12)  # 11 in-place updates
     finally:
         backends.unregister("no-alloc")
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def update_impl(request, monkeypatch):
+    """The step's update as the compiled call (when the extension is built) and as NumPy."""
+    if request.param == "numpy":
+        monkeypatch.setattr(sgd, "_compiled_update", None)
+    elif sgd._compiled_update is None:
+        pytest.skip("the Cython extension is not built")
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_update_rounds_as_w_minus_lr_times_g(update_impl, dtype):
+    """``_update`` gives the bits of NumPy's ``W -= lr * G``: the product rounded, then
+    the difference rounded.  One fused multiply-add would round once, and on
+    these values that differs in many elements (checked here, so the test
+    can tell the two apart)."""
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((257, 7)).astype(dtype)
+    G = rng.standard_normal((257, 7)).astype(dtype)
+    lr = 0.3
+    expected = W - dtype(lr) * G
+    fused = (W.astype(np.longdouble) - np.longdouble(dtype(lr)) * G.astype(np.longdouble)).astype(dtype)
+    if np.finfo(np.longdouble).nmant > np.finfo(np.float64).nmant or dtype is np.float32:
+        assert not np.array_equal(fused, expected)  # the data tell one rounding from two
+    W_in, G_in = W.copy(), G.copy()
+    assert sgd._update(W_in, G_in, lr) is True
+    np.testing.assert_array_equal(W_in, expected)
+    np.testing.assert_array_equal(G_in, dtype(lr) * G)  # the buffer holds lr * G, as documented
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", [0, 900, -1])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_update_refuses_a_non_finite_gradient_and_touches_nothing(update_impl, dtype, where, bad):
+    rng = np.random.default_rng(6)
+    W = rng.standard_normal((129, 10)).astype(dtype)
+    G = rng.standard_normal((129, 10)).astype(dtype)
+    G.ravel()[where] = bad
+    W_in, G_in = W.copy(), G.copy()
+    assert sgd._update(W_in, G_in, 0.1) is False
+    np.testing.assert_array_equal(W_in, W)
+    np.testing.assert_array_equal(G_in, G)
+    G.ravel()[where] = np.finfo(dtype).max  # the largest finite value is not refused
+    assert sgd._update(W_in, G.copy(), 1e-3) is True
 
 
 def test_step_refuses_what_it_cannot_update_in_place():

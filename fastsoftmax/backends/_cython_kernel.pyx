@@ -221,3 +221,73 @@ def fused_loss_grad(
     if finish:
         return total / n + reg * sq, out, db
     return total, out, db
+
+
+
+cdef bint _sgd_update(floating *w, floating *g, Py_ssize_t n, floating rate) noexcept nogil:
+    """``g *= rate; w -= g`` over n elements unless a g is NaN or inf (then False, untouched)."""
+    cdef Py_ssize_t i
+    # Finite check on the bits: the exponent field is all ones exactly for
+    # NaN and inf, and then adding its lowest bit carries into the sign
+    # bit.  Integer ORs only, so the loop vectorises (a float compare
+    # ORed into a flag did not in float64: the whole update took 26 us).
+    cdef const unsigned long long *b64 = <const unsigned long long *>g
+    cdef const unsigned int *b32 = <const unsigned int *>g
+    cdef unsigned long long acc64 = 0
+    cdef unsigned int acc32 = 0
+    if floating is double:
+        for i in range(n):
+            acc64 = acc64 | ((b64[i] & 0x7FF0000000000000ULL) + 0x0010000000000000ULL)
+        if acc64 >> 63:
+            return False
+    else:
+        for i in range(n):
+            acc32 = acc32 | ((b32[i] & 0x7F800000U) + 0x00800000U)
+        if acc32 >> 31:
+            return False
+    cdef floating p
+    for i in range(n):
+        # The product is stored, so it has a use besides the difference and
+        # compilers do not fuse the two into one multiply-add: two roundings,
+        # as NumPy's `W -= lr * G` (tested bit for bit).
+        p = g[i] * rate
+        g[i] = p
+        w[i] = w[i] - p
+    return True
+
+def sgd_update(W, G, double lr):
+    """The SGD update ``G *= lr; W -= G`` in place, only if every ``G`` is finite.
+
+    One compiled call instead of NumPy's three (``isfinite(G).all()``, the
+    product, the difference), which matter beside a CIFAR-batch kernel of
+    0.3-0.6 ms (docs/training.md).  The same two roundings as
+    ``W -= lr * G`` in W's dtype.
+
+    Parameters
+    ----------
+    W : ndarray, shape (D, C), float32 or float64, C-contiguous  # IN/OUT
+    G : ndarray, shape (D, C), dtype of ``W``, C-contiguous       # IN/OUT
+        The gradient; holds ``lr * G`` afterwards.
+    lr : float
+        The learning rate, rounded to the dtype of ``W`` first.
+
+    Returns
+    -------
+    bool
+        False, with ``W`` and ``G`` untouched, if ``G`` holds NaN or inf.
+    """
+    # Typed per dtype here, not a fused def function: Cython's run-time
+    # dispatch of those cost 10 us per call.
+    cdef double[:, ::1] w64, g64
+    cdef float[:, ::1] w32, g32
+    if W.shape != G.shape or W.dtype != G.dtype:
+        raise ValueError("sgd_update: W and G must have the same shape and dtype")
+    if W.size == 0:
+        return True
+    if W.dtype == np.float64:
+        w64, g64 = W, G
+        return _sgd_update(&w64[0, 0], &g64[0, 0], w64.shape[0] * w64.shape[1], lr)
+    if W.dtype == np.float32:
+        w32, g32 = W, G
+        return _sgd_update(&w32[0, 0], &g32[0, 0], w32.shape[0] * w32.shape[1], <float>lr)
+    raise TypeError(f"sgd_update: W must be float32 or float64, got {W.dtype}")

@@ -15,7 +15,12 @@ fresh ``learning_rate * dW`` every step.  :class:`SGDStep` does neither:
   kernels land, and hand such problems to the ``numpy`` kernel until then.)
 * the gradient is written into one (D, C) buffer owned by the step
   (``out=``), scaled in place and subtracted from W in place: after the
-  first step nothing of size D x C is allocated.  What remains per step is
+  first step nothing of size D x C is allocated.  Where the Cython
+  extension is built, the finite check, the product and the difference are
+  one compiled call (:func:`_update`): after a kernel has filled the
+  caches, each NumPy call costs about 10 us, and NumPy's three took 30 us of
+  a 0.6 ms CIFAR-batch step in float64 (20 us compiled), 22 us in float32
+  (13 us).  What remains per step is
   the generator's draw of ``batch_size`` indices (NumPy's ``Generator``
   cannot draw integers into a buffer) and the batch's checks;
 * the step's own arrays are validated once, not every step: the first step
@@ -64,6 +69,11 @@ import numpy as np
 from .. import backends
 from ..backends._threads import get_num_threads
 from ..backends._validate import integer, prepare, real, rebatch, working_dtype
+
+try:  # the update as one compiled call, when the Cython extension is built
+    from ..backends._cython_kernel import sgd_update as _compiled_update
+except ImportError:  # pragma: no cover - a build without the extension
+    _compiled_update = None
 
 __all__ = ["Batch", "draw_rows", "random_batches", "SGDStep"]
 
@@ -229,28 +239,24 @@ class SGDStep:
         grad = self.grad
         if grad is None or grad.dtype != dtype or grad.shape != self.W.shape:
             grad = self.grad = np.empty(self.W.shape, dtype=dtype)
+        lr = self.learning_rate
         problem = self._trusted(X, y, rows, grad)
-        if problem is None:
-            result = public(self.W, X, y, self.reg, b=self.b, rows=rows, out=grad, n_threads=self.n_threads)
-        else:
+        if problem is not None:
             n_threads = get_num_threads() if self.n_threads is None else self.n_threads
             with np.errstate(all="ignore"):
-                result = kernel(problem, n_threads)
-            loss, dW, db = result
-            if not (math.isfinite(loss) and np.isfinite(dW).all() and (db is None or np.isfinite(db).all())):
-                # The public function validates everything again and raises the
-                # error that names the cause (non-finite W, b or X, or overflow).
-                result = public(self.W, X, y, self.reg, b=self.b, rows=rows, out=grad, n_threads=self.n_threads)
-            else:
-                result = (float(loss), dW, db)
-        lr = self.learning_rate
-        dW = result[1]
-        np.multiply(dW, lr, out=dW)
-        np.subtract(self.W, dW, out=self.W, casting="same_kind")
+                loss, dW, db = kernel(problem, n_threads)
+            # W is updated only if the loss and every gradient are finite.
+            if math.isfinite(loss) and (db is None or np.isfinite(db).all()) and _update(self.W, dW, lr):
+                if db is not None:
+                    _update(self.b, db, lr)
+                return float(loss)
+        # The public function validates everything (again) and raises the
+        # error that names the cause of a non-finite result (non-finite W, b
+        # or X, or overflow) before W is touched.
+        result = public(self.W, X, y, self.reg, b=self.b, rows=rows, out=grad, n_threads=self.n_threads)
+        _update(self.W, result[1], lr)
         if self.b is not None:
-            db = result[2]
-            np.multiply(db, lr, out=db)
-            np.subtract(self.b, db, out=self.b, casting="same_kind")
+            _update(self.b, result[2], lr)
         return result[0]
 
     def _trusted(self, X, y, rows, grad):
@@ -283,3 +289,35 @@ class SGDStep:
                 return problem
             return None
         return rebatch(problem, rows)
+
+
+def _update(W, G, lr):
+    """``G *= lr; W -= G`` in place, unless ``G`` holds NaN or inf; return whether it did.
+
+    Bit for bit ``W -= lr * G``: the product and the difference are each
+    rounded once, in the working dtype.  One compiled call
+    (``_cython_kernel.sgd_update``) where W and G are C-contiguous arrays
+    of one float dtype, as on the step's trusted path; NumPy otherwise (and
+    without the extension), casting the result to W's dtype.
+
+    Parameters
+    ----------
+    W : ndarray, shape (D, C) or (C,)
+        Weights (or bias), updated in place.
+    G : ndarray, shape of ``W``, the working dtype
+        Their gradient; holds ``lr * G`` afterwards.
+    lr : float
+
+    Returns
+    -------
+    bool
+        False, with W and G untouched, if G is not finite.
+    """
+    if (_compiled_update is not None and W.ndim == 2 and W.dtype == G.dtype
+            and W.dtype.type in (np.float32, np.float64) and W.flags.c_contiguous and G.flags.c_contiguous):
+        return _compiled_update(W, G, lr)
+    if not np.isfinite(G).all():
+        return False
+    np.multiply(G, lr, out=G)
+    np.subtract(W, G, out=W, casting="same_kind")
+    return True
