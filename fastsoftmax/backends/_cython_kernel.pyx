@@ -255,6 +255,7 @@ cdef bint _sgd_update(floating *w, floating *g, Py_ssize_t n, floating rate) noe
         w[i] = w[i] - p
     return True
 
+
 def sgd_update(W, G, double lr):
     """The SGD update ``G *= lr; W -= G`` in place, only if every ``G`` is finite.
 
