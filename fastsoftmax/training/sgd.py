@@ -18,11 +18,11 @@ fresh ``learning_rate * dW`` every step.  :class:`SGDStep` does neither:
   first step nothing of size D x C is allocated.  Where the Cython
   extension is built, the finite check, the product and the difference are
   one compiled call (:func:`_update`): after a kernel has filled the
-  caches, each NumPy call costs about 10 us, and NumPy's three took 30 us of
-  a 0.6 ms CIFAR-batch step in float64 (20 us compiled), 22 us in float32
-  (13 us).  What remains per step is
-  the generator's draw of ``batch_size`` indices (NumPy's ``Generator``
-  cannot draw integers into a buffer) and the batch's checks;
+  caches, each NumPy call costs about 10 us, and NumPy's three took 30 us
+  of a 0.6 ms CIFAR-batch step in float64 (20 us compiled), 22 us in
+  float32 (13 us).  What remains per step is the generator's draw of
+  ``batch_size`` indices (NumPy's ``Generator`` cannot draw integers into a
+  buffer) and the batch's checks;
 * the step's own arrays are validated once, not every step: the first step
   (and any step with another X, y or buffer) runs the full
   :func:`~fastsoftmax.backends._validate.prepare`; later steps check only
