@@ -340,14 +340,15 @@ def test_bad_rows_after_the_first_step_get_the_validators_error(fast_backend, ro
     np.testing.assert_array_equal(W, W_before)
 
 
-def test_a_label_changed_after_the_first_step_is_refused():
+@pytest.mark.parametrize("label", [3, -1])
+def test_a_label_changed_after_the_first_step_is_refused(fast_backend, label):
     """The batch's labels are read at every step, so a label changed in y after the
     first step is refused before a kernel indexes with it."""
     W0, X, y = data(np.float64, n=50, d=7, c=3)
     W = W0.copy()
-    step = SGDStep(W, 0.1, 1e-3, backend="numpy", n_threads=1)
+    step = SGDStep(W, 0.1, 1e-3, backend=fast_backend[0], n_threads=1)
     step(X, y, np.array([1, 2, 3]))
-    y[2] = 3
-    with pytest.raises(ValueError, match=r"y must hold labels in \[0, C\) = \[0, 3\), found label 3"):
+    y[2] = label
+    with pytest.raises(ValueError, match=rf"y must hold labels in \[0, C\) = \[0, 3\), found label {label}"):
         step(X, y, np.array([5, 2]))
     step(X, y, np.array([5, 6]))  # labels outside the batch are not the batch's business

@@ -256,14 +256,28 @@ if __name__ == "__main__":
     main()
 
 
-def test_rebatch_gives_what_prepare_gives_for_the_new_batch():
+@pytest.fixture(params=["compiled", "numpy"])
+def batch_check(request, monkeypatch):
+    """rebatch's check of the usual batch: one compiled call, or (without the extension) NumPy's."""
+    from fastsoftmax.backends import _validate
+
+    if request.param == "numpy":
+        monkeypatch.setattr(_validate, "_compiled_batch_check", lambda: None)
+    elif _validate._compiled_batch_check() is None:
+        pytest.skip("the Cython extension is not built")
+    return request.param
+
+
+def test_rebatch_gives_what_prepare_gives_for_the_new_batch(batch_check):
     """rebatch(prepare(..., rows=a), b) is prepare(..., rows=b): indices wrapped the same way."""
     from fastsoftmax.backends._validate import prepare, rebatch
 
     rng = np.random.default_rng(3)
     W, X, y = rng.standard_normal((6, 4)), rng.standard_normal((20, 6)), rng.integers(0, 4, 20)
     base = prepare(W, X, y, 0.5, rows=np.array([0, 1]))
-    for rows in (np.array([3, -1, 3, -20]), np.array([19], dtype=np.int32), [0, 5, -2]):
+    batches = (np.array([3, -1, 3, -20]), np.array([19], dtype=np.int32), [0, 5, -2],
+               np.array([0, 19, 7, 7], dtype=np.intp), np.arange(20)[::-3])
+    for rows in batches:
         got, want = rebatch(base, rows), prepare(W, X, y, 0.5, rows=rows)
         for name in ("W", "X", "y", "b", "out"):
             assert getattr(got, name) is getattr(base, name)
@@ -271,3 +285,18 @@ def test_rebatch_gives_what_prepare_gives_for_the_new_batch():
         assert got.rows.dtype == want.rows.dtype == np.intp and got.rows.flags.c_contiguous
         np.testing.assert_array_equal(got.rows, want.rows)
         np.testing.assert_array_equal(got.rows, np.arange(20)[rows])  # negatives counted from the end
+
+
+@pytest.mark.parametrize(("rows", "label", "ok"), [
+    ([0, 9], 2, True),       # first and last row, last class
+    ([10], 0, False),        # one past the last row
+    ([-1], 0, False),        # negative: left to the Python path, which wraps it
+    ([4, 3], 3, False),      # label C
+    ([4, 3], -1, False),     # negative label
+])
+def test_the_compiled_batch_check_accepts_exactly_rows_and_labels_in_range(rows, label, ok):
+    """batch_in_range says True only for indices in [0, N) whose labels are in [0, C)."""
+    kernel = pytest.importorskip("fastsoftmax.backends._cython_kernel")
+    y = np.zeros(10, dtype=np.intp)
+    y[[3, 9]] = label
+    assert kernel.batch_in_range(np.array(rows, dtype=np.intp), y, 3) is ok

@@ -296,3 +296,33 @@ def sgd_update(W, G, double lr):
         w32, g32 = W, G
         return _sgd_update(&w32[0, 0], &g32[0, 0], w32.shape[0] * w32.shape[1], <float>lr)
     raise TypeError(f"sgd_update: W must be float32 or float64, got {W.dtype}")
+
+
+def batch_in_range(const Py_ssize_t[:] rows, const Py_ssize_t[:] y, Py_ssize_t C):
+    """Whether every ``rows[k]`` is in ``[0, len(y))`` and every ``y[rows[k]]`` in ``[0, C)``.
+
+    The training step's check of a new batch (``_validate.rebatch``) in one
+    compiled call instead of NumPy's five (two ranges, a gather, two more),
+    which cost about 17 us after a kernel has filled the caches.  On False
+    the caller's own checks find and name what is wrong.
+
+    Parameters
+    ----------
+    rows : ndarray, shape (n,), intp  # IN
+    y : ndarray, shape (N,), intp  # IN
+    C : int
+
+    Returns
+    -------
+    bool
+    """
+    cdef Py_ssize_t k, r, N = y.shape[0]
+    cdef bint ok = True
+    with nogil:
+        for k in range(rows.shape[0]):
+            r = rows[k]
+            # unsigned compares: a negative value is out of range too
+            if <size_t>r >= <size_t>N or <size_t>y[r] >= <size_t>C:
+                ok = False
+                break
+    return ok

@@ -35,6 +35,7 @@ up to five extra compilations per dtype.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import NamedTuple
@@ -231,9 +232,29 @@ def rebatch(problem: Problem, rows) -> Problem:
     Problem
     """
     W, X, y, reg, b, _, out = problem
-    rows = _rows(rows, X.shape[0])
-    check_labels(y[rows], W.shape[1])
+    # The usual batch (a new intp array, in range) in one compiled call;
+    # anything else, or anything wrong, through the checks that name it.
+    compiled = _compiled_batch_check()
+    if not (compiled is not None and type(rows) is np.ndarray and rows.dtype == np.intp
+            and rows.ndim == 1 and rows.shape[0] and rows.flags.c_contiguous
+            and compiled(rows, y, W.shape[1])):
+        rows = _rows(rows, X.shape[0])
+        check_labels(y[rows], W.shape[1])
     return Problem(W, X, y, reg, b, rows, out)  # not _replace: 3 us per step, measured
+
+
+@functools.cache
+def _compiled_batch_check():
+    """``_cython_kernel.batch_in_range``, or None without the extension.
+
+    Loaded at the first :func:`rebatch`, not at import: ``import
+    fastsoftmax`` loads neither Numba nor the extension.
+    """
+    try:
+        from ._cython_kernel import batch_in_range
+    except ImportError:  # pragma: no cover - a build without the extension
+        return None
+    return batch_in_range
 
 
 def check_data(X, y, W=None, *, empty_ok=False):
