@@ -195,6 +195,69 @@ def test_no_copy_of_x(name, dtype):
             assert got[0] == ref[0] and np.array_equal(got[1], ref[1])  # same bits as the contiguous copy
 
 
+@pytest.mark.parametrize("name", COMPILED)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_kernel_given_scratch_gives_the_same_bits(name, dtype):
+    """A caller's ``scratch`` dict (the training step keeps one) changes no bit of the
+    result, call after call with a new W and a new batch, at 1 and 2 threads
+    (one accumulator per thread): the kept buffers are rewritten or zeroed each call."""
+    from fastsoftmax.backends._validate import prepare
+
+    kernel = backends.get_kernel(name)
+    assert kernel.takes_scratch
+    rng = np.random.default_rng(41)
+    W, X, y = random_problem(rng, 300, 77, 10, dtype=dtype)
+    scratch = {}
+    for n_threads in (1, 2, 1):
+        for _ in range(3):
+            W = (W + 0.1 * rng.standard_normal(W.shape)).astype(dtype)
+            problem = prepare(W, X, y, 0.1, None, rng.integers(0, 300, 200))
+            want = kernel(problem, n_threads)
+            got = kernel(problem, n_threads, scratch)
+            assert got[0] == want[0]
+            np.testing.assert_array_equal(got[1], want[1])
+    assert scratch, "the kernel kept nothing"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_cython_with_scratch_and_out_allocates_nothing_of_ws_size(dtype):
+    """With ``out=`` and a kept ``scratch``, a cython call after the first allocates
+    neither W's padded transpose nor its accumulators: what a training step relies on.
+
+    (numba still allocates: its accumulators inside compiled code, and a
+    (D, C) temporary in ``_common.finish``.)
+    """
+    from fastsoftmax.backends._validate import prepare
+
+    if "cython" not in backends.available():
+        pytest.skip("cython not built")
+    kernel = backends.get_kernel("cython")
+    W, X, y = random_problem(np.random.default_rng(43), 300, 400, 10, dtype=dtype)
+    problem = prepare(W, X, y, 0.1, None, np.arange(0, 300, 3), np.empty_like(W))
+    scratch = {}
+    kernel(problem, 1, scratch)
+    without = _peak_bytes(kernel, problem, 1)
+    assert without > W.nbytes, "the test would not see the buffers"
+    peak = _peak_bytes(kernel, problem, 1, scratch)
+    assert peak < W.nbytes / 8, f"peak {peak} bytes with scratch; W is {W.nbytes}"
+
+
+def test_padded_transpose_rewrites_the_array_kept_in_scratch():
+    from fastsoftmax.backends._common import padded_transpose
+
+    rng = np.random.default_rng(47)
+    W = rng.standard_normal((9, 7))
+    scratch = {}
+    first = padded_transpose(W, 5, aligned=True, scratch=scratch)
+    second = padded_transpose(2 * W, 5, aligned=True, scratch=scratch)
+    assert second is first and second.shape == (10, 9) and second.ctypes.data % 64 == 0
+    np.testing.assert_array_equal(second[:7], 2 * W.T)
+    assert not second[7:].any()  # the padding classes stay zero
+    other = padded_transpose(W[:, :4].astype(np.float32), 5, aligned=True, scratch=scratch)
+    assert other is not first and other.dtype == np.float32 and other.shape == (5, 9)
+    assert padded_transpose(W, 5, aligned=True) is not first  # no scratch: a new array
+
+
 def test_fastest_follows_the_ranking_table():
     for (dtype, lo), order in backends.RANKINGS.items():
         expected = next(n for n in order if n in backends.available())

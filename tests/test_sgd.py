@@ -198,6 +198,27 @@ def test_a_step_allocates_nothing_of_the_gradients_size():
         backends.unregister("no-alloc")
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_a_cython_step_allocates_nothing_of_ws_size(n_threads):
+    """With the real cython kernel too: W's padded transpose and the per-thread
+    accumulators are kept in the step's scratch, not allocated per step."""
+    if "cython" not in backends.available():
+        pytest.skip("cython not built")
+    W0, X, y = data(np.float64, n=300, d=3073, c=10)  # CIFAR's W: 0.25 MB
+    W = W0.copy()
+    step = SGDStep(W, 1e-3, 1e-3, backend="cython", n_threads=n_threads)
+    rng = np.random.default_rng(0)
+    step(X, y, draw_rows(rng, 300, 200))  # warm-up: the buffers are allocated once
+    tracemalloc.start()
+    try:
+        for _ in range(5):
+            step(X, y, draw_rows(rng, 300, 200))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < W.nbytes / 8, f"{peak} bytes allocated at peak; W is {W.nbytes}"
+
+
 @pytest.fixture(params=["compiled", "numpy"])
 def update_impl(request, monkeypatch):
     """The step's update as the compiled call (when the extension is built) and as NumPy."""

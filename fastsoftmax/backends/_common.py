@@ -134,7 +134,26 @@ def rows_in_place(X):
     return X
 
 
-def padded_transpose(W, multiple, aligned=False):
+def aligned_zeros(rows, D, dtype):
+    """A zero (rows, ld) array whose rows start on 64-byte boundaries, ld = D rounded up to a cache line.
+
+    Parameters
+    ----------
+    rows, D : int
+    dtype : numpy dtype
+
+    Returns
+    -------
+    ndarray, shape (rows, ld), C-contiguous
+    """
+    line = 64 // np.dtype(dtype).itemsize
+    ld = -(-max(D, 1) // line) * line
+    flat = np.zeros(rows * ld + line, dtype=dtype)
+    off = ((-flat.ctypes.data) % 64) // flat.itemsize
+    return flat[off:off + rows * ld].reshape(rows, ld)
+
+
+def padded_transpose(W, multiple, aligned=False, scratch=None):
     """``W.T`` as a (Cp, D) array, Cp = C rounded up to ``multiple``.
 
     C-contiguous; or, with ``aligned``, a view whose rows start on 64-byte
@@ -149,22 +168,28 @@ def padded_transpose(W, multiple, aligned=False):
     ----------
     W : ndarray, shape (D, C)
     multiple : int
+    aligned : bool
+    scratch : dict, optional
+        A caller's buffers, kept between its calls (see
+        :func:`registry_kernel`): the transpose is written into the array
+        kept there from an earlier call of the same shape and dtype, instead
+        of a new one (a new array, of 0.25 MB for CIFAR's W in float64, cost
+        a training step about 10 us more, measured in docs/training.md).
 
     Returns
     -------
     ndarray, shape (Cp, D), dtype of ``W``
+        The one kept in ``scratch`` (overwritten by the next call) if given.
     """
     D, C = W.shape
     Cp = -(-C // multiple) * multiple
-    if aligned:
-        line = 64 // W.dtype.itemsize
-        ld = -(-D // line) * line
-        flat = np.zeros(Cp * ld + line, dtype=W.dtype)
-        off = ((-flat.ctypes.data) % 64) // W.dtype.itemsize
-        Wt = flat[off:off + Cp * ld].reshape(Cp, ld)[:, :D]
-    else:
-        Wt = np.zeros((Cp, D), dtype=W.dtype)
-    Wt[:C] = W.T
+    key = ("padded_transpose", multiple, aligned, W.shape, W.dtype)
+    Wt = None if scratch is None else scratch.get(key)
+    if Wt is None:
+        Wt = aligned_zeros(Cp, D, W.dtype)[:, :D] if aligned else np.zeros((Cp, D), dtype=W.dtype)
+        if scratch is not None:
+            scratch[key] = Wt
+    Wt[:C] = W.T  # rows C..Cp stay zero: nothing else writes them
     return Wt
 
 
@@ -216,6 +241,9 @@ LOSS_GRAD_DOC = """Loss and gradients, with optional bias, row subset and output
     out : ndarray, shape (D, C), dtype of ``W``, C-contiguous, optional
     n_threads : int, optional
         Default :func:`fastsoftmax.get_num_threads`.
+    scratch : dict, optional
+        Kept by a caller between its calls (the training step): W's padded
+        transpose is written into the buffer kept there, not a new array.
 
     Returns
     -------
@@ -229,10 +257,15 @@ def registry_kernel(loss_grad):
     """The registry's kernel interface, ``softmax_loss(problem, n_threads)``, over a backend's ``loss_grad``.
 
     Both compiled backends take a bias, a row index array and an output array
-    natively, so the validated problem is passed on as it is.
+    natively, so the validated problem is passed on as it is.  They also
+    take a ``scratch`` dict, and their kernels say so (attribute
+    ``takes_scratch``, which other kernels, plug-ins included, need not
+    have): a caller that runs one kernel again and again (the training
+    step) keeps a dict for it, and the kernel keeps its buffers there
+    instead of allocating them anew each call.
     """
 
-    def softmax_loss(problem, n_threads):
+    def softmax_loss(problem, n_threads, scratch=None):
         """Softmax loss and gradients: the registry's kernel interface.
 
         Parameters
@@ -242,6 +275,9 @@ def registry_kernel(loss_grad):
             ``reg``; optional ``b``, ``rows``, ``out``, all handled natively.
         n_threads : int
             Upper bound on threads; small problems use fewer (``thread_count``).
+        scratch : dict, optional
+            Where the kernel keeps buffers between one caller's calls.  Not
+            to be shared between threads.
 
         Returns
         -------
@@ -249,6 +285,8 @@ def registry_kernel(loss_grad):
         dW : ndarray, shape (D, C), dtype of ``W`` (``out`` if given)
         db : ndarray, shape (C,), or None without ``b``
         """
-        return loss_grad(*problem.args, b=problem.b, rows=problem.rows, out=problem.out, n_threads=n_threads)
+        return loss_grad(*problem.args, b=problem.b, rows=problem.rows, out=problem.out, n_threads=n_threads,
+                         scratch=scratch)
 
+    softmax_loss.takes_scratch = True
     return softmax_loss

@@ -16,19 +16,24 @@ Three layers, as in scikit-learn's ``_loss``:
    problem's rows, one chunk and one (Cp, D) gradient accumulator per
    thread, with the GIL released throughout; the chunks are reduced in chunk
    order (into the caller's ``out`` if given), so a given thread count gives
-   bit-identical results on every call.
+   bit-identical results on every call.  A caller that calls again and
+   again (the training step) passes a ``scratch`` dict, where the
+   accumulators are kept and zeroed instead of allocated each call.
 3. ``cython.py``: the backend, which pads W and calls this.
 
 Beside the kernel, :func:`sgd_update` is the training step's update
 (``fastsoftmax.training.sgd``, whatever backend computed the gradient): a
 finite check and ``W -= lr * G`` in one call, since each NumPy call after a
-kernel costs about 10 us of a 0.3-0.7 ms CIFAR-batch step.
+kernel costs about 10 us of a 0.3-0.7 ms CIFAR-batch step; for the same
+reason :func:`batch_in_range` is the step's check of each new batch
+(``_validate.rebatch``).
 
 Extra memory is O(threads * D * C): the per-thread accumulators and tile
 scratch, one zero row per thread and the padded W.
 """
 
 from cython.parallel cimport prange
+from libc.string cimport memset
 
 import numpy as np
 
@@ -76,6 +81,7 @@ def fused_loss_grad(
     Py_ssize_t tile=40,
     Py_ssize_t dchunk=256,
     reg=None,
+    scratch=None,
 ):
     """Return (sum of per-example losses, (D, C) gradient sum, (C,) bias-gradient sum).
 
@@ -109,6 +115,9 @@ def fused_loss_grad(
         three extra passes over (D, C)): divide the sums by the batch size n,
         add ``2 * reg * W`` (from ``Wt``) to the gradient and
         ``reg * sum(W**2)`` (summed in float64) to the loss.
+    scratch : dict, optional
+        Kept by a caller between calls (the training step): the per-thread
+        accumulators are kept there and zeroed, not allocated, each call.
 
     Returns
     -------
@@ -166,13 +175,27 @@ def fused_loss_grad(
     # Per-thread (Cp, D) accumulators, 64-byte aligned rows of ldg elements.
     cdef Py_ssize_t line = 64 // sizeof(floating)
     cdef Py_ssize_t ldg = (D + line - 1) // line * line
-    flat = np.zeros(n_chunks * Cp * ldg + line, dtype=dtype)
-    cdef Py_ssize_t off = ((-flat.ctypes.data) % 64) // sizeof(floating)
-    cdef floating[:, :, :] grads = flat[off:off + n_chunks * Cp * ldg].reshape(n_chunks, Cp, ldg)
+    cdef floating[:, :, :] grads
+    cdef double[:, ::1] gbs
+    cdef floating[::1] zero_row
+    cdef double[::1] losses
+    shape = (dtype, n_chunks, Cp, D)
+    kept = None if scratch is None else scratch.get("fused_loss_grad")
+    if kept is not None and kept[0] == shape:
+        _, grads, gbs, zero_row, losses = kept
+        with nogil:  # the kernels accumulate into these; zero_row is never written
+            memset(&grads[0, 0, 0], 0, n_chunks * Cp * ldg * sizeof(floating))
+            memset(&gbs[0, 0], 0, n_chunks * Cp * sizeof(double))
+    else:
+        flat = np.zeros(n_chunks * Cp * ldg + line, dtype=dtype)
+        off = ((-flat.ctypes.data) % 64) // sizeof(floating)
+        grads = flat[off:off + n_chunks * Cp * ldg].reshape(n_chunks, Cp, ldg)
+        gbs = np.zeros((n_chunks, Cp), dtype=np.float64)
+        zero_row = np.zeros(max(D, 1), dtype=dtype)
+        losses = np.zeros(n_chunks, dtype=np.float64)
+        if scratch is not None:
+            scratch["fused_loss_grad"] = (shape, grads, gbs, zero_row, losses)
     cdef Py_ssize_t ldw = Wt.strides[0] // <Py_ssize_t>sizeof(floating)
-    cdef double[:, ::1] gbs = np.zeros((n_chunks, Cp), dtype=np.float64)
-    cdef floating[::1] zero_row = np.zeros(max(D, 1), dtype=dtype)
-    cdef double[::1] losses = np.zeros(n_chunks, dtype=np.float64)
     cdef Py_ssize_t ldx = X.strides[0] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t t
     cdef fs_kernel_f64 k64 = fs_select_f64(level)

@@ -16,7 +16,9 @@ kernel's class block and hands X over as it is whenever its rows have unit
 stride (C order, or row-strided views such as ``X[::2]``); only other
 layouts (Fortran order, column-strided views) are copied, once.  A bias, a
 row index array and an output array go to the kernel natively: nothing of
-size N x D is ever gathered or copied for them.
+size N x D is ever gathered or copied for them.  Given a ``scratch`` dict
+(the training step's), the padded ``W.T`` and the kernel's accumulators
+are kept there from call to call instead of allocated anew.
 """
 
 import os
@@ -40,16 +42,16 @@ __all__ = ["softmax_loss", "loss_grad", "ISA", "SUPPORTED_ISAS"]
 
 
 # The contract of both compiled backends: _common.LOSS_GRAD_DOC, set as the docstring below.
-def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None):
+def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None, scratch=None):
     N, C = X.shape[0], W.shape[1]
     n = N if rows is None else len(rows)
     X = rows_in_place(X)
-    Wt = padded_transpose(W, CLASS_BLOCK, aligned=True)
+    Wt = padded_transpose(W, CLASS_BLOCK, aligned=True, scratch=scratch)
     tile, dchunk = BLOCKING or blocking(X.shape[1], Wt.shape[0], X.dtype.itemsize)
     n_threads = thread_count(n, X.shape[1], C, get_num_threads() if n_threads is None else n_threads)
     # reg=: the kernel's reduction divides by n and adds the L2 term
     # (_common.finish's job, without its three extra passes over (D, C)).
-    loss, dW, db = fused_loss_grad(Wt, X, y, C, n_threads, ISA, b, rows, out, tile, dchunk, reg=reg)
+    loss, dW, db = fused_loss_grad(Wt, X, y, C, n_threads, ISA, b, rows, out, tile, dchunk, reg=reg, scratch=scratch)
     return loss, dW, db
 
 

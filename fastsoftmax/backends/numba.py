@@ -69,7 +69,7 @@ from numba.extending import intrinsic
 from ._numba_cache import call_recovering
 from ._numba_cache import jit as _jit
 from ._threads import get_num_threads
-from ._common import LOSS_GRAD_DOC, finish, registry_kernel, rows_in_place, thread_count
+from ._common import LOSS_GRAD_DOC, aligned_zeros, finish, registry_kernel, rows_in_place, thread_count
 
 _T = 10  # rows per tile: two 5-row score micro-kernels, one 10-row gradient micro-kernel
 _CB = 5  # classes per score micro-kernel: Cp is C rounded up to a multiple of 5
@@ -449,21 +449,26 @@ def _flat_rows(X):
     return np.lib.stride_tricks.as_strided(X, shape=((N - 1) * ldx + D,), strides=(X.itemsize,), writeable=False), ldx
 
 
-def _aligned_transpose(W):
-    """``W.T`` padded with zeros to (Cp, ld): Cp a multiple of 5, rows of ld elements starting on 64-byte boundaries."""
+def _aligned_transpose(W, scratch=None):
+    """``W.T`` padded with zeros to (Cp, ld): Cp a multiple of 5, rows of ld elements starting on 64-byte boundaries.
+
+    With ``scratch`` (a dict the caller keeps), written into the array kept
+    there by an earlier call of the same shape and dtype.
+    """
     D, C = W.shape
     Cp = -(-C // _CB) * _CB
-    line = 64 // W.dtype.itemsize
-    ld = -(-max(D, 1) // line) * line
-    flat = np.zeros(Cp * ld + line, dtype=W.dtype)
-    off = ((-flat.ctypes.data) % 64) // W.dtype.itemsize
-    Wt = flat[off:off + Cp * ld].reshape(Cp, ld)
-    Wt[:C, :D] = W.T
+    key = ("aligned_transpose", W.shape, W.dtype)
+    Wt = None if scratch is None else scratch.get(key)
+    if Wt is None:
+        Wt = aligned_zeros(Cp, D, W.dtype)
+        if scratch is not None:
+            scratch[key] = Wt
+    Wt[:C, :D] = W.T  # the padding stays zero: nothing else writes it
     return Wt
 
 
 # The contract of both compiled backends: _common.LOSS_GRAD_DOC, set as the docstring below.
-def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None):
+def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None, scratch=None):
     global _layer_is_threadsafe
     N, C = X.shape[0], W.shape[1]
     n = N if rows is None else len(rows)
@@ -472,7 +477,7 @@ def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None):
     n_threads = min(get_num_threads() if n_threads is None else n_threads, numba.config.NUMBA_NUM_THREADS)
     n_threads = n_chunks = thread_count(n, X.shape[1], C, n_threads)
     Xf, ldx = _flat_rows(X)
-    Wt = _aligned_transpose(W)
+    Wt = _aligned_transpose(W, scratch)
     if out is None:
         out = np.empty(W.shape, dtype=W.dtype)
     db = np.empty(C, dtype=np.float64)
