@@ -156,6 +156,18 @@ def test_a_batch_source_must_yield_num_iters_batches():
         model.train(X, y, num_iters=1, batch_size=2, batches=too_many)
 
 
+def _peak_of_steps(step, X, y, n_steps, batch_size):
+    """Peak bytes traced by tracemalloc over ``n_steps`` steps on random batches."""
+    rng = np.random.default_rng(0)
+    tracemalloc.start()
+    try:
+        for _ in range(n_steps):
+            step(X, y, draw_rows(rng, len(y), batch_size))
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_a_step_allocates_nothing_of_the_gradients_size():
     """After the first step, the loop allocates no (D, C) array: the gradient goes into
     ``step.grad`` (``out=``) and the update is done in place.
@@ -178,16 +190,9 @@ def test_a_step_allocates_nothing_of_the_gradients_size():
         W0, X, y = data(np.float64, n=300, d=D, c=C)
         W = W0.copy()
         step = SGDStep(W, 0.1, 1e-3, backend="no-alloc")
-        rng = np.random.default_rng(0)
-        step(X, y, draw_rows(rng, 300, 32))  # warm-up: allocates step.grad once
+        step(X, y, np.arange(32))  # warm-up: allocates step.grad once
         grad = step.grad
-        tracemalloc.start()
-        try:
-            for _ in range(10):
-                step(X, y, draw_rows(rng, 300, 32))
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        peak = _peak_of_steps(step, X, y, 10, 32)
         assert step.grad is grad
         # With the compiled update not even the finite check's bool array
         # (W.nbytes / 8) is allocated; NumPy's update allocates that one.
@@ -207,15 +212,8 @@ def test_a_cython_step_allocates_nothing_of_ws_size(n_threads):
     W0, X, y = data(np.float64, n=300, d=3073, c=10)  # CIFAR's W: 0.25 MB
     W = W0.copy()
     step = SGDStep(W, 1e-3, 1e-3, backend="cython", n_threads=n_threads)
-    rng = np.random.default_rng(0)
-    step(X, y, draw_rows(rng, 300, 200))  # warm-up: the buffers are allocated once
-    tracemalloc.start()
-    try:
-        for _ in range(5):
-            step(X, y, draw_rows(rng, 300, 200))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    step(X, y, np.arange(200))  # warm-up: the buffers are allocated once
+    peak = _peak_of_steps(step, X, y, 5, 200)
     assert peak < W.nbytes / 8, f"{peak} bytes allocated at peak; W is {W.nbytes}"
 
 
