@@ -173,8 +173,9 @@ def padded_transpose(W, multiple, aligned=False, scratch=None):
         A caller's buffers, kept between its calls (see
         :func:`registry_kernel`): the transpose is written into the array
         kept there from an earlier call of the same shape and dtype, instead
-        of a new one (a new array, of 0.25 MB for CIFAR's W in float64, cost
-        a training step about 10 us more, measured in docs/training.md).
+        of a new one (0.25 MB for CIFAR's W in float64; with the cython
+        kernel's accumulators kept too, a training step is 3-8 % faster,
+        docs/training.md).
 
     Returns
     -------
@@ -242,8 +243,9 @@ LOSS_GRAD_DOC = """Loss and gradients, with optional bias, row subset and output
     n_threads : int, optional
         Default :func:`fastsoftmax.get_num_threads`.
     scratch : dict, optional
-        Kept by a caller between its calls (the training step): W's padded
-        transpose is written into the buffer kept there, not a new array.
+        Kept by a caller between its calls (the training step): the kernel
+        keeps its buffers there (W's padded transpose; in cython also the
+        per-thread accumulators) instead of allocating them each call.
 
     Returns
     -------

@@ -37,6 +37,8 @@ from libc.string cimport memset
 
 import numpy as np
 
+from ._common import aligned_zeros
+
 cdef extern from "_fused_kernel.h" nogil:
     ctypedef double (*fs_kernel_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                      const double *, const double *, Py_ssize_t,
@@ -173,28 +175,25 @@ def fused_loss_grad(
         raise ValueError("fused_loss_grad: out must have shape (D, C)")
     cdef Py_ssize_t n_chunks = max(1, min(<Py_ssize_t>n_threads, n))
     # Per-thread (Cp, D) accumulators, 64-byte aligned rows of ldg elements.
-    cdef Py_ssize_t line = 64 // sizeof(floating)
-    cdef Py_ssize_t ldg = (D + line - 1) // line * line
     cdef floating[:, :, :] grads
     cdef double[:, ::1] gbs
     cdef floating[::1] zero_row
     cdef double[::1] losses
-    shape = (dtype, n_chunks, Cp, D)
-    kept = None if scratch is None else scratch.get("fused_loss_grad")
-    if kept is not None and kept[0] == shape:
-        _, grads, gbs, zero_row, losses = kept
+    key = ("fused_loss_grad", dtype, n_chunks, Cp, D)
+    kept = None if scratch is None else scratch.get(key)
+    if kept is not None:
+        grads, gbs, zero_row, losses = kept
         with nogil:  # the kernels accumulate into these; zero_row is never written
-            memset(&grads[0, 0, 0], 0, n_chunks * Cp * ldg * sizeof(floating))
+            memset(&grads[0, 0, 0], 0, grads.shape[0] * grads.shape[1] * grads.shape[2] * sizeof(floating))
             memset(&gbs[0, 0], 0, n_chunks * Cp * sizeof(double))
     else:
-        flat = np.zeros(n_chunks * Cp * ldg + line, dtype=dtype)
-        off = ((-flat.ctypes.data) % 64) // sizeof(floating)
-        grads = flat[off:off + n_chunks * Cp * ldg].reshape(n_chunks, Cp, ldg)
+        grads = aligned_zeros(n_chunks * Cp, D, dtype).reshape(n_chunks, Cp, -1)
         gbs = np.zeros((n_chunks, Cp), dtype=np.float64)
         zero_row = np.zeros(max(D, 1), dtype=dtype)
         losses = np.zeros(n_chunks, dtype=np.float64)
         if scratch is not None:
-            scratch["fused_loss_grad"] = (shape, grads, gbs, zero_row, losses)
+            scratch[key] = (grads, gbs, zero_row, losses)
+    cdef Py_ssize_t ldg = grads.shape[2]
     cdef Py_ssize_t ldw = Wt.strides[0] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t ldx = X.strides[0] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t t
