@@ -322,6 +322,81 @@ def test_cython_reduction_finishes_as_common_finish(isa, dtype, n_threads, with_
         assert db is None
 
 
+def _sgd_step_args(rng, dtype, with_bias, N=53, D=37, C=7, batch=29):
+    """A problem for ``sgd_step``, its padded ``W.T`` buffer and a batch."""
+    from fastsoftmax.backends import _common, cython
+
+    W, X, y = random_problem(rng, N, D, C, dtype=dtype)
+    b = rng.standard_normal(C).astype(dtype) if with_bias else None
+    Wt = _common.padded_transpose(W, cython.CLASS_BLOCK, aligned=True)
+    return W, X, y.astype(np.intp), b, Wt, rng.integers(0, N, batch).astype(np.intp)
+
+
+@pytest.mark.parametrize("isa", _isas() or [pytest.param(None, marks=pytest.mark.skip(reason="cython not built"))])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n_threads", [1, 3])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_cython_sgd_step_is_the_kernel_then_the_update(isa, dtype, n_threads, with_bias):
+    """``sgd_step`` takes the update in the kernel's reduction, with the bits of
+    ``fused_loss_grad(reg=)`` followed by ``sgd_update`` (and ``b -= lr * db``):
+    the same loss, W, b, and ``lr * dW`` left in ``out``.  Called twice with one
+    scratch dict, as a training loop calls it, so the kept accumulators are
+    zeroed between calls."""
+    from fastsoftmax.backends import _cython_kernel, cython
+
+    rng = np.random.default_rng(41)
+    W, X, y, b, Wt, rows = _sgd_step_args(rng, dtype, with_bias)
+    reg, lr = 0.37, 0.3
+    W_ref, b_ref = W.copy(), None if b is None else b.copy()
+    W_new, b_new = W.copy(), None if b is None else b.copy()
+    Wt_new, out, scratch = np.zeros_like(Wt), np.empty_like(W), {}
+    for _ in range(2):
+        Wt[:7] = W_ref.T
+        loss, dW, db = cython.fused_loss_grad(Wt, X, y, 7, n_threads, isa, b_ref, rows, None, 10, 16, reg=reg)
+        assert _cython_kernel.sgd_update(W_ref, dW, lr)
+        if with_bias:
+            b_ref -= dtype(lr) * db
+        got = _cython_kernel.sgd_step(W_new, Wt_new, X, y, 7, n_threads, isa, b_new, rows, out, 10, 16, reg, lr,
+                                      scratch)
+        assert got == loss
+        np.testing.assert_array_equal(W_new, W_ref)
+        np.testing.assert_array_equal(out, dW)  # lr * dW, as sgd_update leaves it
+        if with_bias:
+            np.testing.assert_array_equal(b_new, b_ref)
+        np.testing.assert_array_equal(Wt_new[7:], 0)  # the padding is never written
+
+
+@pytest.mark.parametrize("isa", _isas() or [pytest.param(None, marks=pytest.mark.skip(reason="cython not built"))])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cause", ["X overflows the gradient", "NaN in X", "reg overflows", "NaN in W", "NaN in b"])
+def test_cython_sgd_step_refuses_what_is_not_finite_and_restores_w(isa, dtype, cause):
+    """W is written during the reduction, before the whole gradient is known to
+    be finite; a refused step must still leave W and b bit for bit as they were
+    (restored from the transpose), as ``sgd_update`` leaves them.  Each cause
+    makes some elements non-finite, after others were already written."""
+    from fastsoftmax.backends import _cython_kernel
+
+    rng = np.random.default_rng(43)
+    W, X, y, b, Wt, rows = _sgd_step_args(rng, dtype, with_bias=True)
+    reg = 0.37
+    big = np.finfo(dtype).max
+    if cause == "X overflows the gradient":
+        X[rows[3], 20:] = big  # the first 20 columns of dW are finite and written first
+    elif cause == "NaN in X":
+        X[rows[5], 30] = np.nan
+    elif cause == "reg overflows":
+        reg = float(big)
+    elif cause == "NaN in W":
+        W[25, 2] = np.nan
+    else:
+        b[4] = np.nan
+    W_before, b_before = W.copy(), b.copy()
+    got = _cython_kernel.sgd_step(W, Wt, X, y, 7, 2, isa, b, rows, np.empty_like(W), 10, 16, reg, 0.1, None)
+    assert got is None
+    np.testing.assert_array_equal(W.view(f"u{W.itemsize}"), W_before.view(f"u{W.itemsize}"))
+    np.testing.assert_array_equal(b.view(f"u{b.itemsize}"), b_before.view(f"u{b.itemsize}"))
+
+
 def _numba_targets_avx512():
     """True when Numba compiles for this CPU and the CPU has AVX-512F (not held to another CPU)."""
     import os

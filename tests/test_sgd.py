@@ -12,6 +12,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+import fastsoftmax
 from fastsoftmax import Softmax, backends
 from fastsoftmax.training import sgd
 from fastsoftmax.training.sgd import Batch, SGDStep, draw_rows, random_batches
@@ -84,14 +85,18 @@ def test_training_equals_the_copy_path_bit_for_bit(backend, dtype, n_threads):
         pytest.fail(f"{name} now matches its copy path bit for bit: remove it from INTERIM_ROWS")
 
 
+@pytest.mark.parametrize("name", ["numpy", "cython"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_step_with_bias_equals_the_copy_path(dtype):
-    """The estimator's case: an unregularized bias, updated in place too."""
+def test_step_with_bias_equals_the_copy_path(dtype, name):
+    """The estimator's case: an unregularized bias, updated in place too (by the
+    kernel's own step in cython, ``bind_sgd_step``)."""
+    if name not in backends.available():
+        pytest.skip(f"{name} not available")
     W0, X, y = data(dtype, n=90, d=12, c=4)
     b0 = np.linspace(-0.1, 0.1, 4).astype(dtype)
-    W_ref, b_ref, losses_ref = copy_path("numpy", W0, X, y, 0.1, 1e-2, 5, 15, 32, 1, b0=b0)
+    W_ref, b_ref, losses_ref = copy_path(name, W0, X, y, 0.1, 1e-2, 5, 15, 32, 1, b0=b0)
     W, b = W0.copy(), b0.copy()
-    step = SGDStep(W, 0.1, 1e-2, b=b, backend="numpy", n_threads=1)
+    step = SGDStep(W, 0.1, 1e-2, b=b, backend=name, n_threads=1)
     losses = [step(*batch) for batch in random_batches(X, y, 32, 15, np.random.default_rng(5))]
     np.testing.assert_array_equal(W, W_ref)
     np.testing.assert_array_equal(b, b_ref)
@@ -201,6 +206,87 @@ def test_a_step_allocates_nothing_of_the_gradients_size():
         np.testing.assert_allclose(W, W0 - 11 * 0.1 * 1e-3, rtol=1e-12)  # 11 in-place updates
     finally:
         backends.unregister("no-alloc")
+
+
+@pytest.fixture
+def cython_steps(monkeypatch):
+    """Counts the calls of the cython kernel's own step (``_cython_kernel.sgd_step``)."""
+    if "cython" not in backends.available():
+        pytest.skip("cython not built")
+    from fastsoftmax.backends import cython
+
+    calls = []
+    real = cython.sgd_step
+
+    def counted(*args):
+        calls.append(args[0])
+        return real(*args)
+
+    monkeypatch.setattr(cython, "sgd_step", counted)
+    return calls
+
+
+@pytest.mark.parametrize("layout", ["C", "F"])
+def test_the_step_takes_the_kernels_own_step_where_it_can(cython_steps, layout):
+    """A kernel with ``bind_sgd_step`` (cython) takes each step in one call; with
+    an X it cannot read in place (Fortran order: a copy per step), the step
+    falls back to the kernel and the separate update.  Both give the copy
+    path's model bit for bit."""
+    W0, X, y = data(np.float64, n=80, d=30, c=5)
+    X = np.asfortranarray(X) if layout == "F" else X
+    W_ref, _, losses_ref = copy_path("cython", W0, X, y, 0.05, 1e-3, 3, 6, 16, 1)
+    W = W0.copy()
+    step = SGDStep(W, 0.05, 1e-3, backend="cython", n_threads=1)
+    losses = [step(*batch) for batch in random_batches(X, y, 16, 6, np.random.default_rng(3))]
+    np.testing.assert_array_equal(W, W_ref)
+    assert losses == losses_ref
+    assert len(cython_steps) == (6 if layout == "C" else 0)
+    assert all(w is W for w in cython_steps)
+
+
+def test_what_the_caller_changes_between_steps_is_seen(cython_steps):
+    """The bound step reads W, b and the learning rate anew at each step: a caller
+    who rescales W, shifts b or decays the rate between steps trains the model
+    the copy path trains with the same changes."""
+    W0, X, y = data(np.float64, n=80, d=30, c=5)
+    b0 = np.zeros(5)
+    W, b = W0.copy(), b0.copy()
+    step = SGDStep(W, 0.05, 1e-3, b=b, backend="cython", n_threads=1)
+    W_ref, b_ref = W0.copy(), b0.copy()
+    loss_fn = backends.get("cython")
+    rng, rng_ref = np.random.default_rng(4), np.random.default_rng(4)
+    for k in range(5):
+        step(X, y, draw_rows(rng, len(y), 16))
+        idx = rng_ref.choice(len(y), 16, replace=True)
+        _, dW, db = loss_fn(W_ref, X[idx], y[idx], 1e-3, b=b_ref, n_threads=1)
+        W_ref -= step.learning_rate * dW
+        b_ref -= step.learning_rate * db
+        for w in (W, W_ref):
+            w *= 0.5
+        for v in (b, b_ref):
+            v += 0.25
+        step.learning_rate *= 0.9
+    np.testing.assert_array_equal(W, W_ref)
+    np.testing.assert_array_equal(b, b_ref)
+    assert len(cython_steps) == 5
+
+
+def test_a_changed_thread_setting_gets_its_own_bound_step(cython_steps):
+    """The step binds per (batch size, thread setting): steps under 1, 2, then 1
+    threads again give the copy path's bits with the same thread counts."""
+    shape = SHAPES[2]
+    W0, X, y = data(np.float64, **shape)
+    W, W_ref = W0.copy(), W0.copy()
+    step = SGDStep(W, 0.05, 1e-3, backend="cython")
+    loss_fn = backends.get("cython")
+    rng, rng_ref = np.random.default_rng(6), np.random.default_rng(6)
+    for n_threads in (1, 2, 1):
+        with fastsoftmax.threads(n_threads):
+            step(X, y, draw_rows(rng, len(y), shape["batch"]))
+        idx = rng_ref.choice(len(y), shape["batch"], replace=True)
+        W_ref -= 0.05 * loss_fn(W_ref, X[idx], y[idx], 1e-3, n_threads=n_threads)[1]
+        np.testing.assert_array_equal(W, W_ref)
+    assert len(step._runs) == 2
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])

@@ -33,6 +33,7 @@ scratch, one zero row per thread and the padded W.
 """
 
 from cython.parallel cimport prange
+from libc.math cimport isfinite
 from libc.string cimport memset
 
 import numpy as np
@@ -130,6 +131,114 @@ def fused_loss_grad(
     bias_sum : ndarray, shape (C,), dtype of ``Wt``, or None without ``b``
         Sum over rows of ``P - Y``; with ``reg``, its mean.
     """
+    loss, out, db, _ = _loss_grad(Wt, X, y, C, n_threads, _level(isa), b, rows, out, tile, dchunk, reg, scratch,
+                                  None, None, 0.0)
+    return loss, out, db
+
+
+def sgd_step(W, Wt, X, y, Py_ssize_t C, int n_threads, isa, b, rows, out, Py_ssize_t tile, Py_ssize_t dchunk,
+             double reg, double lr, scratch):
+    """One SGD step of the training loop in one call: the kernel, its reduction and the update.
+
+    What ``Wt[:C] = W.T``, :func:`fused_loss_grad` with ``reg`` and
+    :func:`sgd_update` of W (and of b by the bias gradient) do one after the
+    other, with the same bits, but with the update taken in the kernel's
+    reduction: each element of W is written as its gradient is finished,
+    while W's row is at hand, instead of in another pass that reads W back
+    from memory after the batch has filled the caches.  W is written before
+    the whole gradient is known to be finite; if it is not (or the loss is
+    not), W is restored from ``Wt``, its exact copy taken at the start, so
+    a refused step leaves W and b as they were, as :func:`sgd_update` does.
+
+    Parameters
+    ----------
+    W : ndarray, shape (D, C), float32 or float64, C-contiguous  # IN/OUT
+    Wt : ndarray, shape (Cp, D), dtype of W, unit stride along D  # OUT (scratch)
+        Receives ``W.T`` in its first C rows; the rest stay as they are
+        (zero: ``_common.padded_transpose``).
+    X, y, C, n_threads, isa, b, rows, tile, dchunk, scratch
+        As for :func:`fused_loss_grad`; ``b`` (if given) is updated in place.
+    out : ndarray, shape (D, C), dtype of W, C-contiguous  # OUT
+        Receives ``lr * dW`` (what :func:`sgd_update` leaves in G).
+    reg : float
+    lr : float
+        The learning rate, rounded to W's dtype first.
+
+    Returns
+    -------
+    float or None
+        The loss on the batch before the update; None, with W and b
+        untouched, if the loss or a gradient is not finite.
+    """
+    # Typed per dtype here, not a fused def function: Cython's run-time
+    # dispatch of those costs microseconds per call (see sgd_update).
+    cdef double[:, ::1] w64
+    cdef float[:, ::1] w32
+    cdef double[:, :] wtw64
+    cdef float[:, :] wtw32
+    cdef Py_ssize_t d, j
+    level = _level(isa)
+    if W.dtype == np.float64:
+        w64, wtw64 = W, Wt
+        if w64.shape[1] != C or wtw64.shape[0] < C or wtw64.shape[1] != w64.shape[0]:
+            raise ValueError("sgd_step: inconsistent shapes")
+        with nogil:
+            for d in range(w64.shape[0]):
+                for j in range(C):
+                    wtw64[j, d] = w64[d, j]
+        loss, _, _, ok = _loss_grad[double](Wt, X, y, C, n_threads, level, b, rows, out, tile, dchunk, reg, scratch,
+                                            W, b, lr)
+    elif W.dtype == np.float32:
+        w32, wtw32 = W, Wt
+        if w32.shape[1] != C or wtw32.shape[0] < C or wtw32.shape[1] != w32.shape[0]:
+            raise ValueError("sgd_step: inconsistent shapes")
+        with nogil:
+            for d in range(w32.shape[0]):
+                for j in range(C):
+                    wtw32[j, d] = w32[d, j]
+        loss, _, _, ok = _loss_grad[float](Wt, X, y, C, n_threads, level, b, rows, out, tile, dchunk, reg, scratch,
+                                           W, b, lr)
+    else:
+        raise TypeError(f"sgd_step: W must be float32 or float64, got {W.dtype}")
+    return loss if ok else None
+
+
+cdef int _level(isa) except -1:
+    """Index in ISA_NAMES of the build ``isa`` names (None: the widest this CPU runs)."""
+    if isa is None:
+        return BEST_ISA
+    if isa not in SUPPORTED_ISAS:
+        raise ValueError(f"isa must be one of {SUPPORTED_ISAS}, got {isa!r}")
+    return ISA_NAMES.index(isa)
+
+
+cdef tuple _loss_grad(
+    const floating[:, :] Wt,
+    const floating[:, :] X,
+    const Py_ssize_t[::1] y,
+    Py_ssize_t C,
+    int n_threads,
+    int level,
+    b,
+    rows,
+    out,
+    Py_ssize_t tile,
+    Py_ssize_t dchunk,
+    reg,
+    scratch,
+    W_out,
+    b_out,
+    double lr,
+):
+    """:func:`fused_loss_grad`'s work, returning ``(loss, out, db, updated)``.
+
+    With ``W_out`` (the weights Wt was transposed from; needs ``reg``), the
+    reduction also takes ``W_out -= lr * dW`` and ``b_out -= lr * db`` (see
+    :func:`sgd_step`; lr rounded to the dtype), leaving ``lr * dW`` in
+    ``out`` and ``lr * db`` in db; ``updated`` says whether it did (False: a
+    non-finite loss or gradient, W_out and b_out as they were).  Without
+    ``W_out``, updated is True.
+    """
     cdef Py_ssize_t N = X.shape[0]
     cdef Py_ssize_t Cp = Wt.shape[0]
     cdef Py_ssize_t D = Wt.shape[1]
@@ -139,19 +248,26 @@ def fused_loss_grad(
         raise ValueError("fused_loss_grad: X needs unit stride along D, whole-element row strides")
     if D > 1 and Wt.strides[1] != sizeof(floating) or Wt.strides[0] % <Py_ssize_t>sizeof(floating):
         raise ValueError("fused_loss_grad: Wt needs unit stride along D")
-    cdef int level = BEST_ISA
-    if isa is not None:
-        if isa not in SUPPORTED_ISAS:
-            raise ValueError(f"isa must be one of {SUPPORTED_ISAS}, got {isa!r}")
-        level = ISA_NAMES.index(isa)
+    cdef bint update = W_out is not None
+    cdef floating[:, ::1] W
+    cdef floating rate = <floating>lr
+    if update:
+        W = W_out
+        if reg is None or W.shape[0] != D or W.shape[1] != C:
+            raise ValueError("fused_loss_grad: an update needs reg and W of shape (D, C)")
     dtype = np.float32 if floating is float else np.float64
     cdef const floating[::1] bv
     cdef const floating *bp = NULL
+    cdef floating[::1] bw
     if b is not None:
         bv = b
         if bv.shape[0] != C:
             raise ValueError("fused_loss_grad: b must have C entries")
         bp = &bv[0]
+    if update and b_out is not None:
+        bw = b_out
+        if bw.shape[0] != C:
+            raise ValueError("fused_loss_grad: b must have C entries")
     cdef const Py_ssize_t[::1] rv
     cdef const Py_ssize_t *rp = NULL
     cdef Py_ssize_t n = N, k
@@ -209,15 +325,33 @@ def fused_loss_grad(
                 losses[t] = k32(&Wt[0, 0], ldw, Cp, C, D, bp, &X[0, 0], ldx, rp, &y[0],
                                 t * n // n_chunks, (t + 1) * n // n_chunks, tile, dchunk,
                                 &grads[t, 0, 0], ldg, &gbs[t, 0], &zero_row[0])
+    cdef floating fn = <floating>n
+    cdef bint finish = reg is not None
+    # The bias gradient first: an update needs to know it is finite before W is written.
+    db = None
+    cdef floating[::1] dbv
+    cdef double sb
+    cdef floating check = 0
+    cdef Py_ssize_t d, j
+    if b is not None:
+        db = np.empty(C, dtype=dtype)
+        dbv = db
+        for j in range(C):
+            sb = gbs[0, j]
+            for t in range(1, n_chunks):
+                sb = sb + gbs[t, j]
+            dbv[j] = <floating>sb
+            if finish:
+                dbv[j] = dbv[j] / fn
+            check = check + (dbv[j] - dbv[j])
     # Reduce the per-thread (Cp, D) accumulators in chunk order, transposing
     # to (D, C) on the way; with reg, finish there too: the roundings of
-    # _common.finish (s / n, then + (2 reg) * w, each in the working dtype).
-    cdef Py_ssize_t d, j
-    cdef floating s, wv
-    cdef floating fn = <floating>n
-    cdef floating c2 = <floating>(2.0 * reg) if reg is not None else 0
-    cdef bint finish = reg is not None
-    cdef double sb, sq = 0.0
+    # _common.finish (s / n, then + (2 reg) * w, each in the working dtype);
+    # with W, update it too: the roundings of sgd_update (p = rate * s,
+    # then w - p).
+    cdef floating s, wv, p
+    cdef floating c2 = <floating>(2.0 * reg) if finish else 0
+    cdef double sq = 0.0
     with nogil:
         for d in range(D):
             for j in range(C):
@@ -229,25 +363,37 @@ def fused_loss_grad(
                     sq += <double>wv * <double>wv
                     s = s / fn
                     s = s + c2 * wv
-                outv[d, j] = s
-    db = None
-    cdef floating[::1] dbv
-    if b is not None:
-        db = np.empty(C, dtype=dtype)
-        dbv = db
-        for j in range(C):
-            sb = gbs[0, j]
-            for t in range(1, n_chunks):
-                sb = sb + gbs[t, j]
-            dbv[j] = <floating>sb
-            if finish:
-                dbv[j] = dbv[j] / fn
+                if update:
+                    # s - s is 0 exactly when s is finite (NaN for NaN and
+                    # inf), and the sum of those stays 0 until one is not.
+                    check = check + (s - s)
+                    # The product is stored, so compilers do not fuse it
+                    # into the difference: two roundings, as sgd_update.
+                    p = s * rate
+                    outv[d, j] = p
+                    W[d, j] = wv - p
+                else:
+                    outv[d, j] = s
     cdef double total = 0.0
     for t in range(n_chunks):
         total += losses[t]
+    loss = total
     if finish:
-        return total / n + reg * sq, out, db
-    return total, out, db
+        loss = total / n + reg * sq
+    if not update:
+        return loss, out, db, True
+    if check != 0 or not isfinite(loss):  # (a NaN check compares unequal to 0)
+        with nogil:  # undo: Wt holds W's bits from before this call
+            for d in range(D):
+                for j in range(C):
+                    W[d, j] = Wt[j, d]
+        return loss, out, db, False
+    if b_out is not None:
+        for j in range(C):
+            p = dbv[j] * rate
+            dbv[j] = p
+            bw[j] = bw[j] - p
+    return loss, out, db, True
 
 
 cdef bint _sgd_update(floating *w, floating *g, Py_ssize_t n, floating rate) noexcept nogil:

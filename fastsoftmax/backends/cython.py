@@ -19,13 +19,20 @@ row index array and an output array go to the kernel natively: nothing of
 size N x D is ever gathered or copied for them.  Given a ``scratch`` dict
 (the training step's), the padded ``W.T`` and the kernel's accumulators
 are kept there from call to call instead of allocated anew.
+
+For the training step the kernel offers one more entry,
+``softmax_loss.bind_sgd_step`` (:func:`bind_sgd_step`): the step's whole
+compiled part for one problem, set up once, so that each step is one call
+(``_cython_kernel.sgd_step``: W's transpose, the kernel, the reduction with
+the update ``W -= lr * dW`` in it) instead of this module's layout work and
+the update in another pass over W.
 """
 
 import os
 
 from ._threads import get_num_threads
 from ._common import LOSS_GRAD_DOC, blocking, padded_transpose, registry_kernel, rows_in_place, thread_count
-from ._cython_kernel import CLASS_BLOCK, SUPPORTED_ISAS, fused_loss_grad
+from ._cython_kernel import CLASS_BLOCK, SUPPORTED_ISAS, fused_loss_grad, sgd_step
 
 #: Which instruction-set build of the kernel runs (one of ``SUPPORTED_ISAS``);
 #: None means the widest this CPU supports.  Tests set it to cover every build;
@@ -38,7 +45,7 @@ if ISA is not None and ISA not in SUPPORTED_ISAS:
 #: (tile, dchunk) override for experiments; None: ``_common.blocking``.
 BLOCKING = None
 
-__all__ = ["softmax_loss", "loss_grad", "ISA", "SUPPORTED_ISAS"]
+__all__ = ["softmax_loss", "loss_grad", "bind_sgd_step", "ISA", "SUPPORTED_ISAS"]
 
 
 # The contract of both compiled backends: _common.LOSS_GRAD_DOC, set as the docstring below.
@@ -57,3 +64,54 @@ def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None, scratch
 
 loss_grad.__doc__ = LOSS_GRAD_DOC
 softmax_loss = registry_kernel(loss_grad)
+
+
+def bind_sgd_step(problem, n, n_threads, scratch):
+    """The training step's compiled call for batches of ``n`` rows of ``problem``.
+
+    Everything that stays the same from batch to batch (the padded ``W.T``
+    buffer, the blocking, the thread count, the instruction set) is settled
+    here once; the returned ``run(rows, learning_rate)`` is then one call of
+    ``_cython_kernel.sgd_step``, which computes the loss and gradient of the
+    batch and takes ``W -= learning_rate * dW`` (and the same for ``b``) in
+    the kernel's own reduction, bit for bit as :func:`loss_grad` followed by
+    ``_cython_kernel.sgd_update``.
+
+    Parameters
+    ----------
+    problem : fastsoftmax.backends._validate.Problem
+        Validated, with ``out`` (the gradient buffer, shape (D, C)) and ``reg``.
+        ``run`` reads W, X, y and b as they are at each call and updates W
+        and b in place.
+    n : int
+        Rows per batch.
+    n_threads : int
+        The thread setting (``thread_count`` decides how many run).
+    scratch : dict
+        Where the buffers are kept (the step's).
+
+    Returns
+    -------
+    callable or None
+        ``run(rows, learning_rate) -> float or None``: rows an intp array of
+        ``n`` indices, checked in range; the batch's loss before the update,
+        or None (W and b untouched) when the loss or a gradient is not
+        finite.  None instead of ``run`` when X would need a copy to be read
+        in place (then each step must copy it anew: use the kernel).
+    """
+    W, X, y, reg, b, _, out = problem
+    if rows_in_place(X) is not X or out is None or not W.flags.c_contiguous:
+        return None
+    D, C = W.shape
+    Wt = padded_transpose(W, CLASS_BLOCK, aligned=True, scratch=scratch)
+    tile, dchunk = BLOCKING or blocking(D, Wt.shape[0], X.dtype.itemsize)
+    threads = thread_count(n, D, C, n_threads)
+    isa = ISA
+
+    def run(rows, learning_rate):
+        return sgd_step(W, Wt, X, y, C, threads, isa, b, rows, out, tile, dchunk, reg, learning_rate, scratch)
+
+    return run
+
+
+softmax_loss.bind_sgd_step = bind_sgd_step

@@ -10,9 +10,8 @@ fresh ``learning_rate * dW`` every step.  :class:`SGDStep` does neither:
 
 * the kernel is handed the whole X and the batch's row indices
   (``softmax_loss(..., rows=idx)``), so a kernel that reads rows in place
-  never copies X.  (The ``numpy`` kernel gathers inside, because BLAS needs
-  one array; the compiled kernels read ``rows`` natively once issue 11's
-  kernels land, and hand such problems to the ``numpy`` kernel until then.)
+  never copies X.  (The compiled kernels read ``rows`` natively; the
+  ``numpy`` kernel gathers inside, because BLAS needs one array.)
 * the gradient is written into one (D, C) buffer owned by the step
   (``out=``), scaled in place and subtracted from W in place: after the
   first step nothing of size D x C is allocated.  Where the Cython
@@ -28,6 +27,18 @@ fresh ``learning_rate * dW`` every step.  :class:`SGDStep` does neither:
   instead of allocating them each call: new zeroed arrays of 0.25 MB are
   paid again in page faults inside the kernel, and keeping them made a
   CIFAR-batch step 3-8 % faster (docs/training.md);
+* a kernel may offer its own step (``bind_sgd_step``, which the ``cython``
+  kernel has): set up once per problem, batch size and thread setting,
+  each step is then one compiled call that writes W's transpose, runs the
+  kernel and takes the update in the kernel's reduction, each element of W
+  written as its gradient is finished.  That saves the Python and NumPy
+  calls around the kernel (``np.errstate``, the backend's layout work, the
+  transpose, the separate update: after a kernel has filled the caches each
+  costs microseconds) and the update's own pass over W, which read W back
+  from L3 after the batch had evicted it.  A CIFAR-batch step took 8-12 %
+  less time (docs/training.md).  W is written before the whole gradient is
+  known to be finite; if it is not, the kernel restores W from the
+  transpose, its exact copy, so a refused step still leaves W untouched;
 * the step's own arrays are validated once, not every step: the first step
   (and any step with another X, y or buffer) runs the full
   :func:`~fastsoftmax.backends._validate.prepare`; later steps check only
@@ -41,8 +52,11 @@ fresh ``learning_rate * dW`` every step.  :class:`SGDStep` does neither:
 
 Bit for bit the copy path's result: the kernel sees the same rows in the
 same order, and ``dW *= lr; W -= dW`` rounds exactly as ``W -= lr * dW``
-(a product, then a difference, each rounded once in W's dtype).  Tested in
-``tests/test_sgd.py`` against a copy-path loop, per backend and thread count.
+(a product, then a difference, each rounded once in W's dtype), in NumPy,
+in :func:`_update` and in the kernel's own step alike.  Tested in
+``tests/test_sgd.py`` against a copy-path loop, per backend and thread
+count, and the kernel's step against its kernel and :func:`_update` per
+instruction-set build in ``tests/test_kernels.py``.
 
 Batch sources
 -------------
@@ -202,8 +216,11 @@ class SGDStep:
         self.backend = backend
         self.n_threads = None if n_threads is None else integer(n_threads, "n_threads", 1)
         self.grad = None
-        # (X's dtype, batch size) -> (backend's softmax_loss, its raw kernel, working dtype)
+        # (X's dtype, batch size) -> (backend's softmax_loss, its raw kernel,
+        # working dtype, the kernel's bind_sgd_step or None)
         self._functions = {}
+        # (batch size, threads) -> bind_sgd_step's run for self._problem (or None: not bindable)
+        self._runs = {}
         # The compiled kernels' buffers (W's padded transpose, their accumulators), kept from step to step
         self._scratch = {}
         # The validated problem of the last (X, y) seen, when the trusted path may
@@ -242,11 +259,12 @@ class SGDStep:
         if entry is None:
             name = self.backend_for(X, n)
             kernel = backends.get_kernel(name)
+            bind = getattr(kernel, "bind_sgd_step", None)
             if getattr(kernel, "takes_scratch", False):
                 kernel = functools.partial(kernel, scratch=self._scratch)
-            entry = backends.get(name), kernel, working_dtype(self.W.dtype, X.dtype)
+            entry = backends.get(name), kernel, working_dtype(self.W.dtype, X.dtype), bind
             self._functions[(X.dtype, n)] = entry
-        public, kernel, dtype = entry
+        public, kernel, dtype, bind = entry
         grad = self.grad
         if grad is None or grad.dtype != dtype or grad.shape != self.W.shape:
             grad = self.grad = np.empty(self.W.shape, dtype=dtype)
@@ -254,13 +272,25 @@ class SGDStep:
         problem = self._trusted(X, y, rows, grad)
         if problem is not None:
             n_threads = get_num_threads() if self.n_threads is None else self.n_threads
-            with np.errstate(all="ignore"):
-                loss, dW, db = kernel(problem, n_threads)
-            # W is updated only if the loss and every gradient are finite.
-            if math.isfinite(loss) and (db is None or np.isfinite(db).all()) and _update(self.W, dW, lr):
-                if db is not None:
-                    _update(self.b, db, lr)
-                return float(loss)
+            run = None
+            if bind is not None:
+                run = self._runs.get((n, n_threads), False)
+                if run is False:
+                    run = self._runs[(n, n_threads)] = bind(problem, n, n_threads, self._scratch)
+            if run is not None:
+                # The kernel's own step: loss, gradient and the update of W
+                # (and b) in one compiled call; None: not finite, W untouched.
+                loss = run(problem.rows, lr)
+                if loss is not None:
+                    return loss
+            else:
+                with np.errstate(all="ignore"):
+                    loss, dW, db = kernel(problem, n_threads)
+                # W is updated only if the loss and every gradient are finite.
+                if math.isfinite(loss) and (db is None or np.isfinite(db).all()) and _update(self.W, dW, lr):
+                    if db is not None:
+                        _update(self.b, db, lr)
+                    return float(loss)
         # The public function validates everything (again) and raises the
         # error that names the cause of a non-finite result (non-finite W, b
         # or X, or overflow) before W is touched.
@@ -291,6 +321,7 @@ class SGDStep:
                 or problem.W is not self.W or problem.b is not self.b
                 or self._shapes != (X.shape, y.shape, self.W.shape, X.strides)):
             self._problem = None
+            self._runs = {}
             if not (isinstance(X, np.ndarray) and isinstance(y, np.ndarray)):
                 return None
             problem = prepare(self.W, X, y, self.reg, self.b, rows, grad)
