@@ -37,12 +37,13 @@ Solvers:
   intercept (no column of ones appended to X, no copy of X) and ``out=``
   writes dW straight into the gradient vector SciPy receives (SciPy copies
   the gradient it is given, so one buffer serves every call).
-* ``"sgd"``: the minibatch SGD loop of :class:`fastsoftmax.training.Softmax`
-  (``train`` called once per epoch), its steps replaced as that class's
-  design note intends: minibatches are row indices (``rows=``, no copy of
-  the batch), the intercept is updated beside W, and with sample weights the
-  rows are drawn with probability ``w_i / s``, which makes the minibatch
-  gradient an unbiased estimate of the weighted objective's.
+* ``"sgd"``: epochs of the package's minibatch SGD step
+  (:class:`fastsoftmax.training.sgd.SGDStep`, the step of
+  :class:`fastsoftmax.training.Softmax`): minibatches are row indices
+  (``rows=``, no copy of the batch), W and the intercept are updated in
+  place (``b=``), and with sample weights the rows are drawn with
+  probability ``w_i / s``, which makes the minibatch gradient an unbiased
+  estimate of the weighted objective's.
 
 Sample weights are not in the fused kernels.  When they are not all equal
 the objective is :func:`weighted_softmax_loss`, a NumPy (BLAS) evaluation
@@ -78,7 +79,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, chec
 
 from . import backends
 from .backends._validate import integer, real
-from .training.classifier import Softmax
+from .training.sgd import SGDStep, draw_rows
 
 __all__ = ["SoftmaxClassifier", "weighted_softmax_loss"]
 
@@ -142,40 +143,6 @@ def weighted_softmax_loss(W, X, y, reg, sample_weight, *, b=None, out=None):
     if b is None:
         return loss, dW
     return loss, dW, S.sum(axis=0)
-
-
-class _SGD(Softmax):
-    """``Softmax.train``'s SGD loop with an intercept and index minibatches.
-
-    A "batch" is ``(y, idx)``: the loss is computed on ``X[idx]`` through the
-    kernel's ``rows=`` (no copy), and ``_update`` steps W and b together.
-    """
-
-    def __init__(self, loss_fn, backend, seed, W, b, p):
-        super().__init__(backend=backend, seed=seed)
-        self.W, self.b, self._p = W, b, p
-        self._loss_fn = loss_fn  # the backend's validated softmax_loss, n_threads bound
-
-    def _minibatch_indices(self, n, batch_size):
-        return self._rng.choice(n, batch_size, replace=True, p=self._p)
-
-    def _minibatch(self, X, y, batch_size):
-        return X, (y, self._minibatch_indices(len(y), batch_size))
-
-    def loss(self, X, batch, reg):
-        y, idx = batch
-        fn = self._loss_fn
-        if self.b is None:
-            loss, dW = fn(self.W, X, y, reg, rows=idx)
-            return loss, (dW, None)
-        loss, dW, db = fn(self.W, X, y, reg, b=self.b, rows=idx)
-        return loss, (dW, db)
-
-    def _update(self, grads, learning_rate):
-        dW, db = grads
-        self.W -= learning_rate * dW
-        if db is not None:
-            self.b -= learning_rate * db
 
 
 class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
@@ -364,7 +331,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 W, b, self.loss_, n_iter = self._lbfgs(loss_fn, X, y_idx, reg, sw, n_classes, max_iter, tol)
             else:
                 W, b, self.loss_, n_iter = self._sgd(
-                    loss_fn, name, X, y_idx, reg, sw, n_classes, max_iter, tol, learning_rate, batch_size
+                    name, X, y_idx, reg, sw, n_classes, max_iter, tol, learning_rate, batch_size, n_threads
                 )
         self.coef_ = np.ascontiguousarray(W.T)
         self.intercept_ = b if b is not None else np.zeros(n_classes, dtype=X.dtype)
@@ -416,20 +383,40 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
         b = theta[DC:].astype(dtype) if fit_b else None
         return W, b, float(res.fun), n_iter
 
-    def _sgd(self, loss_fn, name, X, y, reg, sw, n_classes, max_iter, tol, learning_rate, batch_size):
-        """Epochs of ``Softmax.train`` (see :class:`_SGD`), stopping on ``tol`` as SGDClassifier."""
+    def _sgd(self, name, X, y, reg, sw, n_classes, max_iter, tol, learning_rate, batch_size, n_threads):
+        """Epochs of ``ceil(N / batch_size)`` SGD steps, stopping on ``tol`` as SGDClassifier.
+
+        The epoch's loss is the mean of its steps' minibatch losses.  Rows are
+        drawn with replacement, uniformly (:func:`~fastsoftmax.training.sgd.draw_rows`,
+        as ``Softmax.train``) or, with sample weights, with probability
+        ``w_i / s`` (inverse-CDF draws of uniforms, as ``rng.choice(N, p=...)``
+        draws, with the table built once, not per step).
+        """
         N, D = X.shape
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        p = None if sw is None else (sw / sw.sum(dtype=np.float64)).astype(np.float64)
-        model = _SGD(
-            loss_fn, name, seed, np.zeros((D, n_classes), dtype=X.dtype),
-            np.zeros(n_classes, dtype=X.dtype) if self.fit_intercept else None, p,
-        )
+        rng = np.random.default_rng(seed)
+        if sw is None:
+            def draw():
+                return draw_rows(rng, N, batch_size)
+        else:
+            cdf = np.cumsum(sw, dtype=np.float64)
+            cdf /= cdf[-1]
+
+            def draw():
+                return cdf.searchsorted(rng.random(batch_size), side="right")
+        W = np.zeros((D, n_classes), dtype=X.dtype)
+        b = np.zeros(n_classes, dtype=X.dtype) if self.fit_intercept else None
+        step = SGDStep(W, learning_rate, reg, b=b, backend=name, n_threads=n_threads)
         steps = -(-N // batch_size)
         best, stale, epoch, loss = np.inf, 0, 0, np.nan
         converged = max_iter == 0
         for epoch in range(1, max_iter + 1):
-            loss = float(np.mean(model.train(X, y, learning_rate, reg, num_iters=steps, batch_size=batch_size)))
+            try:
+                loss = float(np.mean([step(X, y, draw()) for _ in range(steps)]))
+            except FloatingPointError as exc:  # the kernel's overflow error, raised before W was touched
+                raise FloatingPointError(
+                    f"SGD diverged in epoch {epoch} ({exc}); lower learning_rate (now {learning_rate})"
+                ) from exc
             if not np.isfinite(loss):
                 raise FloatingPointError(
                     f"SGD diverged (loss {loss} in epoch {epoch}); lower learning_rate (now {learning_rate})"
@@ -447,7 +434,7 @@ class SoftmaxClassifier(ClassifierMixin, BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        return model.W, model.b, loss, epoch
+        return W, b, loss, epoch
 
     # -- prediction ----------------------------------------------------------------
 

@@ -345,6 +345,41 @@ def test_sgd_approaches_the_lbfgs_optimum(weighted, digits):
     assert sgd.n_iter_.tolist() == [40]
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_sgd_fits_the_intercept_and_draws_by_the_weights(weighted):
+    """Class priors far from uniform put the optimum's intercept far from zero, and
+    weights of 8 on the rarest class move it by more than 1: SGD must land near
+    L-BFGS's intercept in both cases, so an intercept left at zero, or rows drawn
+    uniformly despite the weights, fail here (the digits test above cannot tell).
+    Intercepts are compared centered: the penalty leaves b's mean free, and both
+    solvers keep it at the start's zero only up to rounding."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((1200, 4))
+    y = np.argmax(X @ rng.standard_normal((4, 3)) + [1.5, 0.0, -1.5] + rng.gumbel(size=(1200, 3)), axis=1)
+    sw = np.where(y == 2, 8.0, 1.0) if weighted else None
+    best = SoftmaxClassifier(tol=1e-8, max_iter=1000).fit(X, y, sample_weight=sw)
+    other = SoftmaxClassifier(tol=1e-8, max_iter=1000).fit(X, y, sample_weight=None if weighted else np.where(y == 2, 8.0, 1.0))
+    sgd = SoftmaxClassifier(solver="sgd", learning_rate=0.1, batch_size=50, max_iter=100, tol=None,
+                            random_state=0).fit(X, y, sample_weight=sw)
+    centered = lambda b: b - b.mean()  # noqa: E731
+    assert np.abs(centered(best.intercept_)).max() > 0.5  # a zero intercept is far off
+    assert np.abs(centered(best.intercept_) - centered(other.intercept_)).max() > 1.0  # so are the other draws
+    np.testing.assert_allclose(centered(sgd.intercept_), centered(best.intercept_), atol=0.15)
+    np.testing.assert_allclose(sgd.coef_, best.coef_, atol=0.15)
+    no_b = SoftmaxClassifier(solver="sgd", fit_intercept=False, learning_rate=0.1, max_iter=2, tol=None).fit(X, y)
+    np.testing.assert_array_equal(no_b.intercept_, 0)
+
+
+def test_sgd_divergence_is_reported_with_the_epoch():
+    """A learning rate that overflows the scores gets the estimator's own error,
+    naming the epoch and the setting to lower."""
+    rng = np.random.default_rng(1)
+    X = 1e150 * rng.standard_normal((100, 3))
+    y = np.arange(100) % 2
+    with pytest.raises(FloatingPointError, match=r"SGD diverged in epoch 1 .*lower learning_rate \(now 1000.0\)"):
+        SoftmaxClassifier(solver="sgd", learning_rate=1e3, batch_size=10, max_iter=3, tol=None).fit(X, y)
+
+
 def test_sgd_is_reproducible_and_warns_at_max_iter(digits):
     X, y = digits
     make = lambda: SoftmaxClassifier(solver="sgd", learning_rate=0.5, max_iter=2, random_state=7)  # noqa: E731
