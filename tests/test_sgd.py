@@ -54,6 +54,17 @@ def copy_path(name, W0, X, y, lr, reg, seed, steps, batch, n_threads, b0=None):
     return W, b, losses
 
 
+def _steps_match_the_copy_path(name, W0, X, y, lr, reg, seed=3, steps=6, batch=16):
+    """Six one-thread steps of ``SGDStep`` against :func:`copy_path`, bit for bit; returns the step's W."""
+    W_ref, _, losses_ref = copy_path(name, W0, X, y, lr, reg, seed, steps, batch, 1)
+    W = W0.copy()
+    step = SGDStep(W, lr, reg, backend=name, n_threads=1)
+    losses = [step(*b) for b in random_batches(X, y, batch, steps, np.random.default_rng(seed))]
+    np.testing.assert_array_equal(W, W_ref)
+    assert losses == losses_ref
+    return W
+
+
 def _maybe_interim(name):
     if name in INTERIM_ROWS:
         pytest.xfail(f"{name} hands rows= to the numpy kernel until issue 11's kernels land")
@@ -234,12 +245,7 @@ def test_the_step_takes_the_kernels_own_step_where_it_can(cython_steps, layout):
     path's model bit for bit."""
     W0, X, y = data(np.float64, n=80, d=30, c=5)
     X = np.asfortranarray(X) if layout == "F" else X
-    W_ref, _, losses_ref = copy_path("cython", W0, X, y, 0.05, 1e-3, 3, 6, 16, 1)
-    W = W0.copy()
-    step = SGDStep(W, 0.05, 1e-3, backend="cython", n_threads=1)
-    losses = [step(*batch) for batch in random_batches(X, y, 16, 6, np.random.default_rng(3))]
-    np.testing.assert_array_equal(W, W_ref)
-    assert losses == losses_ref
+    W = _steps_match_the_copy_path("cython", W0, X, y, 0.05, 1e-3)
     assert len(cython_steps) == (6 if layout == "C" else 0)
     assert all(w is W for w in cython_steps)
 
@@ -399,12 +405,7 @@ def test_mixed_dtypes_step_on_the_live_weights(dtypes):
     W_dtype, X_dtype = dtypes
     W0, X, y = data(np.float64, n=60, d=9, c=4)
     W0, X = W0.astype(W_dtype), X.astype(X_dtype)
-    W_ref, _, losses_ref = copy_path("numpy", W0, X, y, 0.1, 1e-2, 3, 6, 16, 1)
-    W = W0.copy()
-    step = SGDStep(W, 0.1, 1e-2, backend="numpy", n_threads=1)
-    losses = [step(*batch) for batch in random_batches(X, y, 16, 6, np.random.default_rng(3))]
-    np.testing.assert_array_equal(W, W_ref)
-    assert losses == losses_ref
+    _steps_match_the_copy_path("numpy", W0, X, y, 0.1, 1e-2)
 
 
 @pytest.mark.parametrize(

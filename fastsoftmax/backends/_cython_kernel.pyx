@@ -174,33 +174,32 @@ def sgd_step(W, Wt, X, y, Py_ssize_t C, int n_threads, isa, b, rows, out, Py_ssi
     # dispatch of those costs microseconds per call (see sgd_update).
     cdef double[:, ::1] w64
     cdef float[:, ::1] w32
-    cdef double[:, :] wtw64
-    cdef float[:, :] wtw32
-    cdef Py_ssize_t d, j
+    cdef double[:, :] wt64
+    cdef float[:, :] wt32
     level = _level(isa)
+    if W.ndim != 2 or Wt.ndim != 2 or W.shape[1] != C or Wt.shape[0] < C or Wt.shape[1] != W.shape[0]:
+        raise ValueError("sgd_step: inconsistent shapes")
     if W.dtype == np.float64:
-        w64, wtw64 = W, Wt
-        if w64.shape[1] != C or wtw64.shape[0] < C or wtw64.shape[1] != w64.shape[0]:
-            raise ValueError("sgd_step: inconsistent shapes")
-        with nogil:
-            for d in range(w64.shape[0]):
-                for j in range(C):
-                    wtw64[j, d] = w64[d, j]
+        w64, wt64 = W, Wt
+        _transpose_into(w64, wt64)
         loss, _, _, ok = _loss_grad[double](Wt, X, y, C, n_threads, level, b, rows, out, tile, dchunk, reg, scratch,
                                             W, b, lr)
     elif W.dtype == np.float32:
-        w32, wtw32 = W, Wt
-        if w32.shape[1] != C or wtw32.shape[0] < C or wtw32.shape[1] != w32.shape[0]:
-            raise ValueError("sgd_step: inconsistent shapes")
-        with nogil:
-            for d in range(w32.shape[0]):
-                for j in range(C):
-                    wtw32[j, d] = w32[d, j]
+        w32, wt32 = W, Wt
+        _transpose_into(w32, wt32)
         loss, _, _, ok = _loss_grad[float](Wt, X, y, C, n_threads, level, b, rows, out, tile, dchunk, reg, scratch,
                                            W, b, lr)
     else:
         raise TypeError(f"sgd_step: W must be float32 or float64, got {W.dtype}")
     return loss if ok else None
+
+
+cdef void _transpose_into(const floating[:, ::1] W, floating[:, :] Wt) noexcept nogil:
+    """``Wt[:C] = W.T`` for W of shape (D, C)."""
+    cdef Py_ssize_t d, j
+    for d in range(W.shape[0]):
+        for j in range(W.shape[1]):
+            Wt[j, d] = W[d, j]
 
 
 cdef int _level(isa) except -1:
