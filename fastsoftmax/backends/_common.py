@@ -113,12 +113,27 @@ def blocking(D, Cp, itemsize, l2_bytes=None):
     return tile, dchunk
 
 
-def rows_in_place(X):
-    """X itself when a kernel can read its rows where they are, else a C-ordered copy.
+def reads_in_place(X):
+    """Whether a kernel can read X's rows where they are.
 
-    In place: every row unit-stride and the row stride a whole number of
-    elements (any sign: C order, a column slice ``big[:, :D]``, ``X[::2]``,
-    ``X[::-1]``).  Copied: Fortran order, strided columns.
+    Yes when every row is unit-stride and the row stride is a whole number
+    of elements (any sign: C order, a column slice ``big[:, :D]``,
+    ``X[::2]``, ``X[::-1]``); no for Fortran order and strided columns.
+
+    Parameters
+    ----------
+    X : ndarray, shape (N, D)
+
+    Returns
+    -------
+    bool
+    """
+    item = X.dtype.itemsize
+    return not (X.shape[1] > 1 and X.strides[1] != item or X.strides[0] % item)
+
+
+def rows_in_place(X):
+    """X itself when a kernel can read its rows where they are (:func:`reads_in_place`), else a C-ordered copy.
 
     Parameters
     ----------
@@ -128,10 +143,7 @@ def rows_in_place(X):
     -------
     ndarray, shape (N, D), dtype of ``X``
     """
-    item = X.dtype.itemsize
-    if X.shape[1] > 1 and X.strides[1] != item or X.strides[0] % item:
-        return np.ascontiguousarray(X)
-    return X
+    return X if reads_in_place(X) else np.ascontiguousarray(X)
 
 
 def aligned_zeros(rows, D, dtype):

@@ -132,7 +132,7 @@ def fused_loss_grad(
         Sum over rows of ``P - Y``; with ``reg``, its mean.
     """
     loss, out, db, _ = _loss_grad(Wt, X, y, C, n_threads, _level(isa), b, rows, out, tile, dchunk, reg, scratch,
-                                  None, None, 0.0)
+                                  None, 0.0)
     return loss, out, db
 
 
@@ -183,12 +183,12 @@ def sgd_step(W, Wt, X, y, Py_ssize_t C, int n_threads, isa, b, rows, out, Py_ssi
         w64, wt64 = W, Wt
         _transpose_into(w64, wt64)
         loss, _, _, ok = _loss_grad[double](Wt, X, y, C, n_threads, level, b, rows, out, tile, dchunk, reg, scratch,
-                                            W, b, lr)
+                                            W, lr)
     elif W.dtype == np.float32:
         w32, wt32 = W, Wt
         _transpose_into(w32, wt32)
         loss, _, _, ok = _loss_grad[float](Wt, X, y, C, n_threads, level, b, rows, out, tile, dchunk, reg, scratch,
-                                           W, b, lr)
+                                           W, lr)
     else:
         raise TypeError(f"sgd_step: W must be float32 or float64, got {W.dtype}")
     return loss if ok else None
@@ -226,17 +226,16 @@ cdef tuple _loss_grad(
     reg,
     scratch,
     W_out,
-    b_out,
     double lr,
 ):
     """:func:`fused_loss_grad`'s work, returning ``(loss, out, db, updated)``.
 
     With ``W_out`` (the weights Wt was transposed from; needs ``reg``), the
-    reduction also takes ``W_out -= lr * dW`` and ``b_out -= lr * db`` (see
-    :func:`sgd_step`; lr rounded to the dtype), leaving ``lr * dW`` in
-    ``out`` and ``lr * db`` in db; ``updated`` says whether it did (False: a
-    non-finite loss or gradient, W_out and b_out as they were).  Without
-    ``W_out``, updated is True.
+    reduction also takes ``W_out -= lr * dW`` and, with a bias,
+    ``b -= lr * db`` (see :func:`sgd_step`; lr rounded to the dtype),
+    leaving ``lr * dW`` in ``out`` and ``lr * db`` in db; ``updated`` says
+    whether it did (False: a non-finite loss or gradient, W_out and b as
+    they were).  Without ``W_out``, updated is True.
     """
     cdef Py_ssize_t N = X.shape[0]
     cdef Py_ssize_t Cp = Wt.shape[0]
@@ -257,16 +256,14 @@ cdef tuple _loss_grad(
     dtype = np.float32 if floating is float else np.float64
     cdef const floating[::1] bv
     cdef const floating *bp = NULL
-    cdef floating[::1] bw
+    cdef floating[::1] bw  # b, written: with an update
     if b is not None:
         bv = b
         if bv.shape[0] != C:
             raise ValueError("fused_loss_grad: b must have C entries")
         bp = &bv[0]
-    if update and b_out is not None:
-        bw = b_out
-        if bw.shape[0] != C:
-            raise ValueError("fused_loss_grad: b must have C entries")
+        if update:
+            bw = b
     cdef const Py_ssize_t[::1] rv
     cdef const Py_ssize_t *rp = NULL
     cdef Py_ssize_t n = N, k
@@ -387,7 +384,7 @@ cdef tuple _loss_grad(
                 for j in range(C):
                     W[d, j] = Wt[j, d]
         return loss, out, db, False
-    if b_out is not None:
+    if b is not None:
         for j in range(C):
             p = dbv[j] * rate
             dbv[j] = p

@@ -31,7 +31,9 @@ the update in another pass over W.
 import os
 
 from ._threads import get_num_threads
-from ._common import LOSS_GRAD_DOC, blocking, padded_transpose, registry_kernel, rows_in_place, thread_count
+from ._common import (
+    LOSS_GRAD_DOC, blocking, padded_transpose, reads_in_place, registry_kernel, rows_in_place, thread_count,
+)
 from ._cython_kernel import CLASS_BLOCK, SUPPORTED_ISAS, fused_loss_grad, sgd_step
 
 #: Which instruction-set build of the kernel runs (one of ``SUPPORTED_ISAS``);
@@ -100,7 +102,7 @@ def bind_sgd_step(problem, n, n_threads, scratch):
         in place (then each step must copy it anew: use the kernel).
     """
     W, X, y, reg, b, _, out = problem
-    if rows_in_place(X) is not X or out is None or not W.flags.c_contiguous:
+    if not reads_in_place(X) or out is None or not W.flags.c_contiguous:
         return None
     D, C = W.shape
     Wt = padded_transpose(W, CLASS_BLOCK, aligned=True, scratch=scratch)
