@@ -135,6 +135,115 @@ def test_register_and_unregister():
     assert "zero" not in backends.available()
 
 
+def test_kept_scratch_is_one_dict_per_thread_kernel_and_shape(monkeypatch):
+    """The public wrapper hands a ``takes_scratch`` kernel one dict per thread, kept while the shape stays.
+
+    The same dict for calls of one shape, dtype and thread count; a new one
+    when any of them changes (the old one is dropped: one slot per kernel
+    and thread); another thread's own; none over :data:`KEPT_BYTES` or for a
+    kernel that does not take scratch.
+    """
+    import threading
+
+    seen = []
+
+    def kernel(problem, n_threads, scratch=None):
+        seen.append(scratch)
+        return 0.0, np.zeros_like(problem.W), None
+
+    kernel.takes_scratch = True
+    backends.register("keeper", kernel)
+    try:
+        f = backends.get("keeper")
+        X, y = np.ones((3, 4)), [0, 1, 0]
+        f(np.ones((4, 2)), X, y, 0.0, n_threads=1)
+        f(np.ones((4, 2)), X, y, 0.0, n_threads=1)
+        assert isinstance(seen[0], dict) and seen[1] is seen[0]
+        f(np.ones((4, 3)), X, y, 0.0, n_threads=1)  # another C
+        f(np.ones((4, 2)), X, y, 0.0, n_threads=1)  # back: a new dict, the first was dropped
+        f(np.ones((4, 2), np.float32), X.astype(np.float32), y, 0.0, n_threads=1)
+        f(np.ones((4, 2)), X, y, 0.0, n_threads=2)
+        assert len({id(s) for s in seen[1:]}) == 5 and seen[3] is not seen[0]
+        other = threading.Thread(target=f, args=(np.ones((4, 2)), X, y, 0.0), kwargs={"n_threads": 2})
+        other.start()
+        other.join()
+        assert isinstance(seen[-1], dict) and seen[-1] is not seen[-2]
+        monkeypatch.setattr(backends, "KEPT_BYTES", 3 * 64 - 1)  # (threads + 1) * W.nbytes = 3 * 64
+        f(np.ones((4, 2)), X, y, 0.0, n_threads=2)
+        assert seen[-1] is None
+        monkeypatch.setattr(backends, "KEPT_BYTES", 3 * 64)
+        f(np.ones((4, 2)), X, y, 0.0, n_threads=2)
+        assert isinstance(seen[-1], dict)
+    finally:
+        backends.unregister("keeper")
+
+    def plain(problem, n_threads):  # no takes_scratch: called with two arguments
+        return 0.0, np.zeros_like(problem.W), None
+
+    backends.register("plain", plain)
+    try:
+        assert backends.get("plain")(np.ones((4, 2)), np.ones((3, 4)), [0, 1, 0], 0.0)[0] == 0.0
+    finally:
+        backends.unregister("plain")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kept_scratch_returns_fresh_arrays_with_the_same_bits(fast_backend, dtype):
+    """Calls that reuse kept buffers return new arrays, bit for bit what a call without them returns.
+
+    Shapes, batch sizes (the cython kernel's thread count follows them) and
+    thread counts change between the calls, and no earlier result changes.
+    """
+    from fastsoftmax.backends._validate import prepare
+
+    name, f = fast_backend
+    kernel = backends.get_kernel(name)
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((300, 37)).astype(dtype)
+    y = rng.integers(0, 7, 300)
+    b = rng.standard_normal(7).astype(dtype)
+    calls = [(7, 300, 2), (7, 300, 2), (7, 3, 2), (7, 300, 1), (6, 300, 2), (7, 120, 2)]
+    results = []
+    for C, n, threads in calls:
+        W = rng.standard_normal((37, C)).astype(dtype)
+        args = (W, X[:n], y[:n] % C, 0.1)
+        loss, dW, db = f(*args, b=b[:C], n_threads=threads)
+        fresh = kernel(prepare(*args, b=b[:C]), threads)
+        assert loss == fresh[0]
+        np.testing.assert_array_equal(dW, fresh[1], strict=True)
+        np.testing.assert_array_equal(db, fresh[2], strict=True)
+        results.append((dW, dW.copy(), db, db.copy()))
+    for dW, dW0, db, db0 in results:
+        np.testing.assert_array_equal(dW, dW0, strict=True)
+        np.testing.assert_array_equal(db, db0, strict=True)
+
+
+def test_a_kept_scratch_dict_holds_one_set_of_buffers(fast_backend, monkeypatch):
+    """What a kernel keeps in one scratch dict stays ``(threads + 1)`` padded W's, whatever the batch sizes.
+
+    The thread count follows the batch size (``thread_count``), so a dict
+    used for batches of 1 and of many rows must replace its accumulators,
+    not keep a set per count.
+    """
+    from fastsoftmax.backends import _common
+    from fastsoftmax.backends._validate import prepare
+
+    monkeypatch.setattr(_common, "MIN_WORK_PER_THREAD", 1)  # 2 threads from 2 rows on
+    name, _ = fast_backend
+    kernel = backends.get_kernel(name)
+    if not getattr(kernel, "takes_scratch", False):
+        pytest.skip(f"{name} keeps nothing")
+    rng = np.random.default_rng(6)
+    D, C, threads = 37, 7, 2
+    X, W, y = rng.standard_normal((300, D)), rng.standard_normal((D, C)), rng.integers(0, C, 300)
+    scratch = {}
+    for n in (1, 300, 2, 1, 300):
+        kernel(prepare(W, X[:n], y[:n], 0.1), threads, scratch)
+    kept = [a for v in scratch.values() for a in (v if isinstance(v, tuple) else (v,)) if isinstance(a, np.ndarray)]
+    padded_w = 10 * 48 * 8  # Cp = 10 classes (blocks of 5) x rows of 48 elements (64-byte multiples) x 8 bytes
+    assert kept and sum(a.nbytes for a in kept) <= (threads + 1) * padded_w + 1024
+
+
 def test_thread_settings(monkeypatch):
     monkeypatch.delenv("FASTSOFTMAX_NUM_THREADS", raising=False)
     default = fastsoftmax.get_num_threads()

@@ -11,6 +11,11 @@ resolve the thread count once (:func:`fastsoftmax.get_num_threads` unless
 the caller passes ``n_threads``), run the kernel, check the result with
 :func:`fastsoftmax.backends._validate.check_result`.  So all backends share
 one validator and one thread setting, and differ only in their kernel.
+A kernel that takes a ``scratch`` dict (attribute ``takes_scratch``: both
+compiled ones) gets one kept per Python thread and backend, for the last
+shape and thread count it ran (:data:`KEPT_BYTES` at most), so repeated
+calls reuse W's padded copy and the per-thread accumulators instead of
+allocating and faulting them in anew.
 
 Backends load lazily, on first use, as in opt_einsum: ``import fastsoftmax``
 imports neither Numba nor the compiled extension.  A backend whose import
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 
 import numpy as np
 
@@ -133,6 +139,36 @@ _state = {contract: ({}, {}, {}, {}) for contract in CONTRACTS}
 _kernels, _public, _errors, _extra = _state["softmax"]
 _pinned: str | None = None
 _choices: dict = {}  # fastest()'s memo, see there
+
+
+#: Most bytes of W-sized buffers a kernel may keep between one thread's
+#: calls: ``(threads + 1) * W.nbytes`` (W's padded copy and one gradient
+#: accumulator per kernel thread).  Keeping them saved 7 % of a call at
+#: N = 500 (D = 3073, C = 10) and 2-3 % at N = 10000 (docs/kernels.md,
+#: round 9); beyond 64 MiB (W of 4 MiB on 15 threads) an allocation is a
+#: small part of any call that reads X, and keeping it would hold that much
+#: memory per calling thread.  0 turns keeping off.
+KEPT_BYTES = 64 * 2**20
+_kept = threading.local()  # .slots: kernel -> ((shape, dtype, threads), scratch dict)
+
+
+def _kept_scratch(kernel, problem, n_threads):
+    """This thread's scratch dict for ``kernel`` on ``problem``, or None.
+
+    One slot per kernel and thread: a call with another W shape, dtype or
+    thread count starts a new dict (the old buffers are freed), so what is
+    kept stays ``O(threads * D * C)`` per calling thread.  Threads never
+    share a dict: the kernels write into it.
+    """
+    W = problem.W
+    if not getattr(kernel, "takes_scratch", False) or (n_threads + 1) * W.nbytes > KEPT_BYTES:
+        return None
+    slots = _kept.__dict__.setdefault("slots", {})
+    key = (W.shape, W.dtype.str, n_threads)
+    slot = slots.get(kernel)
+    if slot is None or slot[0] != key:
+        slot = slots[kernel] = (key, {})
+    return slot[1]
 
 
 class BackendUnavailable(ImportError, ValueError):
@@ -250,8 +286,12 @@ def get(name, contract="softmax"):
         # Non-finite intermediates are detected from the result by
         # check_result, which names the cause; NumPy's warnings would only
         # repeat it less clearly.
+        scratch = _kept_scratch(kernel, problem, n_threads)
         with np.errstate(all="ignore"):
-            loss, dW, db = kernel(problem, n_threads)
+            if scratch is None:
+                loss, dW, db = kernel(problem, n_threads)
+            else:
+                loss, dW, db = kernel(problem, n_threads, scratch)
         return check_result(problem, loss, dW, db)
 
     softmax_loss.__name__ = "softmax_loss"

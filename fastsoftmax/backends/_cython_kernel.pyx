@@ -291,10 +291,12 @@ cdef tuple _loss_grad(
     cdef double[:, ::1] gbs
     cdef floating[::1] zero_row
     cdef double[::1] losses
-    key = ("fused_loss_grad", dtype, n_chunks, Cp, D)
-    kept = None if scratch is None else scratch.get(key)
-    if kept is not None:
-        grads, gbs, zero_row, losses = kept
+    # One set kept per scratch dict, replaced when the layout changes (the
+    # thread count follows the batch size), so a dict never holds more.
+    spec = (dtype, n_chunks, Cp, D)
+    kept = None if scratch is None else scratch.get("fused_loss_grad")
+    if kept is not None and kept[0] == spec:
+        _, grads, gbs, zero_row, losses = kept
         with nogil:  # the kernels accumulate into these; zero_row is never written
             memset(&grads[0, 0, 0], 0, grads.shape[0] * grads.shape[1] * grads.shape[2] * sizeof(floating))
             memset(&gbs[0, 0], 0, n_chunks * Cp * sizeof(double))
@@ -304,7 +306,7 @@ cdef tuple _loss_grad(
         zero_row = np.zeros(max(D, 1), dtype=dtype)
         losses = np.zeros(n_chunks, dtype=np.float64)
         if scratch is not None:
-            scratch[key] = (grads, gbs, zero_row, losses)
+            scratch["fused_loss_grad"] = (spec, grads, gbs, zero_row, losses)
     cdef Py_ssize_t ldg = grads.shape[2]
     cdef Py_ssize_t ldw = Wt.strides[0] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t ldx = X.strides[0] // <Py_ssize_t>sizeof(floating)
