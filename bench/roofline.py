@@ -59,7 +59,7 @@ def measure(n, dtype, threads, names, repeat, d=3073, c=10, settle=0.3):
         kernels = {name: backends.get_kernel(name) for name in names}
         A @ B
         for kernel in kernels.values():
-            kernel(problem, threads)  # compile / first touch, untimed
+            backends.run_kernel(kernel, problem, threads)  # compile / first touch, untimed
         pause = settle if threads > 1 else 0.0
         order = ["stream", *kernels]
         for rep in range(repeat):
@@ -74,7 +74,7 @@ def measure(n, dtype, threads, names, repeat, d=3073, c=10, settle=0.3):
                 if name == "stream":
                     times[name].append(_time(stream))
                     continue
-                times[name].append(_time(lambda: kernels[name](problem, threads)))
+                times[name].append(_time(lambda: backends.run_kernel(kernels[name], problem, threads)))
                 if name == "numpy":
                     time.sleep(pause)
     return times, 4 * n * d * c, X.nbytes

@@ -63,6 +63,7 @@ __all__ = [
     "unavailable",
     "get",
     "get_kernel",
+    "run_kernel",
     "fastest",
     "problem_key",
     "set_backend",
@@ -169,6 +170,29 @@ def _kept_scratch(kernel, problem, n_threads):
     if slot is None or slot[0] != key:
         slot = slots[kernel] = (key, {})
     return slot[1]
+
+
+def run_kernel(kernel, problem, n_threads):
+    """Run a raw kernel as the public functions do: with this thread's kept scratch, if it takes one.
+
+    What benchmarks time (``fastsoftmax bench``, ``fastsoftmax tune``,
+    bench/roofline.py), so that they measure the call a user's repeated
+    ``softmax_loss`` makes.
+
+    Parameters
+    ----------
+    kernel : callable
+        A registry kernel, ``kernel(problem, n_threads[, scratch])``.
+    problem : fastsoftmax.backends._validate.Problem
+    n_threads : int
+
+    Returns
+    -------
+    (loss, dW, db)
+        The kernel's raw result.
+    """
+    scratch = _kept_scratch(kernel, problem, n_threads)
+    return kernel(problem, n_threads) if scratch is None else kernel(problem, n_threads, scratch)
 
 
 class BackendUnavailable(ImportError, ValueError):
@@ -286,12 +310,8 @@ def get(name, contract="softmax"):
         # Non-finite intermediates are detected from the result by
         # check_result, which names the cause; NumPy's warnings would only
         # repeat it less clearly.
-        scratch = _kept_scratch(kernel, problem, n_threads)
         with np.errstate(all="ignore"):
-            if scratch is None:
-                loss, dW, db = kernel(problem, n_threads)
-            else:
-                loss, dW, db = kernel(problem, n_threads, scratch)
+            loss, dW, db = run_kernel(kernel, problem, n_threads)
         return check_result(problem, loss, dW, db)
 
     softmax_loss.__name__ = "softmax_loss"

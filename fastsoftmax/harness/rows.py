@@ -69,7 +69,7 @@ def setup_row(name, problem, threads):
 
     def timed():
         with np.errstate(all="ignore"):  # as the registry's wrapper does
-            return kernel(problem, threads)
+            return backends.run_kernel(kernel, problem, threads)
 
     return (lambda: public(*problem.args, n_threads=threads)), timed
 

@@ -74,11 +74,11 @@ def tune(sizes=SIZES, dtypes=("float64", "float32"), threads=None, repeat=7, d=3
                 with limit_threads(t):
                     kernels = {name: backends.get_kernel(name) for name in names}
                     for name, kernel in kernels.items():
-                        kernel(problem, t)  # compile / first touch, untimed
+                        backends.run_kernel(kernel, problem, t)  # compile / first touch, untimed
                     for _ in range(repeat):
                         for name, kernel in kernels.items():
                             t0 = time.perf_counter()
-                            kernel(problem, t)
+                            backends.run_kernel(kernel, problem, t)
                             times[name].append(time.perf_counter() - t0)
                 medians = {name: statistics.median(v) for name, v in times.items()}
                 order = sorted(names, key=medians.get)
