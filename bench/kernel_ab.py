@@ -151,7 +151,7 @@ def main(argv=None):
     argv = [" " + a if a.startswith(("-D", "-U")) else a for a in argv]
     args = parser.parse_args(argv)
     p = problem(args.n, np.dtype(args.dtype), args.where)
-    default_tile, default_dchunk = blocking(p["d"], p["cp"], p["X"].itemsize)
+    default_tile, default_dchunk = blocking(p["d"], p["cp"], p["X"].itemsize, isa=args.isa)
     runs = []
     with tempfile.TemporaryDirectory() as workdir:
         for i, text in enumerate(args.variants):

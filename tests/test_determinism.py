@@ -71,6 +71,26 @@ def test_thread_count_changes_results_by_at_most_the_documented_bound(fast_backe
         assert loss_change <= bound and grad_change <= bound, (name, n, loss_change, grad_change)
 
 
+def test_cython_blocking_follows_the_build_that_runs(monkeypatch):
+    """The D-chunk is chosen per instruction-set build (``_common.CHUNK_BYTES``), for the build ``ISA`` selects.
+
+    At CIFAR's shape: 5 KiB chunks of W.T for AVX2 (64 float64 / 128 float32
+    elements of each class's row), 16 KiB for the others (192 / 400).
+    """
+    cython = pytest.importorskip("fastsoftmax.backends.cython")
+    from fastsoftmax.backends._common import blocking
+
+    assert [blocking(3073, 10, size, isa="avx2")[1] for size in (8, 4)] == [64, 128]
+    assert [blocking(3073, 10, size, isa="avx512")[1] for size in (8, 4)] == [192, 400]
+    assert blocking(3073, 10, 8, isa="baseline") == blocking(3073, 10, 8)
+    monkeypatch.setattr(cython, "BLOCKING", None)
+    for isa in cython.SUPPORTED_ISAS:
+        monkeypatch.setattr(cython, "ISA", isa)
+        assert cython._blocking(3073, 10, 8) == blocking(3073, 10, 8, isa=isa)
+    monkeypatch.setattr(cython, "ISA", None)  # the widest build
+    assert cython._blocking(3073, 10, 4) == blocking(3073, 10, 4, isa=cython.SUPPORTED_ISAS[-1])
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_cython_blocking_does_not_change_the_bits(dtype, monkeypatch):
     """The C kernel's tile (T rows) and score D-chunk are cache-size choices, not numerics.

@@ -53,6 +53,16 @@ DEFAULT_L2 = 1 << 20
 #: meets and the partial sums fit together.
 L1_W_BYTES = 16 << 10
 
+#: The score pass's chunk of W.T per instruction-set build, where it is not
+#: :data:`L1_W_BYTES`: the AVX2 build's 2-row micro-kernel meets each chunk
+#: five times per 10-row tile (the AVX-512 build's 5-row one twice), beside
+#: the tile's rows prefetched into L1, and ran 5-6 % faster at N = 10000
+#: with 5 KiB chunks (512 bytes of each class's row) than with 16 KiB, in
+#: both dtypes, on 1 and 2 threads; the AVX-512 build ran 7 % slower with
+#: them in float64 and the same in float32, the baseline build the same
+#: (docs/kernels.md, round 9).
+CHUNK_BYTES = {"avx2": 5 << 10}
+
 
 def _l2_bytes():
     """This CPU's per-core L2 size (Linux sysfs), or :data:`DEFAULT_L2`."""
@@ -74,7 +84,7 @@ def _l2_bytes():
 L2_BYTES = _l2_bytes()
 
 
-def blocking(D, Cp, itemsize, l2_bytes=None):
+def blocking(D, Cp, itemsize, l2_bytes=None, isa=None):
     """Tile rows and score-pass D-chunk of the C kernel, from the cache model.
 
     * A tile of T rows of X is read from memory by the score pass (each row
@@ -92,13 +102,26 @@ def blocking(D, Cp, itemsize, l2_bytes=None):
       (T * Cp vectors of 64 bytes) stay within :data:`L1_W_BYTES` of L1
       (T <= 20 at Cp = 10; measured at D = 512: T = 20 best, 60 up to 15 %
       slower).
-    * The D-chunk: :data:`L1_W_BYTES` of W.T, a multiple of 16 elements.
+    * The D-chunk: :data:`L1_W_BYTES` of W.T (:data:`CHUNK_BYTES` for the
+      builds measured faster with another), a multiple of 16 elements.
 
     Neither choice changes a sum's order (each gradient element adds the
     rows one by one in problem order, each score lane adds D in order), so
     machines with other cache sizes get the same bits for the same
     instruction-set build and thread count (tested).  docs/kernels.md has
     the measurements behind the model.
+
+    Parameters
+    ----------
+    D, Cp : int
+        Features, and classes padded to the kernel's class block.
+    itemsize : int
+        Bytes per element (8 or 4).
+    l2_bytes : int, optional
+        L2 per core (default: this CPU's, :data:`L2_BYTES`).
+    isa : str, optional
+        The instruction-set build that runs (a key of :data:`CHUNK_BYTES`
+        or another build name).
 
     Returns
     -------
@@ -109,7 +132,7 @@ def blocking(D, Cp, itemsize, l2_bytes=None):
     rows = (l2 // 4 - 2 * Cp * row) // (3 * row)
     most = max(10, L1_W_BYTES // (Cp * 64) // 10 * 10)
     tile = max(10, min(most, rows // 10 * 10))
-    dchunk = max(16, L1_W_BYTES // (Cp * itemsize) // 16 * 16)
+    dchunk = max(16, CHUNK_BYTES.get(isa, L1_W_BYTES) // (Cp * itemsize) // 16 * 16)
     return tile, dchunk
 
 

@@ -50,13 +50,18 @@ BLOCKING = None
 __all__ = ["softmax_loss", "loss_grad", "bind_sgd_step", "ISA", "SUPPORTED_ISAS"]
 
 
+def _blocking(D, Cp, itemsize):
+    """(tile, dchunk) for the build that runs: :data:`BLOCKING`, else ``_common.blocking``'s."""
+    return BLOCKING or blocking(D, Cp, itemsize, isa=ISA or SUPPORTED_ISAS[-1])
+
+
 # The contract of both compiled backends: _common.LOSS_GRAD_DOC, set as the docstring below.
 def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None, scratch=None):
     N, C = X.shape[0], W.shape[1]
     n = N if rows is None else len(rows)
     X = rows_in_place(X)
     Wt = padded_transpose(W, CLASS_BLOCK, aligned=True, scratch=scratch)
-    tile, dchunk = BLOCKING or blocking(X.shape[1], Wt.shape[0], X.dtype.itemsize)
+    tile, dchunk = _blocking(X.shape[1], Wt.shape[0], X.dtype.itemsize)
     n_threads = thread_count(n, X.shape[1], C, get_num_threads() if n_threads is None else n_threads)
     # reg=: the kernel's reduction divides by n and adds the L2 term
     # (_common.finish's job, without its three extra passes over (D, C)).
@@ -106,7 +111,7 @@ def bind_sgd_step(problem, n, n_threads, scratch):
         return None
     D, C = W.shape
     Wt = padded_transpose(W, CLASS_BLOCK, aligned=True, scratch=scratch)
-    tile, dchunk = BLOCKING or blocking(D, Wt.shape[0], X.dtype.itemsize)
+    tile, dchunk = _blocking(D, Wt.shape[0], X.dtype.itemsize)
     threads = thread_count(n, D, C, n_threads)
     isa = ISA
 
