@@ -349,7 +349,8 @@ int main(int argc, char **argv)
     FT *Wt = aligned_alloc(64, sizeof(FT) * 10 * ldw);
     if (!Wt) return 1;
     for (long i = 0; i < 10 * ldw; i++) Wt[i] = 1e-3f * (i % 7);
-    const int chunk = 1536 / (int)sizeof(FT);   /* the C kernel's D-chunk: 192 doubles, 384 floats */
+    /* the C kernel's D-chunk: 192 doubles, 384 floats (AVX2 since round 9: 0.5 KB, its own case below) */
+    const int chunk = 1536 / (int)sizeof(FT);
     if (argc > 2) {                             /* batch mode: N rows drawn from a pool of argv[2] */
         int rc = batch_mode(n, atol(argv[2]), argc > 3 ? atoi(argv[3]) : 41, Wt, ldw, chunk);
         free(Wt);
@@ -369,6 +370,8 @@ int main(int argc, char **argv)
         {"two passes: pass 1 two rows interleaved, whole rows", 10, 2, 4096, 3072, TWO_PASS, SEPARATE},
         {"two passes: pass 1 five rows interleaved, whole rows", 10, 5, 4096, 3072, TWO_PASS, SEPARATE},
         {"two passes, W loaded: pass 1 in the C kernel's order and block", 10, KRB, chunk, 3072, TWO_PASS_KW, SEPARATE},
+        {"two passes, W loaded: the C kernel's order, 0.5 KB chunks (AVX2's)", 10, KRB, 512 / (int)sizeof(FT), 3072,
+         TWO_PASS_KW, SEPARATE},
         {"two passes, W loaded: pass 1 the kernel's block, whole rows", 10, KRB, 4096, 3072, TWO_PASS_KW, SEPARATE},
         {"two passes, W loaded: pass 1 one row after the other", 10, 1, 4096, 3072, TWO_PASS_W, SEPARATE},
 #if VBYTES == 64                          /* 20 accumulators: AVX-512 only */
