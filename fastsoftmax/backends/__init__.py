@@ -144,9 +144,10 @@ _choices: dict = {}  # fastest()'s memo, see there
 
 #: Most bytes of W-sized buffers a kernel may keep between one thread's
 #: calls: ``(threads + 1) * W.nbytes`` (W's padded copy and one gradient
-#: accumulator per kernel thread).  Keeping them saved 7 % of a call at
-#: N = 500 (D = 3073, C = 10) and 2-3 % at N = 10000 (docs/kernels.md,
-#: round 9); beyond 64 MiB (W of 4 MiB on 15 threads) an allocation is a
+#: accumulator per kernel thread).  Keeping them saved up to 7 % of a call at
+#: N = 500 (D = 3073, C = 10; 50 us of the cython kernel's 1.1 ms in
+#: float64) and nothing measurable at N = 10000 (docs/kernels.md, round 9);
+#: beyond 64 MiB (W of 4 MiB on 15 threads) an allocation is a
 #: small part of any call that reads X, and keeping it would hold that much
 #: memory per calling thread.  0 turns keeping off.
 KEPT_BYTES = 64 * 2**20

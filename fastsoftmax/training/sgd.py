@@ -26,7 +26,12 @@ fresh ``learning_rate * dW`` every step.  :class:`SGDStep` does neither:
   per-thread gradient accumulators) in a ``scratch`` dict the step owns,
   instead of allocating them each call: new zeroed arrays of 0.25 MB are
   paid again in page faults inside the kernel, and keeping them made a
-  CIFAR-batch step 3-8 % faster (docs/training.md);
+  CIFAR-batch step 3-8 % faster (docs/training.md).  Its own dict, not the
+  one the registry keeps per thread for public calls: a dict holds one set
+  of accumulators, for one thread count, which follows the batch size, so
+  a step's small batches and the caller's other calls (a loss over all of
+  X) sharing a dict would replace each other's buffers whenever their
+  thread counts differ;
 * a kernel may offer its own step (``bind_sgd_step``, which the ``cython``
   kernel has): set up once per problem, batch size and thread setting,
   each step is then one compiled call that writes W's transpose, runs the
