@@ -83,8 +83,9 @@ def _parser():
         "tune",
         help="measure which backend is fastest on this machine and remember it",
         description="Time every available backend side by side (CIFAR shapes, each dtype, a few batch "
-        "sizes, 1 thread and all cores) and save the ranking in the user cache directory, per CPU model "
-        "and package version; fastsoftmax.softmax_loss then follows it (the static table otherwise).",
+        "sizes, 1 thread and all cores), and the C kernel's D-chunk for the instruction-set build that runs, "
+        "and save the ranking and the chunk in the user cache directory, per CPU model and package version; "
+        "fastsoftmax.softmax_loss then follows them (the static tables otherwise).",
     )
     tune.add_argument("--sizes", type=_int_list, metavar="N,N", help="batch sizes (default 32,500,10000)")
     tune.add_argument("--threads", type=_int_list, metavar="T,T", help="thread counts (default 1 and all cores)")
@@ -237,7 +238,8 @@ def _tune(args):
     if args.show:
         wisdom = _wisdom.load()
         print(_wisdom.wisdom_path())
-        print(json.dumps(wisdom["orders"], indent=1) if wisdom else "no wisdom for this machine and version")
+        shown = {"orders": wisdom["orders"], "chunks": wisdom.get("chunks", {})} if wisdom else None
+        print(json.dumps(shown, indent=1) if wisdom else "no wisdom for this machine and version")
         return 0
     from .harness.tune import SIZES, tune
 

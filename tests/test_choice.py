@@ -10,6 +10,7 @@ import pytest
 import fastsoftmax
 from fastsoftmax import backends
 from fastsoftmax.backends import _wisdom
+from fastsoftmax.harness.tune import CHUNKS
 
 
 @pytest.fixture(autouse=True)
@@ -117,12 +118,82 @@ def test_tune_measures_and_saves(cache_dir):
     lines = []
     orders, path = tune(sizes=(8, 64), dtypes=("float32",), threads=(1,), repeat=1, d=40, c=3,
                         out=lines.append)
-    assert path == _wisdom.wisdom_path() and len(lines) == 2
+    assert path == _wisdom.wisdom_path() and len(lines) in (2, 3)  # the third: the D-chunk, with cython
     assert set(orders) == {"float32|1|1", "float32|1|22"}
     for order in orders.values():
         assert order[-1] == "python" and set(order) == set(backends.available())
     _wisdom.forget()
     assert backends.fastest("float32", 64, threads=1) == orders["float32|1|22"][0]
+    try:
+        from fastsoftmax.backends import cython
+    except ImportError:
+        assert _wisdom.load()["chunks"] == {}
+        return
+    isa = cython.ISA or cython.SUPPORTED_ISAS[-1]  # tune also measured the C kernel's D-chunk
+    assert set(_wisdom.load()["chunks"]) == {f"{isa}|float32"}
+    assert _wisdom.chunk_bytes(isa, "float32") in CHUNKS
+    assert "D-chunk" in lines[2]
+
+
+def test_wisdom_chunk_is_read_per_build_and_dtype_and_only_when_plausible():
+    assert _wisdom.chunk_bytes("avx2", "float64") is None  # no wisdom
+    _wisdom.save({}, [], chunks={"avx2|float64": 4096, "avx512|float32": 8192})
+    assert _wisdom.chunk_bytes("avx2", "float64") == 4096
+    assert _wisdom.chunk_bytes("avx512", "float32") == 8192
+    assert _wisdom.chunk_bytes("avx2", "float32") is None
+    assert _wisdom.chunk_bytes("baseline", "float64") is None
+    for bad in (True, 16, 1 << 30, "4096", 4096.0, None):
+        _write({}, chunks={"avx2|float64": bad})
+        assert _wisdom.chunk_bytes("avx2", "float64") is None, bad
+    _write({}, chunks=["avx2|float64"])
+    assert _wisdom.chunk_bytes("avx2", "float64") is None
+    path = _write({})  # the wisdom of a version before chunks were measured
+    with open(path) as f:
+        data = json.load(f)
+    del data["chunks"]
+    with open(path, "w") as f:
+        json.dump(data, f)
+    _wisdom.forget()
+    assert _wisdom.load() is not None and _wisdom.chunk_bytes("avx2", "float64") is None
+
+
+def test_cython_blocking_follows_the_measured_chunk(monkeypatch):
+    """The C kernel runs this machine's tuned D-chunk for the build and dtype that run, else the static one."""
+    cython = pytest.importorskip("fastsoftmax.backends.cython")
+    from fastsoftmax.backends._common import blocking
+
+    monkeypatch.setattr(cython, "BLOCKING", None)
+    for isa in cython.SUPPORTED_ISAS:
+        monkeypatch.setattr(cython, "ISA", isa)
+        other = next(i for i in ("baseline", "avx2", "avx512") if i != isa)
+        _wisdom.save({}, [], chunks={f"{isa}|float64": 2560, f"{other}|float32": 2560})
+        assert cython._blocking(3073, 10, 8) == blocking(3073, 10, 8, isa=isa, chunk_bytes=2560)
+        assert cython._blocking(3073, 10, 8)[1] == 32  # 2560 bytes / (10 classes * 8 bytes), in 16s
+        assert cython._blocking(3073, 10, 4) == blocking(3073, 10, 4, isa=isa)  # static
+        _wisdom.forget()
+
+
+def test_tune_chunks_times_each_chunk_and_restores_the_blocking(monkeypatch):
+    cython = pytest.importorskip("fastsoftmax.backends.cython")
+    from fastsoftmax.harness.tune import tune_chunks
+
+    monkeypatch.setattr(cython, "BLOCKING", None)
+    lines, chosen = [], []
+    real = cython.fused_loss_grad
+
+    def spy(Wt, X, y, C, n_threads, isa, b, rows, out, tile, dchunk, **kw):
+        chosen.append(dchunk)
+        return real(Wt, X, y, C, n_threads, isa, b, rows, out, tile, dchunk, **kw)
+
+    monkeypatch.setattr(cython, "fused_loss_grad", spy)
+    best, found = tune_chunks(dtypes=("float64",), n=50, repeat=2, d=700, c=3, chunks=(256, 2048),
+                              out=lines.append)
+    isa = cython.ISA or cython.SUPPORTED_ISAS[-1]
+    # C = 3 padded to a class block of 5: 256 and 2048 bytes are 6 and 51 float64s, in 16s (at least one)
+    assert sorted(set(chosen)) == [16, 48] and len(chosen) == 2 * 3
+    medians = found[0]["median_s"]
+    assert best == {f"{isa}|float64": min((256, 2048), key=lambda k: medians[str(k)])}
+    assert cython.BLOCKING is None and len(lines) == 1
 
 
 def test_import_never_measures(cache_dir):
@@ -141,3 +212,18 @@ def test_cli_tune_show(cache_dir, capsys):
     _write({"float64|1|1": ["python"]})
     assert main(["tune", "--show"]) == 0
     assert '"float64|1|1"' in capsys.readouterr().out
+
+
+def test_the_benchmarks_record_which_chunk_ran():
+    """``isa_note`` (in bench JSON, pytest-benchmark's extra_info, bench/roofline.py) says tuned or static."""
+    cython = pytest.importorskip("fastsoftmax.backends.cython")
+    from fastsoftmax.backends._common import static_chunk_bytes
+    from fastsoftmax.harness.roofline import isa_note
+
+    isa = cython.ISA or cython.SUPPORTED_ISAS[-1]
+    static = f"{static_chunk_bytes(isa) / 1024:g} KiB (static)"
+    assert isa_note()["cython_chunk_float64"] == isa_note()["cython_chunk_float32"] == static
+    _wisdom.save({}, [], chunks={f"{isa}|float32": 3072})
+    note = isa_note()
+    assert note["cython_isa"] == isa and note["cython_chunk_float32"] == "3 KiB (tuned)"
+    assert note["cython_chunk_float64"] == static

@@ -6,7 +6,8 @@ inner loops write contiguously; their final, compiled reduction over the
 per-thread accumulators writes the sum transposed to the (D, C) result (the
 caller's ``out``, or a fresh array; a NumPy transpose-and-copy of it took
 0.2 ms, 8% of a N=500 call).  The C kernel's tile and D-chunk come from a
-cache model (:func:`blocking`, docs/kernels.md).  Padding W, dividing by N
+cache model (:func:`blocking`, docs/kernels.md); the D-chunk from this
+machine's measurement instead when ``fastsoftmax tune`` has made one.  Padding W, dividing by N
 and adding the L2 term are the same for every such kernel, so they live
 here once (:func:`finish`; the C kernel's reduction does finish's work as
 it writes each element, ``fused_loss_grad(reg=)``, which saves finish's
@@ -54,13 +55,15 @@ DEFAULT_L2 = 1 << 20
 L1_W_BYTES = 16 << 10
 
 #: The score pass's chunk of W.T per instruction-set build, where it is not
-#: :data:`L1_W_BYTES`: the AVX2 build's 2-row micro-kernel meets each chunk
-#: five times per 10-row tile (the AVX-512 build's 5-row one twice), beside
-#: the tile's rows prefetched into L1, and ran 5-6 % faster at N = 10000
-#: with 5 KiB chunks (512 bytes of each class's row) than with 16 KiB, in
-#: both dtypes, on 1 and 2 threads; the AVX-512 build ran 7 % slower with
-#: them in float64 and the same in float32, the baseline build the same
-#: (docs/kernels.md, round 9).
+#: :data:`L1_W_BYTES`: the fallback where ``fastsoftmax tune`` has not
+#: measured this machine's best chunk (:func:`fastsoftmax.backends._wisdom.chunk_bytes`).
+#: The AVX2 build's 2-row micro-kernel meets each chunk five times per
+#: 10-row tile (the AVX-512 build's 5-row one twice), beside the tile's rows
+#: prefetched into L1, and ran 5-6 % faster at N = 10000 with 5 KiB chunks
+#: (512 bytes of each class's row) than with 16 KiB, in both dtypes, on 1
+#: and 2 threads; the AVX-512 build ran 7 % slower with them in float64 and
+#: the same in float32, the baseline build the same (docs/kernels.md, round
+#: 9; measured on one CPU, an AVX-512 Xeon, hence the per-machine wisdom).
 CHUNK_BYTES = {"avx2": 5 << 10}
 
 
@@ -84,7 +87,12 @@ def _l2_bytes():
 L2_BYTES = _l2_bytes()
 
 
-def blocking(D, Cp, itemsize, l2_bytes=None, isa=None):
+def static_chunk_bytes(isa):
+    """Bytes of W.T per score-pass D-chunk for build ``isa`` where nothing was measured here."""
+    return CHUNK_BYTES.get(isa, L1_W_BYTES)
+
+
+def blocking(D, Cp, itemsize, l2_bytes=None, isa=None, chunk_bytes=None):
     """Tile rows and score-pass D-chunk of the C kernel, from the cache model.
 
     * A tile of T rows of X is read from memory by the score pass (each row
@@ -102,8 +110,10 @@ def blocking(D, Cp, itemsize, l2_bytes=None, isa=None):
       (T * Cp vectors of 64 bytes) stay within :data:`L1_W_BYTES` of L1
       (T <= 20 at Cp = 10; measured at D = 512: T = 20 best, 60 up to 15 %
       slower).
-    * The D-chunk: :data:`L1_W_BYTES` of W.T (:data:`CHUNK_BYTES` for the
-      builds measured faster with another), a multiple of 16 elements.
+    * The D-chunk: ``chunk_bytes`` of W.T when given (this machine's
+      measured best, from ``fastsoftmax tune``), else :data:`CHUNK_BYTES`
+      for the builds measured faster with another, else
+      :data:`L1_W_BYTES`; a multiple of 16 elements.
 
     Neither choice changes a sum's order (each gradient element adds the
     rows one by one in problem order, each score lane adds D in order), so
@@ -122,6 +132,8 @@ def blocking(D, Cp, itemsize, l2_bytes=None, isa=None):
     isa : str, optional
         The instruction-set build that runs (a key of :data:`CHUNK_BYTES`
         or another build name).
+    chunk_bytes : int, optional
+        Bytes of W.T per D-chunk, overriding the static table.
 
     Returns
     -------
@@ -132,7 +144,8 @@ def blocking(D, Cp, itemsize, l2_bytes=None, isa=None):
     rows = (l2 // 4 - 2 * Cp * row) // (3 * row)
     most = max(10, L1_W_BYTES // (Cp * 64) // 10 * 10)
     tile = max(10, min(most, rows // 10 * 10))
-    dchunk = max(16, CHUNK_BYTES.get(isa, L1_W_BYTES) // (Cp * itemsize) // 16 * 16)
+    chunk = chunk_bytes or static_chunk_bytes(isa)
+    dchunk = max(16, chunk // (Cp * itemsize) // 16 * 16)
     return tile, dchunk
 
 

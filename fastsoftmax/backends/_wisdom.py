@@ -15,6 +15,12 @@ on a Zen 3 the table picked cython where numba was 1.27x faster).  So:
 * :func:`lookup` returns the measured order for (dtype, threads, N) or None;
   the registry (:func:`fastsoftmax.backends.fastest`) then falls back to its
   static :data:`~fastsoftmax.backends.RANKINGS`.
+* The same holds for one blocking parameter of the C kernel, the bytes of
+  W.T per D-chunk of its score pass: ``fastsoftmax tune`` times a few
+  candidates for the instruction-set build that runs, and
+  :func:`chunk_bytes` returns this machine's best, or None for the static
+  :data:`~fastsoftmax.backends._common.CHUNK_BYTES` (the chunk changes no
+  bits, only the speed).
 * Nothing is ever measured at import or on a call: no wisdom means the
   static table.  A missing, unreadable or foreign file is simply ignored.
 
@@ -30,7 +36,8 @@ import json
 import os
 import platform
 
-__all__ = ["cache_dir", "wisdom_path", "machine_key", "load", "save", "lookup", "forget", "state"]
+__all__ = ["cache_dir", "wisdom_path", "machine_key", "load", "save", "lookup", "chunk_bytes", "forget",
+           "state"]
 
 _ENV = "FASTSOFTMAX_CACHE_DIR"
 FORMAT = 1
@@ -106,14 +113,27 @@ def load(path=None):
     return wisdom
 
 
-def save(orders, measurements, path=None):
-    """Write wisdom: ``orders`` maps ``"dtype|threads|smallest N"`` to backend names, fastest first."""
+def save(orders, measurements, path=None, chunks=None):
+    """Write wisdom.
+
+    Parameters
+    ----------
+    orders : dict
+        ``"dtype|threads|smallest N"`` -> backend names, fastest first.
+    measurements : list
+        What the choice was made from (kept for the record, never read).
+    path : str, optional
+        Default :func:`wisdom_path`.
+    chunks : dict, optional
+        ``"isa|dtype"`` -> the C kernel's best D-chunk in bytes (:func:`chunk_bytes`).
+    """
     from .._files import atomic_write
 
     path = path or wisdom_path()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     data = {"format": FORMAT, "version": _version(), "machine": machine_key(),
-            "orders": {k: list(v) for k, v in orders.items()}, "measurements": measurements}
+            "orders": {k: list(v) for k, v in orders.items()}, "measurements": measurements,
+            "chunks": dict(chunks or {})}
     with atomic_write(path, "w") as f:
         json.dump(data, f, indent=1)
         f.write("\n")
@@ -160,3 +180,32 @@ def lookup(dtype, threads, n):
         if best is None or rank > best[0]:
             best = (rank, order)
     return None if best is None else tuple(best[1])
+
+
+#: Plausible D-chunk sizes: a value outside (a hand-edited or foreign file) is ignored.
+CHUNK_RANGE = (256, 1 << 20)
+
+
+def chunk_bytes(isa, dtype):
+    """This machine's measured D-chunk (bytes of W.T) for the C kernel's build ``isa`` and ``dtype``, or None.
+
+    Parameters
+    ----------
+    isa : str
+        The instruction-set build that runs (``"avx512"``, ``"avx2"``, ``"baseline"``).
+    dtype : str
+        ``"float64"`` or ``"float32"``.
+
+    Returns
+    -------
+    int or None
+        None without wisdom, without an entry for this build and dtype, or
+        with an implausible one.
+    """
+    wisdom = load()
+    if wisdom is None or not isinstance(wisdom.get("chunks"), dict):
+        return None
+    value = wisdom["chunks"].get(f"{isa}|{dtype}")
+    if type(value) is not int or not CHUNK_RANGE[0] <= value <= CHUNK_RANGE[1]:
+        return None
+    return value

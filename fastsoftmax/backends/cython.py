@@ -30,6 +30,7 @@ the update in another pass over W.
 
 import os
 
+from . import _wisdom
 from ._threads import get_num_threads
 from ._common import (
     LOSS_GRAD_DOC, blocking, padded_transpose, reads_in_place, registry_kernel, rows_in_place, thread_count,
@@ -51,8 +52,17 @@ __all__ = ["softmax_loss", "loss_grad", "bind_sgd_step", "ISA", "SUPPORTED_ISAS"
 
 
 def _blocking(D, Cp, itemsize):
-    """(tile, dchunk) for the build that runs: :data:`BLOCKING`, else ``_common.blocking``'s."""
-    return BLOCKING or blocking(D, Cp, itemsize, isa=ISA or SUPPORTED_ISAS[-1])
+    """(tile, dchunk) for the build that runs: :data:`BLOCKING`, else ``_common.blocking``'s.
+
+    The D-chunk is this machine's measured best for the build and dtype
+    when ``fastsoftmax tune`` has saved one (:func:`._wisdom.chunk_bytes`),
+    else the static table's.
+    """
+    if BLOCKING:
+        return BLOCKING
+    isa = ISA or SUPPORTED_ISAS[-1]
+    measured = _wisdom.chunk_bytes(isa, "float64" if itemsize == 8 else "float32")
+    return blocking(D, Cp, itemsize, isa=isa, chunk_bytes=measured)
 
 
 # The contract of both compiled backends: _common.LOSS_GRAD_DOC, set as the docstring below.

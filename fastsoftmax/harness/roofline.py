@@ -100,13 +100,20 @@ def t_star(flops, x_bytes, r_gemm, r_stream):
 
 
 def isa_note():
-    """The instruction sets in effect: the cython build, OpenBLAS's and Numba's overrides."""
+    """The instruction sets in effect: the cython build (and its D-chunk), OpenBLAS's and Numba's overrides."""
     note = {"OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
             "NUMBA_CPU_NAME": os.environ.get("NUMBA_CPU_NAME")}
     try:
         from ..backends import cython
-
-        note["cython_isa"] = cython.ISA or cython.SUPPORTED_ISAS[-1]
     except ImportError:
         note["cython_isa"] = None
+        return note
+    from ..backends import _wisdom
+    from ..backends._common import static_chunk_bytes
+
+    note["cython_isa"] = isa = cython.ISA or cython.SUPPORTED_ISAS[-1]
+    for dtype in ("float64", "float32"):
+        measured = _wisdom.chunk_bytes(isa, dtype)
+        chunk = measured or static_chunk_bytes(isa)
+        note[f"cython_chunk_{dtype}"] = f"{chunk / 1024:g} KiB ({'tuned' if measured else 'static'})"
     return note

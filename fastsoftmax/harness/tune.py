@@ -14,27 +14,59 @@ size stands for a band of N reaching halfway (geometrically) to the next
 one.  The result is written as wisdom, which :func:`fastsoftmax.fastest`
 then follows; the static table stays the fallback.
 
-It takes about 20 s on 2 cores with the default sizes; nothing here runs
+The same way, side by side, it times the C kernel's score pass with each
+of :data:`CHUNKS` bytes of W.T per D-chunk (:func:`tune_chunks`), for the
+instruction-set build that runs, each dtype, at N = :data:`CHUNK_N` on one
+thread, and saves the fastest: the static
+:data:`~fastsoftmax.backends._common.CHUNK_BYTES` was measured on one CPU,
+and the best chunk follows the L1 and the load ports (docs/kernels.md,
+round 10).  The chunk changes no bits (tested), only the speed.
+
+It takes about 25 s on 2 cores with the default sizes; nothing here runs
 unless asked (``fastsoftmax tune`` or :func:`tune`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
 
 from .. import backends
 from ..backends import _wisdom
+from ..backends._common import blocking
 from ..backends._threads import _cores
 from ..backends._validate import prepare
 from .cases import make_problem
 from .threads import limit_threads
 
-__all__ = ["tune", "SIZES", "bands"]
+__all__ = ["tune", "tune_chunks", "SIZES", "CHUNKS", "CHUNK_N", "bands"]
 
 #: Batch sizes measured: a minibatch, the CS231n dev batch, a large batch.
 SIZES = (32, 500, 10000)
+
+#: Bytes of W.T per D-chunk tried for the C kernel's score pass: from 2 KiB
+#: (where the loop overhead per chunk shows) to half of a 48 KiB L1d, with
+#: the static table's 5 and 16 KiB among them.
+CHUNKS = (2 << 10, 3 << 10, 5 << 10, 8 << 10, 16 << 10, 24 << 10)
+
+#: Batch size at which the chunks are timed: X streams from memory, as in
+#: the large batches where the chunk matters (at N = 500 X sits in L3).
+CHUNK_N = 10000
+
+
+def _interleaved(calls, repeat):
+    """Median seconds of each of ``calls`` (name -> callable), called in turn ``repeat`` times after one untimed call."""
+    for call in calls.values():
+        call()  # compilation, first touch: untimed
+    times = {name: [] for name in calls}
+    for _ in range(repeat):
+        for name, call in calls.items():
+            t0 = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def bands(sizes):
@@ -44,8 +76,8 @@ def bands(sizes):
 
 
 def tune(sizes=SIZES, dtypes=("float64", "float32"), threads=None, repeat=7, d=3073, c=10,
-         path=None, out=print):
-    """Measure the backends, save the orders as wisdom, return ``(orders, path)``.
+         path=None, out=print, chunk_n=CHUNK_N):
+    """Measure the backends and the C kernel's D-chunk, save them as wisdom, return ``(orders, path)``.
 
     Parameters
     ----------
@@ -62,6 +94,8 @@ def tune(sizes=SIZES, dtypes=("float64", "float32"), threads=None, repeat=7, d=3
         Wisdom file (default :func:`fastsoftmax.backends._wisdom.wisdom_path`).
     out : callable
         Receives one line per measurement.
+    chunk_n : int
+        Batch size for :func:`tune_chunks` (0: measure no chunk).
     """
     threads = sorted(set(threads or (1, _cores())))
     names = [n for n in backends.available() if n != "python"]
@@ -70,17 +104,11 @@ def tune(sizes=SIZES, dtypes=("float64", "float32"), threads=None, repeat=7, d=3
         for n, lo in zip(sorted(sizes), bands(sizes)):
             problem = prepare(*make_problem(n, d, c, dtype)[:3], 1e-3)
             for t in threads:
-                times = {name: [] for name in names}
                 with limit_threads(t):
                     kernels = {name: backends.get_kernel(name) for name in names}
-                    for name, kernel in kernels.items():
-                        backends.run_kernel(kernel, problem, t)  # compile / first touch, untimed
-                    for _ in range(repeat):
-                        for name, kernel in kernels.items():
-                            t0 = time.perf_counter()
-                            backends.run_kernel(kernel, problem, t)
-                            times[name].append(time.perf_counter() - t0)
-                medians = {name: statistics.median(v) for name, v in times.items()}
+                    medians = _interleaved(
+                        {name: functools.partial(backends.run_kernel, k, problem, t) for name, k in kernels.items()},
+                        repeat)
                 order = sorted(names, key=medians.get)
                 if "python" in backends.BACKENDS:
                     order.append("python")
@@ -89,5 +117,64 @@ def tune(sizes=SIZES, dtypes=("float64", "float32"), threads=None, repeat=7, d=3
                                      "median_s": medians})
                 out(f"{dtype} N={n} (band N>={lo}) x{t}: "
                     + ", ".join(f"{name} {medians[name] * 1e3:.3g} ms" for name in order if name in medians))
-    path = _wisdom.save(orders, measurements, path)
+    chunks = {}
+    if chunk_n:
+        chunks, found = tune_chunks(dtypes, n=chunk_n, repeat=repeat, d=d, c=c, out=out)
+        measurements += found
+    path = _wisdom.save(orders, measurements, path, chunks=chunks)
     return orders, path
+
+
+def tune_chunks(dtypes=("float64", "float32"), n=CHUNK_N, repeat=7, d=3073, c=10, chunks=CHUNKS, out=print):
+    """Time the C kernel with each D-chunk of ``chunks`` for the build that runs, one thread.
+
+    Parameters
+    ----------
+    dtypes : sequence of str
+    n, d, c : int
+        Problem shape (default CIFAR-10's, N = :data:`CHUNK_N`).
+    repeat : int
+        Timed, interleaved calls per chunk (median).
+    chunks : sequence of int
+        Candidate bytes of W.T per chunk.
+    out : callable
+        Receives one line per dtype.
+
+    Returns
+    -------
+    (best, measurements)
+        ``best`` maps ``"isa|dtype"`` to the fastest chunk's bytes, for
+        :func:`fastsoftmax.backends._wisdom.save`; empty when the compiled
+        extension is not available.
+    """
+    try:
+        from ..backends import cython
+    except ImportError:
+        return {}, []
+    kernel = backends.get_kernel("cython")
+    isa = cython.ISA or cython.SUPPORTED_ISAS[-1]
+    cp = -(-c // cython.CLASS_BLOCK) * cython.CLASS_BLOCK
+    best, measurements = {}, []
+    saved = cython.BLOCKING
+    try:
+        for dtype in dtypes:
+            problem = prepare(*make_problem(n, d, c, dtype)[:3], 1e-3)
+            blockings = {chunk: blocking(d, cp, problem.X.dtype.itemsize, isa=isa, chunk_bytes=chunk)
+                         for chunk in chunks}
+
+            def run(blocking_, problem_):
+                cython.BLOCKING = blocking_
+                backends.run_kernel(kernel, problem_, 1)
+
+            with limit_threads(1):
+                medians = _interleaved(
+                    {chunk: functools.partial(run, blockings[chunk], problem) for chunk in chunks}, repeat)
+            best[f"{isa}|{dtype}"] = fastest = min(chunks, key=medians.get)
+            measurements.append({"chunk_isa": isa, "dtype": dtype, "n": n,
+                                 "median_s": {str(k): v for k, v in medians.items()}})
+            out(f"cython {isa} {dtype} N={n} x1, D-chunk of W.T: "
+                + ", ".join(f"{k / 1024:g} KiB {medians[k] * 1e3:.3g} ms"
+                            for k in chunks) + f" -> {fastest / 1024:g} KiB")
+    finally:
+        cython.BLOCKING = saved
+    return best, measurements
