@@ -22,7 +22,8 @@ thread, and saves the fastest: the static
 and the best chunk follows the L1 and the load ports (docs/kernels.md,
 round 10).  The chunk changes no bits (tested), only the speed.
 
-It takes about 25 s on 2 cores with the default sizes; nothing here runs
+It took 8 s on the 2-core Xeon of docs/kernels.md with the default sizes
+(20-40 s on slower machines and older kernels); nothing here runs
 unless asked (``fastsoftmax tune`` or :func:`tune`).
 """
 
