@@ -5,29 +5,31 @@ Usage (from the repository root)::
     python bench/roofline.py                                   # widest build
     FASTSOFTMAX_ISA=avx2 OPENBLAS_CORETYPE=Haswell NUMBA_CPU_NAME=haswell \\
         python bench/roofline.py                               # AVX2 build vs an AVX2 GEMM
-    python bench/roofline.py --sizes 500 --dtypes float32 --threads 1 --repeat 21
+    python bench/roofline.py --sizes 500 --dtypes float32 --threads 1 --rounds 5
 
 ``fastsoftmax bench`` reports the same ``% roof`` column from medians of its
 rows, one row after the other.  On a shared machine whose load changes by
-the second that is not a fair ratio, so this script *interleaves*: every
-repetition runs the GEMM yardstick, then the stream-X yardstick and each
-backend once, in an order rotated from one repetition to the next (the call
-right after the GEMM finds its caches taken), and the table gives both the median-based and the
-best-of-run (min time, max rate) ``% of roofline``; the best-of-run figure
-is what the machine can do when nobody else is using it.  Everything is
-measured in this one process, with the case's dtype and thread count.
+the second that is not a fair ratio, so this script measures every row of a
+case, the GEMM and stream-X yardsticks included, side by side in one
+process with the case's dtype and thread count, in warm, rotated blocks
+(:func:`fastsoftmax.harness.timing.warm_blocks`): per round, each row runs
+untimed for ``--warm`` seconds, then ``--per-block`` timed calls back to
+back, and the order of the rows rotates from round to round.  The table
+gives both the median-based and the best-of-run (min time, max rate)
+``% of roofline``; the best-of-run figure is what the machine can do when
+nobody else is using it.
 
-With more than one thread, every BLAS call (the GEMM, the ``numpy``
-backend) is followed by an untimed pause of ``--settle`` seconds: OpenBLAS's
-worker threads busy-wait for a while after a call, and on a machine with no
-spare core they would steal a core from the next row's threads (measured:
-cython at N=500 with 2 threads took 16 ms right after a 2-thread GEMM,
-1.7 ms on one thread).
+Until the thirteenth session this script interleaved single calls and, with
+more than one thread, slept 0.3 s after each BLAS call so that OpenBLAS's
+spinning workers would stop.  On the virtual machine measured, the sleep
+cost more than it saved: a 2-thread call right after an idle pause took up
+to 10x its time in a loop, and half of each row's calls came right after
+one (docs/kernels.md, round 10).
 """
 
 import argparse
+import functools
 import statistics
-import time
 
 import numpy as np
 
@@ -38,45 +40,21 @@ from fastsoftmax.harness.cases import make_problem
 from fastsoftmax.harness.peers import _stream_call
 from fastsoftmax.harness.roofline import GEMM_N, isa_note
 from fastsoftmax.harness.threads import limit_threads
+from fastsoftmax.harness.timing import WARM_S, warm_blocks
 
 
-def _time(fn):
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def measure(n, dtype, threads, names, repeat, d=3073, c=10, settle=0.3):
-    """Interleaved times: {'gemm': [...], 'stream': [...], name: [...]} and the case's flops and bytes."""
+def measure(n, dtype, threads, names, rounds, per_block, warm_s=WARM_S, d=3073, c=10):
+    """Times in warm, rotated blocks: {'gemm': [...], 'stream': [...], name: [...]} and the case's flops and bytes."""
     W, X, y = make_problem(n, d, c, dtype)[:3]
     problem = prepare(W, X, y, 1e-3)
     rng = np.random.default_rng(0)
     A = rng.standard_normal((GEMM_N, GEMM_N)).astype(dtype)
     B = rng.standard_normal((GEMM_N, GEMM_N)).astype(dtype)
-    times = {"gemm": [], "stream": [], **{name: [] for name in names}}
     with limit_threads(threads):
-        stream = _stream_call(np.ascontiguousarray(X).ravel(), threads)
-        kernels = {name: backends.get_kernel(name) for name in names}
-        A @ B
-        for kernel in kernels.values():
-            backends.run_kernel(kernel, problem, threads)  # compile / first touch, untimed
-        pause = settle if threads > 1 else 0.0
-        order = ["stream", *kernels]
-        for rep in range(repeat):
-            times["gemm"].append(_time(lambda: A @ B))
-            time.sleep(pause)  # let BLAS's spinning workers go to sleep (see above)
-            # Rotate who runs first after the GEMM: that call pays for the
-            # caches the GEMM took over (measured: cython at N=500 float32,
-            # 0.97 ms first after the GEMM, 0.65 ms third), so no row may
-            # always be the one that pays.
-            k = rep % len(order)
-            for name in order[k:] + order[:k]:
-                if name == "stream":
-                    times[name].append(_time(stream))
-                    continue
-                times[name].append(_time(lambda: backends.run_kernel(kernels[name], problem, threads)))
-                if name == "numpy":
-                    time.sleep(pause)
+        calls = {"gemm": lambda: A @ B, "stream": _stream_call(np.ascontiguousarray(X).ravel(), threads)}
+        for name in names:
+            calls[name] = functools.partial(backends.run_kernel, backends.get_kernel(name), problem, threads)
+        times = warm_blocks(calls, rounds, per_block, warm_s)
     return times, 4 * n * d * c, X.nbytes
 
 
@@ -86,9 +64,10 @@ def main(argv=None):
     parser.add_argument("--dtypes", default="float64,float32")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--backends", default="numpy,numba,cython")
-    parser.add_argument("--repeat", type=int, default=11, help="interleaved repetitions (N >= 10000: a third, >= 5)")
-    parser.add_argument("--settle", type=float, default=0.3,
-                        help="untimed pause after each BLAS call when threads > 1 (seconds)")
+    parser.add_argument("--rounds", type=int, default=3, help="blocks per row, in rotated order (default 3)")
+    parser.add_argument("--per-block", type=int, default=4,
+                        help="timed calls per block (default 4; N >= 10000: half, at least 2)")
+    parser.add_argument("--warm", type=float, default=WARM_S, help=f"untimed running before each block (s, default {WARM_S})")
     args = parser.parse_args(argv)
     names = [b for b in args.backends.split(",") if b in backends.available()]
     print(f"isa: {isa_note()}; backends: {names}; fastsoftmax {fastsoftmax.__version__}")
@@ -97,8 +76,8 @@ def main(argv=None):
     for dtype in args.dtypes.split(","):
         for n in map(int, args.sizes.split(",")):
             for threads in map(int, args.threads.split(",")):
-                repeat = args.repeat if n < 10000 else max(5, args.repeat // 3)
-                times, flops, nbytes = measure(n, dtype, threads, names, repeat, settle=args.settle)
+                per_block = args.per_block if n < 10000 else max(2, args.per_block // 2)
+                times, flops, nbytes = measure(n, dtype, threads, names, args.rounds, per_block, args.warm)
                 gemm_flops = 2.0 * GEMM_N**3
                 cells = []
                 for stat in (statistics.median, min):

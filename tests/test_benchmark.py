@@ -362,11 +362,11 @@ def test_roofline_in_table_and_json(tmp_path, capsys, monkeypatch):
     assert any(line.startswith(f"{picked} *") for line in out.splitlines())
 
 
-def test_roofline_script_rotates_who_runs_right_after_the_gemm(monkeypatch):
-    """bench/roofline.py: each row gets one sample per repetition and, rep by rep, a different row runs first after the GEMM.
+def test_roofline_script_times_every_row_in_warm_rotated_blocks(monkeypatch):
+    """bench/roofline.py: the yardsticks and the backends each get ``rounds * per_block`` samples.
 
-    The call right after the GEMM finds its caches taken (measured: 1.5x slower
-    at N=500), so a fixed order would always charge the same row for it.
+    Each from a block that starts with an untimed call, and round by round
+    another row runs first (see fastsoftmax.harness.timing for why).
     """
     import types
 
@@ -390,13 +390,12 @@ def test_roofline_script_rotates_who_runs_right_after_the_gemm(monkeypatch):
                                     ascontiguousarray=np.ascontiguousarray)
     monkeypatch.setattr(script, "np", fake_np)
     names = ["numpy", "cython"]
-    times, flops, nbytes = script.measure(8, "float64", 1, names, repeat=6, d=16, c=3)
+    times, flops, nbytes = script.measure(8, "float64", 1, names, rounds=3, per_block=2, warm_s=0.0, d=16, c=3)
     assert {k: len(v) for k, v in times.items()} == {"gemm": 6, "stream": 6, "numpy": 6, "cython": 6}
-    gemms = [i for i, name in enumerate(calls) if name == "gemm"]
-    assert len(gemms) == 7  # one untimed warm-up GEMM (with the kernels' first calls), six timed
-    timed = calls[gemms[1]:]
-    firsts = [timed[i + 1] for i, name in enumerate(timed) if name == "gemm"]
-    assert firsts == ["stream", "numpy", "cython"] * 2
+    rows = ["gemm", "stream", "numpy", "cython"]
+    blocks = [calls[i:i + 3] for i in range(0, len(calls), 3)]  # one untimed, two timed calls each
+    assert all(len(set(block)) == 1 for block in blocks) and len(blocks) == 12
+    assert [b[0] for b in blocks] == rows + rows[1:] + rows[:1] + rows[2:] + rows[:2]
     assert flops == 4 * 8 * 16 * 3 and nbytes == 8 * 16 * 8
 
 

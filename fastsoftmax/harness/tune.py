@@ -6,10 +6,16 @@ The measured counterpart of the registry's static table (see
 :mod:`fastsoftmax.backends._wisdom` for why and where it is kept).  For
 each dtype, thread count and a few batch sizes on CIFAR-shaped synthetic
 problems (D = 3073, C = 10), every available backend except the ``python``
-reference is timed side by side: the calls are interleaved (backend A, B,
-C, A, B, C, ...) so that a noisy neighbour slows all of them alike, each
-backend is called once untimed first (Numba's compilation, first-touch
-allocations), and the median of ``repeat`` calls decides.  Each measured
+reference is timed side by side: the backends run in warm blocks
+(:func:`~fastsoftmax.harness.timing.warm_blocks`: untimed running for
+``warm_s``, then timed calls back to back, as a loop of calls makes them),
+in up to three rounds of rotated order so that a noisy neighbour slows all
+of them alike, and the median of ``repeat`` calls decides.  Until the
+thirteenth session the calls were interleaved one by one; with two threads
+the calls right after the ``numpy`` backend's (OpenBLAS's workers spinning
+on) then took cython 34 ms instead of 13 at N = 10000 in float64 and numba
+51 ms instead of 9 in float32, and tune saved numba, or even numpy, as
+fastest at N = 500, where cython is.  Each measured
 size stands for a band of N reaching halfway (geometrically) to the next
 one.  The result is written as wisdom, which :func:`fastsoftmax.fastest`
 then follows; the static table stays the fallback.
@@ -22,8 +28,8 @@ thread, and saves the fastest: the static
 and the best chunk follows the L1 and the load ports (docs/kernels.md,
 round 10).  The chunk changes no bits (tested), only the speed.
 
-It took 8 s on the 2-core Xeon of docs/kernels.md with the default sizes
-(20-40 s on slower machines and older kernels); nothing here runs
+It took 52 s on the 2-core Xeon of docs/kernels.md with the default sizes,
+most of it the blocks' untimed warm-up; nothing here runs
 unless asked (``fastsoftmax tune`` or :func:`tune`).
 """
 
@@ -32,7 +38,6 @@ from __future__ import annotations
 import functools
 import math
 import statistics
-import time
 
 from .. import backends
 from ..backends import _wisdom
@@ -40,6 +45,7 @@ from ..backends._common import blocking
 from ..backends._threads import _cores
 from ..backends._validate import prepare
 from .cases import make_problem
+from .timing import WARM_S, warm_blocks
 from .threads import limit_threads
 
 __all__ = ["tune", "tune_chunks", "SIZES", "CHUNKS", "CHUNK_N", "bands"]
@@ -57,16 +63,10 @@ CHUNKS = (2 << 10, 3 << 10, 5 << 10, 8 << 10, 16 << 10, 24 << 10)
 CHUNK_N = 10000
 
 
-def _interleaved(calls, repeat):
-    """Median seconds of each of ``calls`` (name -> callable), called in turn ``repeat`` times after one untimed call."""
-    for call in calls.values():
-        call()  # compilation, first touch: untimed
-    times = {name: [] for name in calls}
-    for _ in range(repeat):
-        for name, call in calls.items():
-            t0 = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - t0)
+def _medians(calls, repeat, warm_s):
+    """Median seconds per call of ``calls``: ``repeat`` timed calls each, in up to 3 warm, rotated blocks."""
+    rounds = min(3, repeat)
+    times = warm_blocks(calls, rounds, -(-repeat // rounds), warm_s)
     return {name: statistics.median(v) for name, v in times.items()}
 
 
@@ -77,7 +77,7 @@ def bands(sizes):
 
 
 def tune(sizes=SIZES, dtypes=("float64", "float32"), threads=None, repeat=7, d=3073, c=10,
-         path=None, out=print, chunk_n=CHUNK_N):
+         path=None, out=print, chunk_n=CHUNK_N, warm_s=WARM_S):
     """Measure the backends and the C kernel's D-chunk, save them as wisdom, return ``(orders, path)``.
 
     Parameters
@@ -88,7 +88,7 @@ def tune(sizes=SIZES, dtypes=("float64", "float32"), threads=None, repeat=7, d=3
     threads : sequence of int, optional
         Thread counts (default: 1 and every core).
     repeat : int
-        Timed, interleaved calls per backend (median).
+        Timed calls per backend (median).
     d, c : int
         Problem shape (default CIFAR-10's).
     path : str, optional
@@ -97,6 +97,8 @@ def tune(sizes=SIZES, dtypes=("float64", "float32"), threads=None, repeat=7, d=3
         Receives one line per measurement.
     chunk_n : int
         Batch size for :func:`tune_chunks` (0: measure no chunk).
+    warm_s : float
+        Untimed running before each block of timed calls (seconds).
     """
     threads = sorted(set(threads or (1, _cores())))
     names = [n for n in backends.available() if n != "python"]
@@ -107,9 +109,9 @@ def tune(sizes=SIZES, dtypes=("float64", "float32"), threads=None, repeat=7, d=3
             for t in threads:
                 with limit_threads(t):
                     kernels = {name: backends.get_kernel(name) for name in names}
-                    medians = _interleaved(
+                    medians = _medians(
                         {name: functools.partial(backends.run_kernel, k, problem, t) for name, k in kernels.items()},
-                        repeat)
+                        repeat, warm_s)
                 order = sorted(names, key=medians.get)
                 if "python" in backends.BACKENDS:
                     order.append("python")
@@ -120,13 +122,14 @@ def tune(sizes=SIZES, dtypes=("float64", "float32"), threads=None, repeat=7, d=3
                     + ", ".join(f"{name} {medians[name] * 1e3:.3g} ms" for name in order if name in medians))
     chunks = {}
     if chunk_n:
-        chunks, found = tune_chunks(dtypes, n=chunk_n, repeat=repeat, d=d, c=c, out=out)
+        chunks, found = tune_chunks(dtypes, n=chunk_n, repeat=repeat, d=d, c=c, out=out, warm_s=warm_s)
         measurements += found
     path = _wisdom.save(orders, measurements, path, chunks=chunks)
     return orders, path
 
 
-def tune_chunks(dtypes=("float64", "float32"), n=CHUNK_N, repeat=7, d=3073, c=10, chunks=CHUNKS, out=print):
+def tune_chunks(dtypes=("float64", "float32"), n=CHUNK_N, repeat=7, d=3073, c=10, chunks=CHUNKS, out=print,
+                warm_s=WARM_S):
     """Time the C kernel with each D-chunk of ``chunks`` for the build that runs, one thread.
 
     Parameters
@@ -135,11 +138,13 @@ def tune_chunks(dtypes=("float64", "float32"), n=CHUNK_N, repeat=7, d=3073, c=10
     n, d, c : int
         Problem shape (default CIFAR-10's, N = :data:`CHUNK_N`).
     repeat : int
-        Timed, interleaved calls per chunk (median).
+        Timed calls per chunk (median), in warm, rotated blocks as in :func:`tune`.
     chunks : sequence of int
         Candidate bytes of W.T per chunk.
     out : callable
         Receives one line per dtype.
+    warm_s : float
+        Untimed running before each block of timed calls (seconds).
 
     Returns
     -------
@@ -168,8 +173,8 @@ def tune_chunks(dtypes=("float64", "float32"), n=CHUNK_N, repeat=7, d=3073, c=10
                 backends.run_kernel(kernel, problem_, 1)
 
             with limit_threads(1):
-                medians = _interleaved(
-                    {chunk: functools.partial(run, blockings[chunk], problem) for chunk in chunks}, repeat)
+                medians = _medians(
+                    {chunk: functools.partial(run, blockings[chunk], problem) for chunk in chunks}, repeat, warm_s)
             best[f"{isa}|{dtype}"] = fastest = min(chunks, key=medians.get)
             measurements.append({"chunk_isa": isa, "dtype": dtype, "n": n,
                                  "median_s": {str(k): v for k, v in medians.items()}})
