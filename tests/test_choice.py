@@ -228,3 +228,25 @@ def test_the_benchmarks_record_which_chunk_ran():
     note = isa_note()
     assert note["cython_isa"] == isa and note["cython_chunk_float32"] == "3 KiB (tuned)"
     assert note["cython_chunk_float64"] == static
+
+
+def test_wisdom_of_forced_builds_has_a_file_of_its_own(cache_dir, monkeypatch):
+    """Tuning with the AVX2 builds forced (docs/kernels.md) never replaces, nor is read as, the native wisdom."""
+    for name in _wisdom.BUILD_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(_wisdom, "_build_tag", None)
+    native = _wisdom.wisdom_path()
+    assert _wisdom.build_tag() == "" and native.endswith(f"wisdom-{fastsoftmax.__version__}.json")
+    monkeypatch.setattr(_wisdom, "_build_tag", None)
+    for name, value in (("FASTSOFTMAX_ISA", "avx2"), ("NUMBA_CPU_NAME", "haswell"), ("OPENBLAS_CORETYPE", "Has well")):
+        monkeypatch.setenv(name, value)
+    assert _wisdom.build_tag() == "-FASTSOFTMAX_ISA=avx2-NUMBA_CPU_NAME=haswell-OPENBLAS_CORETYPE=Has_well"
+    forced = _wisdom.wisdom_path()
+    assert forced != native and forced.startswith(str(cache_dir))
+    _wisdom.save({"float64|1|1": ["python"]}, [])
+    assert backends.fastest("float64", 16, threads=1) == "python"
+    monkeypatch.setattr(_wisdom, "_build_tag", None)
+    for name in _wisdom.BUILD_ENV:
+        monkeypatch.delenv(name)
+    assert _wisdom.wisdom_path() == native and _wisdom.load() is None  # the native file is untouched
+    monkeypatch.setattr(_wisdom, "_build_tag", None)  # afterwards monkeypatch restores the tag of before

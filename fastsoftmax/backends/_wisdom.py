@@ -24,7 +24,8 @@ on a Zen 3 the table picked cython where numba was 1.27x faster).  So:
 * Nothing is ever measured at import or on a call: no wisdom means the
   static table.  A missing, unreadable or foreign file is simply ignored.
 
-The file is JSON, written atomically.  Its location: ``FASTSOFTMAX_CACHE_DIR``
+The file is JSON, written atomically, one per package version and per set
+of instruction-set overrides (:data:`BUILD_ENV`).  Its location: ``FASTSOFTMAX_CACHE_DIR``
 if set, else the platform's user cache directory for fastsoftmax
 (``platformdirs``, e.g. ``~/.cache/fastsoftmax`` on Linux), beside the Numba
 cache of :mod:`._numba_cache`.
@@ -36,8 +37,8 @@ import json
 import os
 import platform
 
-__all__ = ["cache_dir", "wisdom_path", "machine_key", "load", "save", "lookup", "chunk_bytes", "forget",
-           "state"]
+__all__ = ["cache_dir", "wisdom_path", "build_tag", "machine_key", "load", "save", "lookup", "chunk_bytes",
+           "forget", "state"]
 
 _ENV = "FASTSOFTMAX_CACHE_DIR"
 FORMAT = 1
@@ -76,9 +77,28 @@ def _version():
     return __version__
 
 
+#: Environment variables that choose which instruction-set builds run (the
+#: C kernel's, Numba's target, OpenBLAS's kernels; docs/kernels.md forces
+#: the AVX2 builds with them): wisdom measured under them is kept in a file
+#: of its own, so tuning the AVX2 builds never replaces the native ones'.
+#: All three are read once, when the libraries load, so the tag is too.
+BUILD_ENV = ("FASTSOFTMAX_ISA", "NUMBA_CPU_NAME", "OPENBLAS_CORETYPE")
+_build_tag = None
+
+
+def build_tag():
+    """``""``, or ``"-NAME=value..."`` for the :data:`BUILD_ENV` variables set in this process."""
+    global _build_tag
+    if _build_tag is None:
+        parts = [f"{name}={os.environ[name]}" for name in BUILD_ENV if os.environ.get(name)]
+        tag = "".join(f"-{part}" for part in parts)
+        _build_tag = "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in tag)
+    return _build_tag
+
+
 def wisdom_path():
-    """The wisdom file for this package version."""
-    return os.path.join(cache_dir(), f"wisdom-{_version()}.json")
+    """The wisdom file for this package version and the builds this process runs (:func:`build_tag`)."""
+    return os.path.join(cache_dir(), f"wisdom-{_version()}{build_tag()}.json")
 
 
 def machine_key():
