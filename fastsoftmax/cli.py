@@ -89,7 +89,7 @@ def _parser():
     )
     tune.add_argument("--sizes", type=_int_list, metavar="N,N", help="batch sizes (default 32,500,10000)")
     tune.add_argument("--threads", type=_int_list, metavar="T,T", help="thread counts (default 1 and all cores)")
-    tune.add_argument("--repeat", type=int, default=7, help="interleaved timed calls per backend (default 7)")
+    tune.add_argument("--repeat", type=int, default=7, help="timed calls per backend, in warm, rotated blocks (default 7)")
     tune.add_argument("--show", action="store_true", help="print the saved wisdom and its path; measure nothing")
     report = sub.add_parser(
         "report",
