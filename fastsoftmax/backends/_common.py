@@ -201,6 +201,11 @@ def aligned_zeros(rows, D, dtype):
     return flat[off:off + rows * ld].reshape(rows, ld)
 
 
+def padded_classes(C, multiple):
+    """C rounded up to a whole number of the kernel's class blocks of ``multiple``: the Cp of its layouts."""
+    return -(-C // multiple) * multiple
+
+
 def padded_transpose(W, multiple, aligned=False, scratch=None):
     """``W.T`` as a (Cp, D) array, Cp = C rounded up to ``multiple``.
 
@@ -231,7 +236,7 @@ def padded_transpose(W, multiple, aligned=False, scratch=None):
         The one kept in ``scratch`` (overwritten by the next call) if given.
     """
     D, C = W.shape
-    Cp = -(-C // multiple) * multiple
+    Cp = padded_classes(C, multiple)
     key = ("padded_transpose", multiple, aligned, W.shape, W.dtype)
     Wt = None if scratch is None else scratch.get(key)
     if Wt is None:

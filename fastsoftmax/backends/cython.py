@@ -33,7 +33,8 @@ import os
 from . import _wisdom
 from ._threads import get_num_threads
 from ._common import (
-    LOSS_GRAD_DOC, blocking, padded_transpose, reads_in_place, registry_kernel, rows_in_place, thread_count,
+    LOSS_GRAD_DOC, blocking, padded_transpose, reads_in_place, registry_kernel, rows_in_place, static_chunk_bytes,
+    thread_count,
 )
 from ._cython_kernel import CLASS_BLOCK, SUPPORTED_ISAS, fused_loss_grad, sgd_step
 
@@ -48,21 +49,35 @@ if ISA is not None and ISA not in SUPPORTED_ISAS:
 #: (tile, dchunk) override for experiments; None: ``_common.blocking``.
 BLOCKING = None
 
-__all__ = ["softmax_loss", "loss_grad", "bind_sgd_step", "ISA", "SUPPORTED_ISAS"]
+__all__ = ["softmax_loss", "loss_grad", "bind_sgd_step", "running_isa", "score_chunk", "ISA", "SUPPORTED_ISAS"]
+
+
+def running_isa():
+    """The instruction-set build that runs: :data:`ISA`, else the widest this CPU supports."""
+    return ISA or SUPPORTED_ISAS[-1]
+
+
+def score_chunk(itemsize):
+    """Bytes of W.T per score-pass D-chunk for the build that runs, and whether ``fastsoftmax tune`` measured them.
+
+    This machine's measured best for the build and dtype when tune has
+    saved one (:func:`._wisdom.chunk_bytes`), else the static table's
+    (``_common.static_chunk_bytes``).
+
+    Returns
+    -------
+    (int, bool)
+    """
+    isa = running_isa()
+    measured = _wisdom.chunk_bytes(isa, "float64" if itemsize == 8 else "float32")
+    return (measured, True) if measured else (static_chunk_bytes(isa), False)
 
 
 def _blocking(D, Cp, itemsize):
-    """(tile, dchunk) for the build that runs: :data:`BLOCKING`, else ``_common.blocking``'s.
-
-    The D-chunk is this machine's measured best for the build and dtype
-    when ``fastsoftmax tune`` has saved one (:func:`._wisdom.chunk_bytes`),
-    else the static table's.
-    """
+    """(tile, dchunk) for the build that runs: :data:`BLOCKING`, else ``_common.blocking``'s with :func:`score_chunk`."""
     if BLOCKING:
         return BLOCKING
-    isa = ISA or SUPPORTED_ISAS[-1]
-    measured = _wisdom.chunk_bytes(isa, "float64" if itemsize == 8 else "float32")
-    return blocking(D, Cp, itemsize, isa=isa, chunk_bytes=measured)
+    return blocking(D, Cp, itemsize, isa=running_isa(), chunk_bytes=score_chunk(itemsize)[0])
 
 
 # The contract of both compiled backends: _common.LOSS_GRAD_DOC, set as the docstring below.

@@ -69,7 +69,9 @@ from numba.extending import intrinsic
 from ._numba_cache import call_recovering
 from ._numba_cache import jit as _jit
 from ._threads import get_num_threads
-from ._common import LOSS_GRAD_DOC, aligned_zeros, finish, registry_kernel, rows_in_place, thread_count
+from ._common import (
+    LOSS_GRAD_DOC, aligned_zeros, finish, padded_classes, registry_kernel, rows_in_place, thread_count,
+)
 
 _T = 10  # rows per tile: two 5-row score micro-kernels, one 10-row gradient micro-kernel
 _CB = 5  # classes per score micro-kernel: Cp is C rounded up to a multiple of 5
@@ -456,7 +458,7 @@ def _aligned_transpose(W, scratch=None):
     there by an earlier call of the same shape and dtype.
     """
     D, C = W.shape
-    Cp = -(-C // _CB) * _CB
+    Cp = padded_classes(C, _CB)
     key = ("aligned_transpose", W.shape, W.dtype)
     Wt = None if scratch is None else scratch.get(key)
     if Wt is None:

@@ -108,12 +108,8 @@ def isa_note():
     except ImportError:
         note["cython_isa"] = None
         return note
-    from ..backends import _wisdom
-    from ..backends._common import static_chunk_bytes
-
-    note["cython_isa"] = isa = cython.ISA or cython.SUPPORTED_ISAS[-1]
-    for dtype in ("float64", "float32"):
-        measured = _wisdom.chunk_bytes(isa, dtype)
-        chunk = measured or static_chunk_bytes(isa)
-        note[f"cython_chunk_{dtype}"] = f"{chunk / 1024:g} KiB ({'tuned' if measured else 'static'})"
+    note["cython_isa"] = cython.running_isa()
+    for dtype, itemsize in (("float64", 8), ("float32", 4)):
+        chunk, tuned = cython.score_chunk(itemsize)
+        note[f"cython_chunk_{dtype}"] = f"{chunk / 1024:g} KiB ({'tuned' if tuned else 'static'})"
     return note

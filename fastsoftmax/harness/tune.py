@@ -41,7 +41,7 @@ import statistics
 
 from .. import backends
 from ..backends import _wisdom
-from ..backends._common import blocking
+from ..backends._common import blocking, padded_classes
 from ..backends._threads import _cores
 from ..backends._validate import prepare
 from .cases import make_problem
@@ -158,8 +158,8 @@ def tune_chunks(dtypes=("float64", "float32"), n=CHUNK_N, repeat=7, d=3073, c=10
     except ImportError:
         return {}, []
     kernel = backends.get_kernel("cython")
-    isa = cython.ISA or cython.SUPPORTED_ISAS[-1]
-    cp = -(-c // cython.CLASS_BLOCK) * cython.CLASS_BLOCK
+    isa = cython.running_isa()
+    cp = padded_classes(c, cython.CLASS_BLOCK)
     best, measurements = {}, []
     saved = cython.BLOCKING
     try:
