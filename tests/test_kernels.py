@@ -285,36 +285,41 @@ def test_top_level_picks_by_dtype_and_size(monkeypatch):
     assert real(np.float32, 10**6) == "python"
 
 
+#: (D, C) of the reduction tests: a small problem, and one that spans more than
+#: one of the C reduction's blocks (64 columns of D, 16 classes) with tails.
+REDUCTION_SHAPES = [(37, 7), (150, 19)]
+
+
 @pytest.mark.parametrize("isa", _isas() or [pytest.param(None, marks=pytest.mark.skip(reason="cython not built"))])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n_threads", [1, 3])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_cython_reduction_finishes_as_common_finish(isa, dtype, n_threads, with_bias):
+@pytest.mark.parametrize("D, C", REDUCTION_SHAPES)
+def test_cython_reduction_finishes_as_common_finish(isa, dtype, n_threads, with_bias, D, C):
     """``fused_loss_grad(reg=)`` divides by n and adds the L2 terms in its reduction:
     the same result as ``_common.finish`` on the raw sums, which the other kernels use.
 
     Per element the gradient takes the same two roundings as finish's (``s / n``,
-    then ``+ (2 reg) w``), so the default build agrees bit for bit; a build with
-    ``-march=native`` may fuse them into one multiply-add, which moves an
-    element by at most an ulp of the ``2 reg w`` term (``atol``) or of the
-    result (``rtol``).  ``||W||^2``
-    is summed in float64 in another order than finish's einsum: rtol 1e-12 (the
+    then ``+ (2 reg) w``), bit for bit on every build: the C reduction keeps
+    the product out of a multiply-add, which would round once (with that
+    barrier removed, the AVX2 and AVX-512 builds fail here).  ``||W||^2`` is
+    summed in float64 in another order than finish's einsum: rtol 1e-12 (the
     bound for reordering a sum of positive terms is about n * eps = 2e-13 here).
     """
     from fastsoftmax.backends import _common, cython
 
     rng = np.random.default_rng(31)
-    W, X, y = random_problem(rng, 53, 37, 7, dtype=dtype)
-    b = rng.standard_normal(7).astype(dtype) if with_bias else None
+    W, X, y = random_problem(rng, 53, D, C, dtype=dtype)
+    b = rng.standard_normal(C).astype(dtype) if with_bias else None
     rows = rng.integers(0, 53, 29).astype(np.intp)
     Wt = _common.padded_transpose(W, cython.CLASS_BLOCK, aligned=True)
-    args = (Wt, X, y.astype(np.intp), 7, n_threads, isa, b, rows, None, 10, 16)
+    args = (Wt, X, y.astype(np.intp), C, n_threads, isa, b, rows, None, 10, 16)
     reg = 0.37
     loss, dW, db = cython.fused_loss_grad(*args, reg=reg)
     raw_loss, raw_grad, raw_db = cython.fused_loss_grad(*args)
     want_loss, want_dW = _common.finish(W, 29, reg, raw_loss, raw_grad, raw_db)
     eps = np.finfo(dtype).eps
-    np.testing.assert_allclose(dW, want_dW, rtol=2 * eps, atol=2 * eps * float(np.abs(2 * reg * W).max()))
+    np.testing.assert_array_equal(dW, want_dW)
     assert loss == pytest.approx(want_loss, rel=1e-12)
     if with_bias:
         np.testing.assert_array_equal(db, raw_db)  # finish divided raw_db in place, as the reduction did db
@@ -336,7 +341,8 @@ def _sgd_step_args(rng, dtype, with_bias, N=53, D=37, C=7, batch=29):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("n_threads", [1, 3])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_cython_sgd_step_is_the_kernel_then_the_update(isa, dtype, n_threads, with_bias):
+@pytest.mark.parametrize("D, C", REDUCTION_SHAPES)
+def test_cython_sgd_step_is_the_kernel_then_the_update(isa, dtype, n_threads, with_bias, D, C):
     """``sgd_step`` takes the update in the kernel's reduction, with the bits of
     ``fused_loss_grad(reg=)`` followed by ``sgd_update`` (and ``b -= lr * db``):
     the same loss, W, b, and ``lr * dW`` left in ``out``.  Called twice with one
@@ -345,25 +351,42 @@ def test_cython_sgd_step_is_the_kernel_then_the_update(isa, dtype, n_threads, wi
     from fastsoftmax.backends import _cython_kernel, cython
 
     rng = np.random.default_rng(41)
-    W, X, y, b, Wt, rows = _sgd_step_args(rng, dtype, with_bias)
+    W, X, y, b, Wt, rows = _sgd_step_args(rng, dtype, with_bias, D=D, C=C)
     reg, lr = 0.37, 0.3
     W_ref, b_ref = W.copy(), None if b is None else b.copy()
     W_new, b_new = W.copy(), None if b is None else b.copy()
     Wt_new, out, scratch = np.zeros_like(Wt), np.empty_like(W), {}
     for _ in range(2):
-        Wt[:7] = W_ref.T
-        loss, dW, db = cython.fused_loss_grad(Wt, X, y, 7, n_threads, isa, b_ref, rows, None, 10, 16, reg=reg)
+        Wt[:C] = W_ref.T
+        loss, dW, db = cython.fused_loss_grad(Wt, X, y, C, n_threads, isa, b_ref, rows, None, 10, 16, reg=reg)
         assert _cython_kernel.sgd_update(W_ref, dW, lr)
         if with_bias:
             b_ref -= dtype(lr) * db
-        got = _cython_kernel.sgd_step(W_new, Wt_new, X, y, 7, n_threads, isa, b_new, rows, out, 10, 16, reg, lr,
+        got = _cython_kernel.sgd_step(W_new, Wt_new, X, y, C, n_threads, isa, b_new, rows, out, 10, 16, reg, lr,
                                       scratch)
         assert got == loss
         np.testing.assert_array_equal(W_new, W_ref)
         np.testing.assert_array_equal(out, dW)  # lr * dW, as sgd_update leaves it
         if with_bias:
             np.testing.assert_array_equal(b_new, b_ref)
-        np.testing.assert_array_equal(Wt_new[7:], 0)  # the padding is never written
+        np.testing.assert_array_equal(Wt_new[C:], 0)  # the padding is never written
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("D, C", [(1, 1), (37, 7), (150, 19)])
+def test_cython_transpose_into_writes_w_t_and_nothing_else(dtype, D, C):
+    """The compiled ``Wt[:C] = W.T`` (blocks of 16 rows of W) of the cython backend's
+    padded transpose: every element, the padding rows and columns untouched."""
+    _cython_kernel = pytest.importorskip("fastsoftmax.backends._cython_kernel")
+    rng = np.random.default_rng(47)
+    W = rng.standard_normal((D, C)).astype(dtype)
+    big = np.full((C + 3, D + 5), 7, dtype=dtype)
+    Wt = big[:, :D]  # rows strided, as the aligned padded transpose is
+    _cython_kernel.transpose_into(W, Wt)
+    np.testing.assert_array_equal(Wt[:C], W.T)
+    assert (big[C:] == 7).all() and (big[:, D:] == 7).all()
+    with pytest.raises(ValueError, match="shape"):
+        _cython_kernel.transpose_into(W, np.zeros((C, D + 1), dtype))
 
 
 @pytest.mark.parametrize("isa", _isas() or [pytest.param(None, marks=pytest.mark.skip(reason="cython not built"))])

@@ -206,7 +206,7 @@ def padded_classes(C, multiple):
     return -(-C // multiple) * multiple
 
 
-def padded_transpose(W, multiple, aligned=False, scratch=None):
+def padded_transpose(W, multiple, aligned=False, scratch=None, transpose=None):
     """``W.T`` as a (Cp, D) array, Cp = C rounded up to ``multiple``.
 
     C-contiguous; or, with ``aligned``, a view whose rows start on 64-byte
@@ -229,6 +229,10 @@ def padded_transpose(W, multiple, aligned=False, scratch=None):
         of a new one (0.25 MB for CIFAR's W in float64; with the cython
         kernel's accumulators kept too, a training step is 3-8 % faster,
         docs/training.md).
+    transpose : callable, optional
+        ``transpose(W, Wt)`` writes ``W.T`` into ``Wt[:C]``: a compiled
+        loop faster than NumPy's strided copy (the cython backend's, for a
+        C-contiguous W).  Default NumPy's ``Wt[:C] = W.T``.
 
     Returns
     -------
@@ -243,7 +247,11 @@ def padded_transpose(W, multiple, aligned=False, scratch=None):
         Wt = aligned_zeros(Cp, D, W.dtype)[:, :D] if aligned else np.zeros((Cp, D), dtype=W.dtype)
         if scratch is not None:
             scratch[key] = Wt
-    Wt[:C] = W.T  # rows C..Cp stay zero: nothing else writes them
+    # rows C..Cp stay zero: nothing else writes them
+    if transpose is None:
+        Wt[:C] = W.T
+    else:
+        transpose(W, Wt)
     return Wt
 
 

@@ -282,6 +282,108 @@ static double NAME(
     return loss;
 }
 
+/* The reduction after the threads' kernels: out (D, C) = the chunks'
+ * (Cp, D) accumulators summed in chunk order and transposed.  With
+ * `finish`: each element s / fn + c2 * w (w = Wt[j, d]; two roundings, as
+ * _common.finish's NumPy passes: the product is kept out of an FMA) and
+ * *sq = sum of w^2 in double.  With W (needs finish): p = s * rate goes to
+ * out and w - p to W (two roundings, as sgd_update), and the return value
+ * is nonzero when an s was NaN or inf (W is then written anyway: the caller
+ * restores it from Wt).  Per class row the work runs on whole vectors
+ * along D (a scalar loop took 50 us at D = 3073, C = 10 in float64, the
+ * divisions one at a time), into a block buffer that is then transposed
+ * into out (and W). */
+#define REDUCE_BD 64                           /* D-block: a multiple of every VL */
+#define REDUCE_BJ 16                           /* classes per block */
+static int FS_CAT(NAME, _reduce)(const FT *G, Py_ssize_t nchunks, Py_ssize_t cstride, Py_ssize_t ldg,
+                                 const FT *Wt, Py_ssize_t ldw, Py_ssize_t C, Py_ssize_t D,
+                                 int finish, FT fn, FT c2, FT rate, FT *out, FT *W, double *sq_out)
+{
+    FT buf[REDUCE_BJ][REDUCE_BD], wbuf[REDUCE_BJ][REDUCE_BD];
+    double sq = 0.0;
+    FT chk = 0;                                /* s - s summed: 0 while every s is finite */
+#if FS_VECTOR_EXT
+    /* sum of w^2: DVL-lane double accumulators (one register each; a
+     * VL-lane double vector is two of them in float32, and GCC kept it on
+     * the stack), fed from halves of the row's vector in float32 */
+    typedef FT HVEC __attribute__((vector_size(DVL * sizeof(FT)), aligned(sizeof(FT)), may_alias));
+    DVEC sqv[VL / DVL];
+    for (int h = 0; h < VL / DVL; h++) sqv[h] = (DVEC){0};
+    VEC chkv = FS_VZERO;
+#endif
+    for (Py_ssize_t j0 = 0; j0 < C; j0 += REDUCE_BJ) {
+        int jn = C - j0 < REDUCE_BJ ? (int)(C - j0) : REDUCE_BJ;
+        for (Py_ssize_t d0 = 0; d0 < D; d0 += REDUCE_BD) {
+            int dn = D - d0 < REDUCE_BD ? (int)(D - d0) : REDUCE_BD;
+            for (int jj = 0; jj < jn; jj++) {
+                const FT *g = G + (j0 + jj) * ldg + d0;
+                const FT *w = Wt + (j0 + jj) * ldw + d0;
+                int d = 0;
+#if FS_VECTOR_EXT
+                for (; d + VL <= dn; d += VL) {
+                    VEC s = *(const VEC *)(g + d);
+                    for (Py_ssize_t t = 1; t < nchunks; t++) s = s + *(const VEC *)(g + t * cstride + d);
+                    if (finish) {
+                        VEC wv = *(const VEC *)(w + d);
+                        for (int h = 0; h < VL / DVL; h++) {
+                            DVEC wd = __builtin_convertvector(*(const HVEC *)(w + d + h * DVL), DVEC);
+                            sqv[h] += wd * wd;
+                        }
+                        VEC pw = c2 * wv;
+                        FS_IN_REGISTER(pw);
+                        s = s / fn + pw;
+                        if (W) {
+                            chkv += s - s;
+                            VEC p = s * rate;
+                            FS_IN_REGISTER(p);
+                            *(VEC *)(&wbuf[jj][d]) = wv - p;
+                            s = p;
+                        }
+                    }
+                    *(VEC *)(&buf[jj][d]) = s;
+                }
+#endif
+                for (; d < dn; d++) {
+                    FT s = g[d];
+                    for (Py_ssize_t t = 1; t < nchunks; t++) s = s + g[t * cstride + d];
+                    if (finish) {
+                        FT wv = w[d];
+                        sq += (double)wv * (double)wv;
+                        FT pw = c2 * wv;
+                        FS_IN_REGISTER(pw);
+                        s = s / fn + pw;
+                        if (W) {
+                            chk += s - s;
+                            FT p = s * rate;
+                            FS_IN_REGISTER(p);
+                            wbuf[jj][d] = wv - p;
+                            s = p;
+                        }
+                    }
+                    buf[jj][d] = s;
+                }
+            }
+            for (int dd = 0; dd < dn; dd++) {
+                FT *o = out + (d0 + dd) * C + j0;
+                for (int jj = 0; jj < jn; jj++) o[jj] = buf[jj][dd];
+                if (W) {
+                    FT *wo = W + (d0 + dd) * C + j0;
+                    for (int jj = 0; jj < jn; jj++) wo[jj] = wbuf[jj][dd];
+                }
+            }
+        }
+    }
+#if FS_VECTOR_EXT
+    for (int h = 0; h < VL / DVL; h++)
+        for (int l = 0; l < DVL; l++) sq += sqv[h][l];
+    for (int l = 0; l < VL; l++) chk += chkv[l];
+#endif
+    *sq_out = sq;
+    return chk != 0;                           /* NaN != 0 too */
+}
+#undef REDUCE_BD
+#undef REDUCE_BJ
+
 #undef GRAD_MK
 #undef VEC
 #if FS_VECTOR_EXT

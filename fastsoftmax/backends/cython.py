@@ -36,7 +36,7 @@ from ._common import (
     LOSS_GRAD_DOC, blocking, padded_transpose, reads_in_place, registry_kernel, rows_in_place, static_chunk_bytes,
     thread_count,
 )
-from ._cython_kernel import CLASS_BLOCK, SUPPORTED_ISAS, fused_loss_grad, sgd_step
+from ._cython_kernel import CLASS_BLOCK, SUPPORTED_ISAS, fused_loss_grad, sgd_step, transpose_into
 
 #: Which instruction-set build of the kernel runs (one of ``SUPPORTED_ISAS``);
 #: None means the widest this CPU supports.  Tests set it to cover every build;
@@ -85,7 +85,8 @@ def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None, scratch
     N, C = X.shape[0], W.shape[1]
     n = N if rows is None else len(rows)
     X = rows_in_place(X)
-    Wt = padded_transpose(W, CLASS_BLOCK, aligned=True, scratch=scratch)
+    Wt = padded_transpose(W, CLASS_BLOCK, aligned=True, scratch=scratch,
+                          transpose=transpose_into if W.flags.c_contiguous else None)
     tile, dchunk = _blocking(X.shape[1], Wt.shape[0], X.dtype.itemsize)
     n_threads = thread_count(n, X.shape[1], C, get_num_threads() if n_threads is None else n_threads)
     # reg=: the kernel's reduction divides by n and adds the L2 term
