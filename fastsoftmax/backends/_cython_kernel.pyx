@@ -14,11 +14,13 @@ Three layers, as in scikit-learn's ``_loss``:
    header and docs/kernels.md).
 2. :func:`fused_loss_grad`: a ``prange`` over contiguous chunks of the
    problem's rows, one chunk and one (Cp, D) gradient accumulator per
-   thread, with the GIL released throughout; the chunks are reduced in chunk
-   order (into the caller's ``out`` if given), so a given thread count gives
+   thread, with the GIL released throughout; then, in the same parallel
+   region, the chunks are reduced in chunk order (into the caller's ``out``
+   if given), each thread a range of D, so a given thread count gives
    bit-identical results on every call.  A caller that calls again and
    again (the training step) passes a ``scratch`` dict, where the
-   accumulators are kept and zeroed instead of allocated each call.
+   accumulators are kept (each thread zeroes its own) instead of allocated
+   each call.
 3. ``cython.py``: the backend, which pads W and calls this.
 
 Beside the kernel, :func:`sgd_update` is the training step's update
@@ -32,7 +34,7 @@ Extra memory is O(threads * D * C): the per-thread accumulators and tile
 scratch, one zero row per thread and the padded W.
 """
 
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.math cimport isfinite
 from libc.string cimport memset
 
@@ -55,9 +57,11 @@ cdef extern from "_fused_kernel.h" nogil:
     fs_kernel_f64 fs_select_f64(int isa)
     fs_kernel_f32 fs_select_f32(int isa)
     ctypedef int (*fs_reduce_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double *, Py_ssize_t,
-                                  Py_ssize_t, Py_ssize_t, int, double, double, double, double *, double *, double *)
+                                  Py_ssize_t, Py_ssize_t, Py_ssize_t, int, double, double, double, double *, double *,
+                                  double *)
     ctypedef int (*fs_reduce_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, const float *, Py_ssize_t,
-                                  Py_ssize_t, Py_ssize_t, int, float, float, float, float *, float *, double *)
+                                  Py_ssize_t, Py_ssize_t, Py_ssize_t, int, float, float, float, float *, float *,
+                                  double *)
     fs_reduce_f64 fs_select_reduce_f64(int isa)
     fs_reduce_f32 fs_select_reduce_f32(int isa)
     int FS_CB
@@ -253,6 +257,11 @@ cdef int _level(isa) except -1:
     return ISA_NAMES.index(isa)
 
 
+cdef inline Py_ssize_t _d_split(Py_ssize_t D, Py_ssize_t parts, Py_ssize_t t) noexcept nogil:
+    """Where part t of the reduction's split of D starts (t = parts: D); parts start on multiples of 64."""
+    return D if t >= parts else t * (D // 64) // parts * 64
+
+
 cdef tuple _loss_grad(
     const floating[:, :] Wt,
     const floating[:, :] X,
@@ -332,42 +341,66 @@ cdef tuple _loss_grad(
     cdef floating[:, :, :] grads
     cdef double[:, ::1] gbs
     cdef floating[::1] zero_row
-    cdef double[::1] losses
+    cdef double[:, ::1] stats  # per chunk: loss, its part of sum(W**2), whether its part was finite
     # One set kept per scratch dict, replaced when the layout changes (the
     # thread count follows the batch size), so a dict never holds more.
     spec = (dtype, n_chunks, Cp, D)
     kept = None if scratch is None else scratch.get("fused_loss_grad")
+    # (The kernels accumulate into grads and gbs: each thread zeroes its own
+    # first.  zero_row is never written.)
     if kept is not None and kept[0] == spec:
-        _, grads, gbs, zero_row, losses = kept
-        with nogil:  # the kernels accumulate into these; zero_row is never written
-            memset(&grads[0, 0, 0], 0, grads.shape[0] * grads.shape[1] * grads.shape[2] * sizeof(floating))
-            memset(&gbs[0, 0], 0, n_chunks * Cp * sizeof(double))
+        _, grads, gbs, zero_row, stats = kept
     else:
         grads = aligned_zeros(n_chunks * Cp, D, dtype).reshape(n_chunks, Cp, -1)
         gbs = np.zeros((n_chunks, Cp), dtype=np.float64)
         zero_row = np.zeros(max(D, 1), dtype=dtype)
-        losses = np.zeros(n_chunks, dtype=np.float64)
+        stats = np.zeros((3, n_chunks), dtype=np.float64)
         if scratch is not None:
-            scratch["fused_loss_grad"] = (spec, grads, gbs, zero_row, losses)
+            scratch["fused_loss_grad"] = (spec, grads, gbs, zero_row, stats)
     cdef Py_ssize_t ldg = grads.shape[2]
     cdef Py_ssize_t ldw = Wt.strides[0] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t ldx = X.strides[0] // <Py_ssize_t>sizeof(floating)
-    cdef Py_ssize_t t
+    cdef Py_ssize_t t, d_lo, d_hi
+    cdef Py_ssize_t gsize = grads.shape[1] * grads.shape[2]
     cdef fs_kernel_f64 k64 = fs_select_f64(level)
     cdef fs_kernel_f32 k32 = fs_select_f32(level)
-    with nogil:
-        for t in prange(n_chunks, num_threads=n_threads, schedule="static"):
-            if floating is double:
-                losses[t] = k64(&Wt[0, 0], ldw, Cp, C, D, bp, &X[0, 0], ldx, rp, &y[0],
-                                t * n // n_chunks, (t + 1) * n // n_chunks, tile, dchunk,
-                                &grads[t, 0, 0], ldg, &gbs[t, 0], &zero_row[0])
-            else:
-                losses[t] = k32(&Wt[0, 0], ldw, Cp, C, D, bp, &X[0, 0], ldx, rp, &y[0],
-                                t * n // n_chunks, (t + 1) * n // n_chunks, tile, dchunk,
-                                &grads[t, 0, 0], ldg, &gbs[t, 0], &zero_row[0])
+    cdef fs_reduce_f64 r64 = fs_select_reduce_f64(level)
+    cdef fs_reduce_f32 r32 = fs_select_reduce_f32(level)
     cdef floating fn = <floating>n
     cdef bint finish = reg is not None
-    # The bias gradient first: an update needs to know it is finite before W is written.
+    cdef floating c2 = <floating>(2.0 * reg) if finish else 0
+    cdef Py_ssize_t cstride = grads.strides[0] // <Py_ssize_t>sizeof(floating)
+    cdef floating *wp = &W[0, 0] if update else NULL
+    cdef floating *op = &outv[0, 0]
+    # 1. Each thread its chunk of rows, into its own (Cp, D) accumulator.
+    # 2. After the loop's barrier, the reduction, each thread a range of D:
+    #    the accumulators summed in chunk order and transposed to (D, C);
+    #    with reg, finished there too: the roundings of _common.finish (s /
+    #    n, then + (2 reg) * w, each in the working dtype); with W, updated
+    #    too: the roundings of sgd_update (p = rate * s, then w - p).  The
+    #    per-ISA C reduction of _fused_body.h does it on vectors along D.
+    with nogil, parallel(num_threads=n_threads):
+        for t in prange(n_chunks, schedule="static"):
+            memset(&grads[t, 0, 0], 0, gsize * sizeof(floating))
+            memset(&gbs[t, 0], 0, Cp * sizeof(double))
+            if floating is double:
+                stats[0, t] = k64(&Wt[0, 0], ldw, Cp, C, D, bp, &X[0, 0], ldx, rp, &y[0],
+                                  t * n // n_chunks, (t + 1) * n // n_chunks, tile, dchunk,
+                                  &grads[t, 0, 0], ldg, &gbs[t, 0], &zero_row[0])
+            else:
+                stats[0, t] = k32(&Wt[0, 0], ldw, Cp, C, D, bp, &X[0, 0], ldx, rp, &y[0],
+                                  t * n // n_chunks, (t + 1) * n // n_chunks, tile, dchunk,
+                                  &grads[t, 0, 0], ldg, &gbs[t, 0], &zero_row[0])
+        for t in prange(n_chunks, schedule="static"):
+            d_lo = _d_split(D, n_chunks, t)
+            d_hi = _d_split(D, n_chunks, t + 1)
+            if floating is double:
+                stats[2, t] = r64(&grads[0, 0, 0], n_chunks, cstride, ldg, &Wt[0, 0], ldw, C, d_lo, d_hi,
+                                  finish, fn, c2, rate, op, wp, &stats[1, t])
+            else:
+                stats[2, t] = r32(&grads[0, 0, 0], n_chunks, cstride, ldg, &Wt[0, 0], ldw, C, d_lo, d_hi,
+                                  finish, fn, c2, rate, op, wp, &stats[1, t])
+    # The bias gradient (W may be written already: a non-finite one restores it below).
     db = None
     cdef floating[::1] dbv
     cdef double sb
@@ -384,29 +417,14 @@ cdef tuple _loss_grad(
             if finish:
                 dbv[j] = dbv[j] / fn
             check = check + (dbv[j] - dbv[j])
-    # Reduce the per-thread (Cp, D) accumulators in chunk order, transposing
-    # to (D, C) on the way; with reg, finish there too: the roundings of
-    # _common.finish (s / n, then + (2 reg) * w, each in the working dtype);
-    # with W, update it too: the roundings of sgd_update (p = rate * s,
-    # then w - p).  The per-ISA C reduction of _fused_body.h does it on
-    # vectors along D.
-    cdef floating c2 = <floating>(2.0 * reg) if finish else 0
     cdef double sq = 0.0
-    cdef int bad = 0
-    cdef Py_ssize_t cstride = grads.strides[0] // <Py_ssize_t>sizeof(floating)
-    cdef floating *wp = &W[0, 0] if update else NULL
-    with nogil:
-        if floating is double:
-            bad = fs_select_reduce_f64(level)(&grads[0, 0, 0], n_chunks, cstride, ldg, &Wt[0, 0], ldw, C, D,
-                                              finish, fn, c2, rate, &outv[0, 0], wp, &sq)
-        else:
-            bad = fs_select_reduce_f32(level)(&grads[0, 0, 0], n_chunks, cstride, ldg, &Wt[0, 0], ldw, C, D,
-                                              finish, fn, c2, rate, &outv[0, 0], wp, &sq)
-    if bad:
-        check = 1
+    for t in range(n_chunks):
+        sq += stats[1, t]
+        if stats[2, t] != 0:
+            check = 1
     cdef double total = 0.0
     for t in range(n_chunks):
-        total += losses[t]
+        total += stats[0, t]
     loss = total
     if finish:
         loss = total / n + reg * sq

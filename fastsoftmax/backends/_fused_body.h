@@ -289,14 +289,15 @@ static double NAME(
  * *sq = sum of w^2 in double.  With W (needs finish): p = s * rate goes to
  * out and w - p to W (two roundings, as sgd_update), and the return value
  * is nonzero when an s was NaN or inf (W is then written anyway: the caller
- * restores it from Wt).  Per class row the work runs on whole vectors
+ * restores it from Wt).  Columns d_lo <= d < d_hi of D only (threads split
+ * D), *sq_out their part of the sum.  Per class row the work runs on whole vectors
  * along D (a scalar loop took 50 us at D = 3073, C = 10 in float64, the
  * divisions one at a time), into a block buffer that is then transposed
  * into out (and W). */
 #define REDUCE_BD 64                           /* D-block: a multiple of every VL */
 #define REDUCE_BJ 16                           /* classes per block */
 static int FS_CAT(NAME, _reduce)(const FT *G, Py_ssize_t nchunks, Py_ssize_t cstride, Py_ssize_t ldg,
-                                 const FT *Wt, Py_ssize_t ldw, Py_ssize_t C, Py_ssize_t D,
+                                 const FT *Wt, Py_ssize_t ldw, Py_ssize_t C, Py_ssize_t d_lo, Py_ssize_t d_hi,
                                  int finish, FT fn, FT c2, FT rate, FT *out, FT *W, double *sq_out)
 {
     FT buf[REDUCE_BJ][REDUCE_BD], wbuf[REDUCE_BJ][REDUCE_BD];
@@ -313,8 +314,8 @@ static int FS_CAT(NAME, _reduce)(const FT *G, Py_ssize_t nchunks, Py_ssize_t cst
 #endif
     for (Py_ssize_t j0 = 0; j0 < C; j0 += REDUCE_BJ) {
         int jn = C - j0 < REDUCE_BJ ? (int)(C - j0) : REDUCE_BJ;
-        for (Py_ssize_t d0 = 0; d0 < D; d0 += REDUCE_BD) {
-            int dn = D - d0 < REDUCE_BD ? (int)(D - d0) : REDUCE_BD;
+        for (Py_ssize_t d0 = d_lo; d0 < d_hi; d0 += REDUCE_BD) {
+            int dn = d_hi - d0 < REDUCE_BD ? (int)(d_hi - d0) : REDUCE_BD;
             for (int jj = 0; jj < jn; jj++) {
                 const FT *g = G + (j0 + jj) * ldg + d0;
                 const FT *w = Wt + (j0 + jj) * ldw + d0;

@@ -68,9 +68,11 @@ typedef double (*fs_kernel_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_
 /* The reduction after the kernels (see _fused_body.h): returns nonzero when
  * an updated gradient element was not finite. */
 typedef int (*fs_reduce_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t, const double *, Py_ssize_t,
-                             Py_ssize_t, Py_ssize_t, int, double, double, double, double *, double *, double *);
+                             Py_ssize_t, Py_ssize_t, Py_ssize_t, int, double, double, double, double *, double *,
+                             double *);
 typedef int (*fs_reduce_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, const float *, Py_ssize_t,
-                             Py_ssize_t, Py_ssize_t, int, float, float, float, float *, float *, double *);
+                             Py_ssize_t, Py_ssize_t, Py_ssize_t, int, float, float, float, float *, float *,
+                             double *);
 
 /* Classes per score micro-kernel: Cp = C rounded up to a multiple of this. */
 #define FS_CB 5
