@@ -182,25 +182,18 @@ def sgd_step(W, Wt, X, y, Py_ssize_t C, int n_threads, isa, b, rows, out, Py_ssi
     """
     # Typed per dtype here, not a fused def function: Cython's run-time
     # dispatch of those costs microseconds per call (see sgd_update).
-    cdef double[:, ::1] w64
-    cdef float[:, ::1] w32
-    cdef double[:, :] wt64
-    cdef float[:, :] wt32
     level = _level(isa)
     if W.ndim != 2 or Wt.ndim != 2 or W.shape[1] != C or Wt.shape[0] < C or Wt.shape[1] != W.shape[0]:
         raise ValueError("sgd_step: inconsistent shapes")
+    if W.dtype != np.float64 and W.dtype != np.float32:
+        raise TypeError(f"sgd_step: W must be float32 or float64, got {W.dtype}")
+    transpose_into(W, Wt)
     if W.dtype == np.float64:
-        w64, wt64 = W, Wt
-        _transpose_into(w64, wt64)
         loss, _, _, ok = _loss_grad[double](Wt, X, y, C, n_threads, level, b, rows, out, tile, dchunk, reg, scratch,
                                             W, lr)
-    elif W.dtype == np.float32:
-        w32, wt32 = W, Wt
-        _transpose_into(w32, wt32)
+    else:
         loss, _, _, ok = _loss_grad[float](Wt, X, y, C, n_threads, level, b, rows, out, tile, dchunk, reg, scratch,
                                            W, lr)
-    else:
-        raise TypeError(f"sgd_step: W must be float32 or float64, got {W.dtype}")
     return loss if ok else None
 
 
@@ -239,7 +232,6 @@ cdef void _transpose_into(const floating[:, ::1] W, floating[:, :] Wt) noexcept 
     cdef Py_ssize_t D = W.shape[0], C = W.shape[1], d0, d, j, dn
     cdef const floating *w = &W[0, 0]
     cdef floating *o
-    cdef Py_ssize_t ldt = Wt.strides[0] // <Py_ssize_t>sizeof(floating)
     for d0 in range(0, D, 16):
         dn = min(16, D - d0)
         for j in range(C):
@@ -341,7 +333,7 @@ cdef tuple _loss_grad(
     cdef floating[:, :, :] grads
     cdef double[:, ::1] gbs
     cdef floating[::1] zero_row
-    cdef double[:, ::1] stats  # per chunk: loss, its part of sum(W**2), whether its part was finite
+    cdef double[:, ::1] stats  # per chunk: loss; per D-range: its part of sum(W**2), nonzero if not finite
     # One set kept per scratch dict, replaced when the layout changes (the
     # thread count follows the batch size), so a dict never holds more.
     spec = (dtype, n_chunks, Cp, D)

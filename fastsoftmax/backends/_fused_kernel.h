@@ -87,7 +87,6 @@ typedef int (*fs_reduce_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, 
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(FS_NO_VECTOR_EXT)
 #define FS_VECTOR_EXT 1
 #define FS_VZERO ((VEC){0})
-#define FS_LANE(v, l) ((v)[l])
 #define FS_PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
 #define FS_PREFETCH_L1(p) __builtin_prefetch((p), 0, 3)
 #define FS_INLINE inline __attribute__((always_inline))
@@ -103,7 +102,6 @@ typedef int (*fs_reduce_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, 
 #else
 #define FS_VECTOR_EXT 0
 #define FS_VZERO ((VEC)0)
-#define FS_LANE(v, l) (v)
 #define FS_PREFETCH_L2(p) ((void)(p))
 #define FS_PREFETCH_L1(p) ((void)(p))
 #define FS_IN_REGISTER(v) ((void)0)
@@ -201,40 +199,17 @@ static int fs_best_isa(void) {
     return 0;
 }
 
-static fs_kernel_f64 fs_select_f64(int isa) {
+/* The build of a function for ISA level isa: fs_<dtype>_<build><suffix>. */
 #if FS_MULTI_ISA
-    if (isa >= 2) return fs_f64_avx512;
-    if (isa == 1) return fs_f64_avx2;
+#define FS_BUILD(isa, dt, suffix) \
+    ((isa) >= 2 ? fs_##dt##_avx512##suffix : (isa) == 1 ? fs_##dt##_avx2##suffix : fs_##dt##_base##suffix)
+#else
+#define FS_BUILD(isa, dt, suffix) ((void)(isa), fs_##dt##_base##suffix)
 #endif
-    (void)isa;
-    return fs_f64_base;
-}
 
-static fs_kernel_f32 fs_select_f32(int isa) {
-#if FS_MULTI_ISA
-    if (isa >= 2) return fs_f32_avx512;
-    if (isa == 1) return fs_f32_avx2;
-#endif
-    (void)isa;
-    return fs_f32_base;
-}
-
-static fs_reduce_f64 fs_select_reduce_f64(int isa) {
-#if FS_MULTI_ISA
-    if (isa >= 2) return fs_f64_avx512_reduce;
-    if (isa == 1) return fs_f64_avx2_reduce;
-#endif
-    (void)isa;
-    return fs_f64_base_reduce;
-}
-
-static fs_reduce_f32 fs_select_reduce_f32(int isa) {
-#if FS_MULTI_ISA
-    if (isa >= 2) return fs_f32_avx512_reduce;
-    if (isa == 1) return fs_f32_avx2_reduce;
-#endif
-    (void)isa;
-    return fs_f32_base_reduce;
-}
+static fs_kernel_f64 fs_select_f64(int isa) { return FS_BUILD(isa, f64, ); }
+static fs_kernel_f32 fs_select_f32(int isa) { return FS_BUILD(isa, f32, ); }
+static fs_reduce_f64 fs_select_reduce_f64(int isa) { return FS_BUILD(isa, f64, _reduce); }
+static fs_reduce_f32 fs_select_reduce_f32(int isa) { return FS_BUILD(isa, f32, _reduce); }
 
 #endif
