@@ -455,6 +455,36 @@ def test_kernel_ab_script_builds_variants_and_checks_their_bits(capsys, where):
     assert len(out) == 7 and all("% of GEMM" in line for line in out[4:])
 
 
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="bench/kernel_ab.py compiles with gcc")
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_scalar_build_of_the_c_kernel_computes_the_loss_and_gradient(tmp_path, dtype):
+    """-DFS_NO_VECTOR_EXT (the body compilers without vector extensions, MSVC, get) compiles and is right.
+
+    The vector builds never run that path, so it is compiled here with GCC
+    and checked, with the vector baseline build, against NumPy in float64.
+    Tolerances: float64 sums of ~40 terms of O(1) products, 1e-12 of the
+    largest element; float32 the same sums rounded at 2**-24 each, 1e-5.
+    """
+    script = bench_module("kernel_ab.py")
+    p = script.problem(23, np.dtype(dtype), "l2", d=37, c=7, cp=10)   # D, N, C off every block size
+    Xr = p["X"][p["rows"]].astype(np.float64)
+    S = Xr @ p["Wt"][:7, :37].T.astype(np.float64)
+    S -= S.max(axis=1, keepdims=True)
+    P = np.exp(S) / np.exp(S).sum(axis=1, keepdims=True)
+    y = p["y"][p["rows"]]
+    loss = -np.log(P[np.arange(23), y]).sum()
+    P[np.arange(23), y] -= 1.0
+    G, gb = P.T @ Xr, P.sum(axis=0)
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    for i, flags in enumerate([[], ["-DFS_NO_VECTOR_EXT"]]):
+        lib = script.build(flags, script.HEADERS, str(tmp_path), i)
+        got_loss, got_G, got_gb = script.caller(lib, script.ISAS["baseline"], p, 10, 16)()
+        assert abs(got_loss - loss) <= tol * abs(loss), flags
+        np.testing.assert_allclose(got_G[:7, :37], G, rtol=0, atol=tol * np.abs(G).max(), err_msg=str(flags))
+        assert not got_G[7:].any() and not got_G[:, 37:].any(), flags   # padding stays zero
+        np.testing.assert_allclose(got_gb[:7], gb, rtol=0, atol=tol * len(y), err_msg=str(flags))
+
+
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="bench/stream_fma_bound.c is built with gcc")
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_stream_fma_bound_builds_and_times_every_read_order(tmp_path, dtype):

@@ -105,7 +105,13 @@ typedef int (*fs_reduce_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, 
 #define FS_PREFETCH_L2(p) ((void)(p))
 #define FS_PREFETCH_L1(p) ((void)(p))
 #define FS_IN_REGISTER(v) ((void)0)
+#if defined(_MSC_VER)
 #define FS_INLINE __forceinline
+#elif defined(__GNUC__) || defined(__clang__)
+#define FS_INLINE inline __attribute__((always_inline))
+#else
+#define FS_INLINE inline
+#endif
 #define FS_VL(n) 1
 #endif
 
