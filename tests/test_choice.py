@@ -173,6 +173,38 @@ def test_cython_blocking_follows_the_measured_chunk(monkeypatch):
         _wisdom.forget()
 
 
+def test_cython_blocking_is_remembered_but_follows_new_wisdom_and_cache_dir(cache_dir, tmp_path_factory,
+                                                                           monkeypatch):
+    """_blocking works the blocking out once per shape, build and wisdom: a save or another cache dir is seen."""
+    cython = pytest.importorskip("fastsoftmax.backends.cython")
+    import fastsoftmax.backends._common as common
+
+    monkeypatch.setattr(cython, "BLOCKING", None)
+    isa = cython.running_isa()
+    static = cython._blocking(3073, 10, 8)
+    worked_out = []
+    monkeypatch.setattr(cython, "blocking", lambda *a, **k: worked_out.append(a) or common.blocking(*a, **k))
+    assert [cython._blocking(3073, 10, 8) for _ in range(3)] == [static] * 3 and worked_out == []
+    _wisdom.save({}, [], chunks={f"{isa}|float64": 2560})          # tune saves in this process
+    assert cython._blocking(3073, 10, 8)[1] == 32 and len(worked_out) == 1
+    monkeypatch.setenv("FASTSOFTMAX_CACHE_DIR", str(tmp_path_factory.mktemp("empty")))
+    assert cython._blocking(3073, 10, 8) == static                  # another cache: no wisdom
+    monkeypatch.setenv("FASTSOFTMAX_CACHE_DIR", str(cache_dir))
+    assert cython._blocking(3073, 10, 8)[1] == 32
+    assert cython._blocking(3073, 10, 4) == common.blocking(3073, 10, 4, isa=isa)   # float32: static
+
+
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="XDG_CACHE_HOME is where Linux keeps caches")
+def test_wisdom_path_follows_the_platform_cache_dir(tmp_path, monkeypatch):
+    """Without FASTSOFTMAX_CACHE_DIR the file is in the user cache dir, read anew when the environment changes."""
+    monkeypatch.delenv("FASTSOFTMAX_CACHE_DIR")
+    for sub in ("a", "b", "a"):
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / sub))
+        assert _wisdom.wisdom_path().startswith(str(tmp_path / sub / "fastsoftmax") + "/")
+    monkeypatch.setenv("FASTSOFTMAX_CACHE_DIR", str(tmp_path / "c"))
+    assert _wisdom.wisdom_path().startswith(str(tmp_path / "c") + "/")
+
+
 def test_tune_chunks_times_each_chunk_and_restores_the_blocking(monkeypatch):
     cython = pytest.importorskip("fastsoftmax.backends.cython")
     from fastsoftmax.harness.tune import tune_chunks

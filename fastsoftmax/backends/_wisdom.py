@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 
 __all__ = ["cache_dir", "wisdom_path", "build_tag", "machine_key", "load", "save", "lookup", "chunk_bytes",
            "forget", "state"]
@@ -47,8 +48,11 @@ _loaded: dict = {}  # path -> parsed wisdom (or None), read once per process
 _generation = 0  # bumped whenever what was read may change (save, forget)
 
 
-# What platformdirs' answer depends on; it is asked again only when these change.
-_PLATFORM_ENV = ("XDG_CACHE_HOME", "HOME", "LOCALAPPDATA", "USERPROFILE")
+# What platformdirs' answer depends on, on this platform (it is asked again
+# only when these change): XDG_CACHE_HOME or ~/.cache on Linux and other
+# Unix, ~/Library/Caches on macOS, the local AppData folder on Windows.
+_PLATFORM_ENV = {"win32": ("LOCALAPPDATA", "USERPROFILE"), "darwin": ("HOME",)}.get(
+    sys.platform, ("XDG_CACHE_HOME", "HOME"))
 _platform_dirs: dict = {}
 
 
@@ -62,7 +66,7 @@ def cache_dir():
     explicit = os.environ.get(_ENV)
     if explicit:
         return explicit
-    env = tuple(os.environ.get(name) for name in _PLATFORM_ENV)
+    env = tuple(map(os.environ.get, _PLATFORM_ENV))
     found = _platform_dirs.get(env)
     if found is None:
         import platformdirs
@@ -96,9 +100,25 @@ def build_tag():
     return _build_tag
 
 
+_paths: dict = {}  # what the path depends on in the environment -> the path
+
+
 def wisdom_path():
-    """The wisdom file for this package version and the builds this process runs (:func:`build_tag`)."""
-    return os.path.join(cache_dir(), f"wisdom-{_version()}{build_tag()}.json")
+    """The wisdom file for this package version and the builds this process runs (:func:`build_tag`).
+
+    Read on every call (through :func:`state`), so the path is remembered per
+    value of the environment variables it depends on (1-3 reads, then a dict
+    lookup: it took 4 us warm, and 2-4x that as the first Python after a
+    kernel; docs/kernels.md, round 12).
+    """
+    tag = build_tag()
+    key = (os.environ.get(_ENV) or tuple(map(os.environ.get, _PLATFORM_ENV)), tag)
+    path = _paths.get(key)
+    if path is None:
+        if len(_paths) >= 64:  # the environment keeps changing: start over
+            _paths.clear()
+        path = _paths[key] = os.path.join(cache_dir(), f"wisdom-{_version()}{tag}.json")
+    return path
 
 
 def machine_key():

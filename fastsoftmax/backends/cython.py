@@ -73,11 +73,25 @@ def score_chunk(itemsize):
     return (measured, True) if measured else (static_chunk_bytes(isa), False)
 
 
+_blockings: dict = {}  # (D, Cp, itemsize, ISA, wisdom state) -> (tile, dchunk)
+
+
 def _blocking(D, Cp, itemsize):
-    """(tile, dchunk) for the build that runs: :data:`BLOCKING`, else ``_common.blocking``'s with :func:`score_chunk`."""
+    """(tile, dchunk) for the build that runs: :data:`BLOCKING`, else ``_common.blocking``'s with :func:`score_chunk`.
+
+    Remembered per shape, build and wisdom (:func:`._wisdom.state`): worked
+    out on every call it cost 15-30 us of an N = 500 call, being the first
+    Python after the kernel (docs/kernels.md, round 12).
+    """
     if BLOCKING:
         return BLOCKING
-    return blocking(D, Cp, itemsize, isa=running_isa(), chunk_bytes=score_chunk(itemsize)[0])
+    key = (D, Cp, itemsize, ISA, _wisdom.state())
+    found = _blockings.get(key)
+    if found is None:
+        if len(_blockings) >= 256:  # many shapes: start over
+            _blockings.clear()
+        found = _blockings[key] = blocking(D, Cp, itemsize, isa=running_isa(), chunk_bytes=score_chunk(itemsize)[0])
+    return found
 
 
 # The contract of both compiled backends: _common.LOSS_GRAD_DOC, set as the docstring below.
