@@ -133,6 +133,16 @@ def test_memory_probe_sees_a_temporary(registered):
     assert mem["numpy"] < 4 * 2**20
 
 
+def test_memory_probe_counts_the_buffers_a_kernel_keeps():
+    """The kept scratch (W's padded copy, the accumulators) is a call's memory, though a repeated call reuses it."""
+    pytest.importorskip("fastsoftmax.backends.cython")
+    case = Case(64, dtype="float64")
+    mem = peak_extra_memory(case, ["cython"], threads=1)
+    assert "_error" not in mem, mem
+    w_bytes = case.d * case.c * 8
+    assert 2 * w_bytes <= mem["cython"] < 8 * w_bytes   # W.T padded, one accumulator; O(threads * D * C)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_blocked_reference_matches_python(monkeypatch, dtype):
     """Above PYTHON_MAX_WORK the reference is blocked float64 NumPy: check it against python."""

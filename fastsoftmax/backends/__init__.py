@@ -64,6 +64,7 @@ __all__ = [
     "get",
     "get_kernel",
     "run_kernel",
+    "release_scratch",
     "fastest",
     "problem_key",
     "set_backend",
@@ -171,6 +172,16 @@ def _kept_scratch(kernel, problem, n_threads):
     if slot is None or slot[0] != key:
         slot = slots[kernel] = (key, {})
     return slot[1]
+
+
+def release_scratch():
+    """Drop the scratch this thread keeps for the kernels (the next call allocates its buffers anew).
+
+    The memory probe (:mod:`fastsoftmax.harness.memory`) calls it between
+    its warm-up call and the measured one, so that the measured call's
+    buffers count as that call's memory.
+    """
+    _kept.__dict__.pop("slots", None)
 
 
 def run_kernel(kernel, problem, n_threads):

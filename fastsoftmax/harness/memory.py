@@ -61,6 +61,9 @@ def _probe_rows(case, names, threads, data_dir):
         for name in names:
             _, fn = setup_row(name, problem, threads)
             fn()  # warm-up: imports, JIT, thread pools, first-touch of caches
+            # the buffers the compiled kernels keep from call to call are
+            # memory a call needs: the measured call allocates them anew
+            backends.release_scratch()
             gc.collect()
             before = _status_kb("VmRSS")
             with open("/proc/self/clear_refs", "w") as f:
