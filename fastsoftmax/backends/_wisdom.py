@@ -48,31 +48,25 @@ _loaded: dict = {}  # path -> parsed wisdom (or None), read once per process
 _generation = 0  # bumped whenever what was read may change (save, forget)
 
 
-# What platformdirs' answer depends on, on this platform (it is asked again
-# only when these change): XDG_CACHE_HOME or ~/.cache on Linux and other
-# Unix, ~/Library/Caches on macOS, the local AppData folder on Windows.
+# What platformdirs' answer depends on, on this platform (wisdom_path asks
+# again only when these change): XDG_CACHE_HOME or ~/.cache on Linux and
+# other Unix, ~/Library/Caches on macOS, the local AppData folder on Windows.
 _PLATFORM_ENV = {"win32": ("LOCALAPPDATA", "USERPROFILE"), "darwin": ("HOME",)}.get(
     sys.platform, ("XDG_CACHE_HOME", "HOME"))
-_platform_dirs: dict = {}
 
 
 def cache_dir():
     """Directory of fastsoftmax's per-user cache (not created here).
 
-    Read on every :func:`fastsoftmax.softmax_loss` call (through
-    :func:`lookup`), so platformdirs' answer (about 30 us) is remembered per
-    value of the environment variables it reads.
+    ``FASTSOFTMAX_CACHE_DIR``, else platformdirs' answer (about 30 us; the
+    path read on every call, :func:`wisdom_path`, is remembered there).
     """
     explicit = os.environ.get(_ENV)
     if explicit:
         return explicit
-    env = tuple(map(os.environ.get, _PLATFORM_ENV))
-    found = _platform_dirs.get(env)
-    if found is None:
-        import platformdirs
+    import platformdirs
 
-        found = _platform_dirs[env] = platformdirs.user_cache_dir("fastsoftmax", appauthor=False)
-    return found
+    return platformdirs.user_cache_dir("fastsoftmax", appauthor=False)
 
 
 def _version():
