@@ -70,7 +70,10 @@ def main(argv=None):
     parser.add_argument("--warm", type=float, default=WARM_S, help=f"untimed running before each block (s, default {WARM_S})")
     args = parser.parse_args(argv)
     names = [b for b in args.backends.split(",") if b in backends.available()]
-    print(f"isa: {isa_note()}; backends: {names}; fastsoftmax {fastsoftmax.__version__}")
+    note = isa_note()
+    print(f"isa: {note}; backends: {names}; fastsoftmax {fastsoftmax.__version__}")
+    if note["yardstick"]:
+        print(note["yardstick"])
     print("case            thr  R_gemm GF/s   R_stream GB/s  T* ms (bound)   "
           + "  ".join(f"{name + ' ms':>13} {'%roof':>9}" for name in names) + "  pick")
     for dtype in args.dtypes.split(","):

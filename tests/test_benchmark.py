@@ -372,6 +372,38 @@ def test_roofline_in_table_and_json(tmp_path, capsys, monkeypatch):
     assert any(line.startswith(f"{picked} *") for line in out.splitlines())
 
 
+def test_a_gemm_yardstick_of_another_instruction_set_is_flagged(tmp_path, capsys, monkeypatch):
+    """OpenBLAS held to AVX2 under an AVX-512 kernel (or the reverse) is said in the table and the JSON.
+
+    Seen on a Zen 5 whose environment set OPENBLAS_CORETYPE=Haswell for
+    every process: the AVX-512 kernel read 125 % of an AVX2 "roofline".
+    """
+    from fastsoftmax.harness import roofline
+
+    assert roofline.blas_isa(["SkylakeX"]) == ("avx512", "SkylakeX")
+    assert roofline.blas_isa(["Zen"]) == ("avx2", "Zen")
+    assert roofline.blas_isa(["Haswell", "SkylakeX"]) == (None, "Haswell, SkylakeX")  # two BLAS: no verdict
+    assert roofline.blas_isa(["neoversen1"]) == (None, "neoversen1")
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    low = roofline.yardstick_check("avx512", ("avx2", "Haswell"))
+    assert "too high" in low and "unset OPENBLAS_CORETYPE (it is 'Haswell' here)" in low
+    assert "FASTSOFTMAX_ISA=avx2" in low
+    assert "too low" in roofline.yardstick_check("avx2", ("avx512", "SkylakeX"))
+    for kernel, blas in (("avx2", ("avx2", "Haswell")), ("avx512", (None, "neoversen1")), (None, ("avx2", "Zen"))):
+        assert roofline.yardstick_check(kernel, blas) is None
+
+    cython = pytest.importorskip("fastsoftmax.backends.cython")  # a kernel build to compare with
+    core = ("avx512", "SkylakeX") if cython.running_isa() != "avx512" else ("baseline", "Core2")
+    monkeypatch.setattr(roofline, "GEMM_N", 64)
+    monkeypatch.setattr(roofline, "blas_isa", lambda cores=None: core)
+    path = tmp_path / "bench.json"
+    assert cli.main(["bench", "--sizes", "64", "--dtypes", "float64", "--repeat", "1", "--threads", "1",
+                     "--no-peers", "--no-memory", "--backends", "numpy", "--json", str(path)]) == 0
+    warning = json.loads(path.read_text())["machine"]["isa"]["yardstick"]
+    assert warning.startswith(f"WARNING: the GEMM yardstick runs OpenBLAS's {core[1]} ({core[0]}) kernels")
+    assert warning in capsys.readouterr().out
+
+
 def test_roofline_script_times_every_row_in_warm_rotated_blocks(monkeypatch):
     """bench/roofline.py: the yardsticks and the backends each get ``rounds * per_block`` samples.
 

@@ -20,6 +20,16 @@ hold the AVX2 build of the cython kernel to an AVX2 GEMM on an AVX-512
 machine, start the process with ``OPENBLAS_CORETYPE=Haswell`` (and
 ``NUMBA_CPU_NAME=haswell`` for Numba); :func:`isa_note` records what was in
 effect.
+
+The reverse also happens: a machine's environment may hold OpenBLAS to a
+narrower instruction set than the kernels use.  The sixteenth session's
+AMD EPYC (Zen 5, AVX-512 on full-width units) had ``OPENBLAS_CORETYPE=
+Haswell`` set for every process: the AVX-512 kernels were measured against
+an AVX2 GEMM (67 instead of 110 GFLOP/s in float64) and read 125 % of the
+"roofline".  So :func:`yardstick_check` compares the instruction set of
+OpenBLAS's core (threadpoolctl's ``architecture``) with the cython
+build's and says when they differ; ``fastsoftmax bench`` and
+bench/roofline.py print it, and the JSON keeps it (``isa.yardstick``).
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ import numpy as np
 
 from .threads import limit_threads
 
-__all__ = ["GEMM_N", "gemm_rate", "stream_rate", "t_star", "isa_note"]
+__all__ = ["GEMM_N", "gemm_rate", "stream_rate", "t_star", "isa_note", "blas_isa", "yardstick_check"]
 
 #: Side of the square GEMM whose rate is the compute roof.
 GEMM_N = 2048
@@ -99,16 +109,85 @@ def t_star(flops, x_bytes, r_gemm, r_stream):
     return (compute, "gemm") if compute >= memory else (memory, "stream")
 
 
+#: OpenBLAS cores (threadpoolctl's ``architecture``, lower case) by the
+#: widest instruction set of their GEMM kernels, in the names of the cython
+#: builds.  Zen cores run the Haswell kernels; a core not listed (another
+#: BLAS, an older or unknown core) is not compared.
+BLAS_CORE_ISA = {
+    **dict.fromkeys(("skylakex", "cooperlake", "sapphirerapids"), "avx512"),
+    **dict.fromkeys(("haswell", "zen", "skylake"), "avx2"),
+    **dict.fromkeys(("sandybridge", "bulldozer", "piledriver", "steamroller", "excavator", "nehalem", "core2",
+                     "penryn", "dunnington", "atom", "barcelona", "opteron", "prescott", "katmai", "coppermine",
+                     "northwood", "banias", "athlon"), "baseline"),
+}
+_ISA_ORDER = ("baseline", "avx2", "avx512")
+
+
+def blas_isa(cores=None):
+    """The instruction set of the BLAS's GEMM kernels (``"avx512"``, ``"avx2"``, ``"baseline"``) and the core name.
+
+    Parameters
+    ----------
+    cores : list of str, optional
+        BLAS core names (default: threadpoolctl's ``architecture`` of every
+        loaded BLAS).
+
+    Returns
+    -------
+    (str or None, str or None)
+        ``(None, core)`` when the core is not in :data:`BLAS_CORE_ISA`, or
+        when several BLAS libraries disagree (``core`` then lists them).
+    """
+    if cores is None:
+        from threadpoolctl import threadpool_info
+
+        cores = [p.get("architecture") for p in threadpool_info() if p.get("user_api") == "blas"]
+    cores = sorted({c for c in cores if c})
+    if len(cores) != 1:
+        return None, ", ".join(cores) or None
+    return BLAS_CORE_ISA.get(cores[0].lower()), cores[0]
+
+
+def yardstick_check(kernel_isa, blas=None):
+    """None when the GEMM yardstick uses the kernels' instruction set, else a warning saying what to set.
+
+    Parameters
+    ----------
+    kernel_isa : str or None
+        The cython build that runs (``cython.running_isa()``); None: no check.
+    blas : (str or None, str or None), optional
+        :func:`blas_isa`'s answer (default: asked now).
+    """
+    isa, core = blas_isa() if blas is None else blas
+    if kernel_isa not in _ISA_ORDER or isa is None or isa == kernel_isa:
+        return None
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    if _ISA_ORDER.index(isa) < _ISA_ORDER.index(kernel_isa):
+        fix = (f"unset OPENBLAS_CORETYPE (it is {forced!r} here)" if forced else "use a BLAS built for this CPU")
+        return (f"WARNING: the GEMM yardstick runs OpenBLAS's {core} ({isa}) kernels but the {kernel_isa} build of "
+                f"the C kernel runs: % roof reads too high; {fix}, or set FASTSOFTMAX_ISA={isa} to measure that build")
+    return (f"WARNING: the GEMM yardstick runs OpenBLAS's {core} ({isa}) kernels but the {kernel_isa} build of "
+            f"the C kernel runs: % roof reads too low; to measure the {kernel_isa} build against a GEMM of its own "
+            f"instruction set, set OPENBLAS_CORETYPE=Haswell (and NUMBA_CPU_NAME=haswell) as docs/kernels.md does")
+
+
 def isa_note():
-    """The instruction sets in effect: the cython build (and its D-chunk), OpenBLAS's and Numba's overrides."""
+    """The instruction sets in effect: the cython build (and its D-chunk), OpenBLAS's core and overrides, Numba's.
+
+    ``yardstick`` is :func:`yardstick_check`'s warning, or None when the GEMM
+    yardstick and the C kernel use the same instruction set (or one of them
+    is unknown).
+    """
     note = {"OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-            "NUMBA_CPU_NAME": os.environ.get("NUMBA_CPU_NAME")}
+            "NUMBA_CPU_NAME": os.environ.get("NUMBA_CPU_NAME"),
+            "blas_core": blas_isa()[1], "yardstick": None}
     try:
         from ..backends import cython
     except ImportError:
         note["cython_isa"] = None
         return note
     note["cython_isa"] = cython.running_isa()
+    note["yardstick"] = yardstick_check(note["cython_isa"])
     for dtype, itemsize in (("float64", 8), ("float32", 4)):
         chunk, tuned = cython.score_chunk(itemsize)
         note[f"cython_chunk_{dtype}"] = f"{chunk / 1024:g} KiB ({'tuned' if tuned else 'static'})"

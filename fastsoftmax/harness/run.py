@@ -190,6 +190,9 @@ def run(
     if unknown:
         raise backends.BackendUnavailable(f"unknown backend(s) {unknown}; available: {backends.available()}")
     records, failed, sources, steps = [], [], {}, []
+    isa = isa_note()
+    if cases and isa["yardstick"]:
+        out(isa["yardstick"])
     # tqdm's disable=None means "only on a terminal".
     disable = None if progress is None else not progress
     bar = tqdm(total=len(cases) * len(threads) * len(names), disable=disable,
@@ -244,7 +247,7 @@ def run(
                        for r in steps if r["row"] == "rows step" and not r["agrees"]]
     finally:
         bar.close()
-    payload = {"machine": {**machine_info(), "isa": isa_note()}, "argv": sys.argv, "repeat": repeat,
+    payload = {"machine": {**machine_info(), "isa": isa}, "argv": sys.argv, "repeat": repeat,
                "records": records}
     if steps:
         payload["training_step"] = steps
