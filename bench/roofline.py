@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    python bench/roofline.py                                   # widest build
+    env -u OPENBLAS_CORETYPE python bench/roofline.py          # widest build
     FASTSOFTMAX_ISA=avx2 OPENBLAS_CORETYPE=Haswell NUMBA_CPU_NAME=haswell \\
         python bench/roofline.py                               # AVX2 build vs an AVX2 GEMM
     python bench/roofline.py --sizes 500 --dtypes float32 --threads 1 --rounds 5
