@@ -410,13 +410,12 @@ cdef tuple _loss_grad(
                 dbv[j] = dbv[j] / fn
             check = check + (dbv[j] - dbv[j])
     cdef double sq = 0.0
-    for t in range(n_chunks):
-        sq += stats[1, t]
-        if stats[2, t] != 0:
-            check = 1
     cdef double total = 0.0
     for t in range(n_chunks):
         total += stats[0, t]
+        sq += stats[1, t]
+        if stats[2, t] != 0:
+            check = 1
     loss = total
     if finish:
         loss = total / n + reg * sq

@@ -162,12 +162,11 @@ def yardstick_check(kernel_isa, blas=None):
     if kernel_isa not in _ISA_ORDER or isa is None or isa == kernel_isa:
         return None
     forced = os.environ.get("OPENBLAS_CORETYPE")
+    head = f"WARNING: the GEMM yardstick runs OpenBLAS's {core} ({isa}) kernels but the {kernel_isa} build of the C kernel runs"
     if _ISA_ORDER.index(isa) < _ISA_ORDER.index(kernel_isa):
         fix = (f"unset OPENBLAS_CORETYPE (it is {forced!r} here)" if forced else "use a BLAS built for this CPU")
-        return (f"WARNING: the GEMM yardstick runs OpenBLAS's {core} ({isa}) kernels but the {kernel_isa} build of "
-                f"the C kernel runs: % roof reads too high; {fix}, or set FASTSOFTMAX_ISA={isa} to measure that build")
-    return (f"WARNING: the GEMM yardstick runs OpenBLAS's {core} ({isa}) kernels but the {kernel_isa} build of "
-            f"the C kernel runs: % roof reads too low; to measure the {kernel_isa} build against a GEMM of its own "
+        return f"{head}: % roof reads too high; {fix}, or set FASTSOFTMAX_ISA={isa} to measure that build"
+    return (f"{head}: % roof reads too low; to measure the {kernel_isa} build against a GEMM of its own "
             f"instruction set, set OPENBLAS_CORETYPE=Haswell (and NUMBA_CPU_NAME=haswell) as docs/kernels.md does")
 
 
@@ -178,16 +177,17 @@ def isa_note():
     yardstick and the C kernel use the same instruction set (or one of them
     is unknown).
     """
+    from ..backends import kernel_isa
+
+    blas = blas_isa()
+    isa = kernel_isa()  # through the registry: None wherever the extension does not load
     note = {"OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
             "NUMBA_CPU_NAME": os.environ.get("NUMBA_CPU_NAME"),
-            "blas_core": blas_isa()[1], "yardstick": None}
-    try:
-        from ..backends import cython
-    except ImportError:
-        note["cython_isa"] = None
+            "blas_core": blas[1], "yardstick": yardstick_check(isa, blas), "cython_isa": isa}
+    if isa is None:
         return note
-    note["cython_isa"] = cython.running_isa()
-    note["yardstick"] = yardstick_check(note["cython_isa"])
+    from ..backends import cython
+
     for dtype, itemsize in (("float64", 8), ("float32", 4)):
         chunk, tuned = cython.score_chunk(itemsize)
         note[f"cython_chunk_{dtype}"] = f"{chunk / 1024:g} KiB ({'tuned' if tuned else 'static'})"
