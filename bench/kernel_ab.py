@@ -6,11 +6,14 @@ Usage (from the repository root; needs gcc)::
     python bench/kernel_ab.py --where l2 "" "@/tmp/main/fastsoftmax/backends"
     python bench/kernel_ab.py --isa avx2 --dtype float32 "" "-DFS_AHEAD_BYTES=1536"
     python bench/kernel_ab.py "" "T=20" "T=20 Dc=96"
+    python bench/kernel_ab.py "" "PF=1"      # the whole next tile prefetched
 
 Each VARIANT is a string of words: ``-D...`` flags for gcc, ``@DIR`` to take
 ``_fused_kernel.h``/``_fused_body.h`` from DIR instead of this checkout (a
 ``git worktree`` of another commit, say), ``T=..``/``Dc=..`` to override the
-blocking that ``_common.blocking`` would choose.  Every variant is compiled
+blocking that ``_common.blocking`` would choose, ``PF=1`` to have the
+gradient pass prefetch the whole next tile (the kernel's ``pf_tile``; headers
+from before it existed ignore it).  Every variant is compiled
 into its own shared library (``gcc -O3 -fno-math-errno -shared``, the flags
 setup.py uses) and called through ctypes on the same CIFAR-shaped problem
 (D = 3073, C = 10).
@@ -55,22 +58,27 @@ POOL = 4585  # rows a ``fresh`` minibatch is drawn from (the training-step bench
 
 STUB = """
 #include "_fused_kernel.h"
+#ifdef STUB_PF   /* headers with the kernel's pf_tile argument */
+#define PF pf,
+#else
+#define PF
+#endif
 double call64(int isa, const double *Wt, Py_ssize_t ldw, Py_ssize_t Cp, Py_ssize_t C, Py_ssize_t D,
               const double *X, Py_ssize_t ldx, const Py_ssize_t *rows, const Py_ssize_t *y,
-              Py_ssize_t start, Py_ssize_t stop, Py_ssize_t T, Py_ssize_t Dc, double *G,
+              Py_ssize_t start, Py_ssize_t stop, Py_ssize_t T, Py_ssize_t Dc, int pf, double *G,
               Py_ssize_t ldg, double *gb, const double *zero)
-{ return fs_select_f64(isa)(Wt, ldw, Cp, C, D, NULL, X, ldx, rows, y, start, stop, T, Dc, G, ldg, gb, zero); }
+{ return fs_select_f64(isa)(Wt, ldw, Cp, C, D, NULL, X, ldx, rows, y, start, stop, T, Dc, PF G, ldg, gb, zero); }
 double call32(int isa, const float *Wt, Py_ssize_t ldw, Py_ssize_t Cp, Py_ssize_t C, Py_ssize_t D,
               const float *X, Py_ssize_t ldx, const Py_ssize_t *rows, const Py_ssize_t *y,
-              Py_ssize_t start, Py_ssize_t stop, Py_ssize_t T, Py_ssize_t Dc, float *G,
+              Py_ssize_t start, Py_ssize_t stop, Py_ssize_t T, Py_ssize_t Dc, int pf, float *G,
               Py_ssize_t ldg, double *gb, const float *zero)
-{ return fs_select_f32(isa)(Wt, ldw, Cp, C, D, NULL, X, ldx, rows, y, start, stop, T, Dc, G, ldg, gb, zero); }
+{ return fs_select_f32(isa)(Wt, ldw, Cp, C, D, NULL, X, ldx, rows, y, start, stop, T, Dc, PF G, ldg, gb, zero); }
 """
 
 
 def parse_variant(text):
-    """``"-DA @dir T=20"`` -> (gcc flags, header directory, tile, dchunk)."""
-    flags, headers, tile, dchunk = [], HEADERS, None, None
+    """``"-DA @dir T=20 PF=1"`` -> (gcc flags, header directory, tile, dchunk, pf_tile)."""
+    flags, headers, tile, dchunk, pf = [], HEADERS, None, None, 0
     for word in text.split():
         if word.startswith("@"):
             headers = os.path.abspath(word[1:])
@@ -78,11 +86,13 @@ def parse_variant(text):
             tile = int(word[2:])
         elif word.startswith("Dc="):
             dchunk = int(word[3:])
+        elif word.startswith("PF="):
+            pf = int(word[3:])
         elif word.startswith("-D") or word.startswith("-U"):
             flags.append(word)
         else:
-            raise SystemExit(f"variant {text!r}: don't know {word!r} (use -D..., @DIR, T=.., Dc=..)")
-    return flags, headers, tile, dchunk
+            raise SystemExit(f"variant {text!r}: don't know {word!r} (use -D..., @DIR, T=.., Dc=.., PF=..)")
+    return flags, headers, tile, dchunk, pf
 
 
 def build(flags, headers, workdir, index):
@@ -92,6 +102,9 @@ def build(flags, headers, workdir, index):
     stub = os.path.join(stub_dir, "stub.c")
     with open(stub, "w") as f:
         f.write(STUB)
+    with open(os.path.join(headers, "_fused_body.h")) as f:
+        if "pf_tile" in f.read():
+            flags = [*flags, "-DSTUB_PF"]
     lib = os.path.join(stub_dir, "kernel.so")
     cmd = ["gcc", "-O3", "-fno-math-errno", "-fPIC", "-shared", f"-I{headers}",
            f"-I{sysconfig.get_paths()['include']}", *flags, stub, "-o", lib]
@@ -113,14 +126,14 @@ def problem(n, dtype, where, d=3073, c=10, cp=10, seed=0):
     return dict(X=X, Wt=Wt, y=y, rows=rows, ld=ld, d=d, c=c, cp=cp, zero=np.zeros(d, dtype))
 
 
-def caller(lib, isa, p, tile, dchunk):
+def caller(lib, isa, p, tile, dchunk, pf):
     """A no-argument function running the kernel once; it returns (loss, G, gb)."""
     f64 = p["X"].dtype == np.float64
     fn = lib.call64 if f64 else lib.call32
     ptr, size = ctypes.c_void_p, ctypes.c_ssize_t
     fn.restype = ctypes.c_double
     fn.argtypes = [ctypes.c_int, ptr, size, size, size, size, ptr, size, ptr, ptr,
-                   size, size, size, size, ptr, size, ptr, ptr]
+                   size, size, size, size, ctypes.c_int, ptr, size, ptr, ptr]
     G = np.zeros((p["cp"], p["ld"]), p["X"].dtype)
     gb = np.zeros(p["cp"])
     n = p["X"].shape[0] if p["rows"] is None else p["rows"].shape[0]
@@ -130,7 +143,7 @@ def caller(lib, isa, p, tile, dchunk):
         G[:] = 0
         gb[:] = 0
         loss = fn(isa, p["Wt"].ctypes.data, p["ld"], p["cp"], p["c"], p["d"], p["X"].ctypes.data,
-                  p["X"].strides[0] // p["X"].itemsize, rows, p["y"].ctypes.data, 0, n, tile, dchunk,
+                  p["X"].strides[0] // p["X"].itemsize, rows, p["y"].ctypes.data, 0, n, tile, dchunk, pf,
                   G.ctypes.data, p["ld"], gb.ctypes.data, p["zero"].ctypes.data)
         return loss, G, gb
 
@@ -155,10 +168,10 @@ def main(argv=None):
     runs = []
     with tempfile.TemporaryDirectory() as workdir:
         for i, text in enumerate(args.variants):
-            flags, headers, tile, dchunk = parse_variant(text)
+            flags, headers, tile, dchunk, pf = parse_variant(text)
             lib = build(flags, headers, workdir, i)
             tile, dchunk = tile or default_tile, dchunk or default_dchunk
-            runs.append((text or "(this checkout)", tile, dchunk, caller(lib, ISAS[args.isa], p, tile, dchunk)))
+            runs.append((text or "(this checkout)", tile, dchunk, caller(lib, ISAS[args.isa], p, tile, dchunk, pf)))
         first = None
         for label, tile, dchunk, run in runs:
             loss, G, gb = run()

@@ -238,7 +238,7 @@ def _tune(args):
     if args.show:
         wisdom = _wisdom.load()
         print(_wisdom.wisdom_path())
-        shown = {"orders": wisdom["orders"], "chunks": wisdom.get("chunks", {})} if wisdom else None
+        shown = {key: wisdom.get(key, {}) for key in ("orders", "chunks", "prefetch")} if wisdom else None
         print(json.dumps(shown, indent=1) if wisdom else "no wisdom for this machine and version")
         return 0
     from .harness.tune import SIZES, tune

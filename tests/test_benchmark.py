@@ -488,13 +488,14 @@ def test_kernel_ab_script_builds_variants_and_checks_their_bits(capsys, where):
     """bench/kernel_ab.py: variants are compiled, compared bit for bit with the first, then timed."""
     script = bench_module("kernel_ab.py")
     isa = os.environ.get("FASTSOFTMAX_ISA") or "baseline"
-    script.main(["", "T=20 Dc=32", "-DFS_SKIP_GRAD", "--n", "60", "--repeat", "1", "--gemm-n", "64",
+    script.main(["", "T=20 Dc=32", "-DFS_SKIP_GRAD", "PF=1", "--n", "60", "--repeat", "1", "--gemm-n", "64",
                  "--isa", isa, "--where", where])
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[-1] == "reference"
     assert out[1].endswith("same")  # blocking never changes the bits
     assert "differs" in out[2]      # a kernel without its gradient pass does
-    assert len(out) == 7 and all("% of GEMM" in line for line in out[4:])
+    assert out[3].startswith("PF=1") and out[3].endswith("same")  # nor does the whole-tile prefetch
+    assert len(out) == 9 and all("% of GEMM" in line for line in out[5:])
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="bench/kernel_ab.py compiles with gcc")
@@ -518,7 +519,7 @@ def test_scalar_build_of_the_c_kernel_computes_the_loss_and_gradient(tmp_path, d
     tol = 1e-12 if dtype == "float64" else 1e-5
     for i, flags in enumerate([[], ["-DFS_NO_VECTOR_EXT"]]):
         lib = script.build(flags, script.HEADERS, str(tmp_path), i)
-        got_loss, got_G, got_gb = script.caller(lib, script.ISAS["baseline"], p, 10, 16)()
+        got_loss, got_G, got_gb = script.caller(lib, script.ISAS["baseline"], p, 10, 16, 0)()
         assert abs(got_loss - loss) <= tol * abs(loss), flags
         np.testing.assert_allclose(got_G[:7, :37], G, rtol=0, atol=tol * np.abs(G).max(), err_msg=str(flags))
         assert not got_G[7:].any() and not got_G[:, 37:].any(), flags   # padding stays zero

@@ -118,7 +118,8 @@ def test_tune_measures_and_saves(cache_dir):
     lines = []
     orders, path = tune(sizes=(8, 64), dtypes=("float32",), threads=(1,), repeat=1, d=40, c=3,
                         out=lines.append, warm_s=0.0)
-    assert path == _wisdom.wisdom_path() and len(lines) in (2, 3)  # the third: the D-chunk, with cython
+    # with cython: the D-chunk, then the prefetch at two sizes and its verdict
+    assert path == _wisdom.wisdom_path() and len(lines) in (2, 6)
     assert set(orders) == {"float32|1|1", "float32|1|22"}
     for order in orders.values():
         assert order[-1] == "python" and set(order) == set(backends.available())
@@ -127,12 +128,13 @@ def test_tune_measures_and_saves(cache_dir):
     try:
         from fastsoftmax.backends import cython
     except ImportError:
-        assert _wisdom.load()["chunks"] == {}
+        assert _wisdom.load()["chunks"] == _wisdom.load()["prefetch"] == {}
         return
     isa = cython.ISA or cython.SUPPORTED_ISAS[-1]  # tune also measured the C kernel's D-chunk
     assert set(_wisdom.load()["chunks"]) == {f"{isa}|float32"}
     assert _wisdom.chunk_bytes(isa, "float32") in CHUNKS
     assert "D-chunk" in lines[2]
+    assert set(_wisdom.load()["prefetch"]) == {f"{isa}|float32"} and "whole" in lines[3]
 
 
 def test_wisdom_chunk_is_read_per_build_and_dtype_and_only_when_plausible():
@@ -167,9 +169,9 @@ def test_cython_blocking_follows_the_measured_chunk(monkeypatch):
         monkeypatch.setattr(cython, "ISA", isa)
         other = next(i for i in ("baseline", "avx2", "avx512") if i != isa)
         _wisdom.save({}, [], chunks={f"{isa}|float64": 2560, f"{other}|float32": 2560})
-        assert cython._blocking(3073, 10, 8) == blocking(3073, 10, 8, isa=isa, chunk_bytes=2560)
+        assert cython._blocking(3073, 10, 8)[:2] == blocking(3073, 10, 8, isa=isa, chunk_bytes=2560)
         assert cython._blocking(3073, 10, 8)[1] == 32  # 2560 bytes / (10 classes * 8 bytes), in 16s
-        assert cython._blocking(3073, 10, 4) == blocking(3073, 10, 4, isa=isa)  # static
+        assert cython._blocking(3073, 10, 4)[:2] == blocking(3073, 10, 4, isa=isa)  # static
         _wisdom.forget()
 
 
@@ -191,7 +193,7 @@ def test_cython_blocking_is_remembered_but_follows_new_wisdom_and_cache_dir(cach
     assert cython._blocking(3073, 10, 8) == static                  # another cache: no wisdom
     monkeypatch.setenv("FASTSOFTMAX_CACHE_DIR", str(cache_dir))
     assert cython._blocking(3073, 10, 8)[1] == 32
-    assert cython._blocking(3073, 10, 4) == common.blocking(3073, 10, 4, isa=isa)   # float32: static
+    assert cython._blocking(3073, 10, 4)[:2] == common.blocking(3073, 10, 4, isa=isa)   # float32: static
 
 
 @pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="XDG_CACHE_HOME is where Linux keeps caches")
@@ -260,6 +262,9 @@ def test_the_benchmarks_record_which_chunk_ran():
     note = isa_note()
     assert note["cython_isa"] == isa and note["cython_chunk_float32"] == "3 KiB (tuned)"
     assert note["cython_chunk_float64"] == static
+    assert note["cython_prefetch_float64"] == "start of the next tile"
+    _wisdom.save({}, [], prefetch={f"{isa}|float64": 2236})
+    assert isa_note()["cython_prefetch_float64"] == "whole next tile from N = 2236 (tuned)"
 
 
 def test_wisdom_of_forced_builds_has_a_file_of_its_own(cache_dir, monkeypatch):
@@ -282,3 +287,113 @@ def test_wisdom_of_forced_builds_has_a_file_of_its_own(cache_dir, monkeypatch):
         monkeypatch.delenv(name)
     assert _wisdom.wisdom_path() == native and _wisdom.load() is None  # the native file is untouched
     monkeypatch.setattr(_wisdom, "_build_tag", None)  # afterwards monkeypatch restores the tag of before
+
+
+def test_wisdom_prefetch_is_read_per_build_and_dtype_and_only_when_plausible():
+    """``prefetch_from``: the batch size tune saved for a build and dtype; None (never) for none or nonsense."""
+    assert _wisdom.prefetch_from("avx512", "float64") is None  # no wisdom
+    _wisdom.save({}, [], prefetch={"avx512|float64": 2236, "avx512|float32": None, "avx2|float64": 1})
+    assert _wisdom.prefetch_from("avx512", "float64") == 2236
+    assert _wisdom.prefetch_from("avx512", "float32") is None  # measured slower: never
+    assert _wisdom.prefetch_from("avx2", "float64") == 1
+    assert _wisdom.prefetch_from("baseline", "float64") is None
+    for bad in (0, -5, "2236", 1.5, True):
+        _write({}, prefetch={"avx2|float64": bad})
+        assert _wisdom.prefetch_from("avx2", "float64") is None, bad
+    _write({}, prefetch=["avx2|float64"])
+    assert _wisdom.prefetch_from("avx2", "float64") is None
+    path = _write({})  # the wisdom of a version before the prefetch was measured
+    with open(path) as f:
+        data = json.load(f)
+    del data["prefetch"]
+    with open(path, "w") as f:
+        json.dump(data, f)
+    _wisdom.forget()
+    assert _wisdom.load() is not None and _wisdom.prefetch_from("avx2", "float64") is None
+
+
+def test_cython_prefetches_whole_tiles_from_the_measured_batch_size(monkeypatch):
+    """The kernel prefetches whole tiles ahead from the batch size ``fastsoftmax tune`` found it faster,
+    for the build and dtype that run (the batch: the rows given, else X's); never without wisdom;
+    ``PREFETCH_TILE`` overrides both.  The training step's bound call decides once, for its batch size."""
+    cython = pytest.importorskip("fastsoftmax.backends.cython")
+    from fastsoftmax.backends._validate import prepare
+
+    monkeypatch.setattr(cython, "BLOCKING", None)
+    monkeypatch.setattr(cython, "PREFETCH_TILE", None)
+    seen = []
+    real_loss_grad, real_step = cython.fused_loss_grad, cython.sgd_step
+
+    def spy(*args, prefetch_tile=False, **kw):
+        seen.append(prefetch_tile)
+        return real_loss_grad(*args, prefetch_tile=prefetch_tile, **kw)
+
+    def spy_step(*args):
+        seen.append(args[12])  # sgd_step(W, Wt, X, y, C, threads, isa, b, rows, out, tile, dchunk, prefetch, ...)
+        return real_step(*args)
+
+    monkeypatch.setattr(cython, "fused_loss_grad", spy)
+    monkeypatch.setattr(cython, "sgd_step", spy_step)
+    rng = np.random.default_rng(3)
+    W, X, y = rng.standard_normal((40, 3)), rng.standard_normal((60, 40)), rng.integers(0, 3, 60)
+    f = backends.get("cython")
+
+    def prefetched(n=None, rows=None, dtype=np.float64):
+        seen.clear()
+        f(W.astype(dtype), X[:n].astype(dtype), y[:n], 0.1, rows=rows)
+        return seen[0]
+
+    assert not prefetched()  # no wisdom: never
+    _wisdom.save({}, [], prefetch={f"{cython.running_isa()}|float64": 50})
+    assert [prefetched(49), prefetched(50), prefetched()] == [False, True, True]
+    assert not prefetched(rows=np.arange(40))  # a batch of 40 rows of 60
+    assert prefetched(rows=np.arange(55) % 7)  # 55 rows (of 7 distinct)
+    assert not prefetched(dtype=np.float32)  # no entry for float32
+    for batch, want in ((49, False), (50, True)):
+        seen.clear()
+        problem = prepare(W, X, y, 0.1, out=np.empty_like(W))
+        cython.bind_sgd_step(problem, batch, 1, {})(np.arange(batch), 0.01)
+        assert seen == [want], batch
+    monkeypatch.setattr(cython, "PREFETCH_TILE", True)
+    assert prefetched(5)
+    monkeypatch.setattr(cython, "PREFETCH_TILE", False)
+    assert not prefetched()
+
+
+def test_tune_prefetch_keeps_the_whole_tile_only_from_where_it_is_faster_at_every_size(monkeypatch):
+    """``tune_prefetch`` times both prefetches with the tuned chunk and saves the smallest band from which
+    the whole tile won by ``PREFETCH_GAIN`` at every larger measured size (ties keep the default)."""
+    cython = pytest.importorskip("fastsoftmax.backends.cython")
+    from fastsoftmax.harness import tune as tune_module
+
+    isa = cython.running_isa()
+    monkeypatch.setattr(cython, "BLOCKING", None)
+    monkeypatch.setattr(cython, "PREFETCH_TILE", None)
+    ran = []
+    real = cython.fused_loss_grad
+
+    def spy(Wt, X, y, C, n_threads, isa_, b, rows, out, tile, dchunk, prefetch_tile=False, **kw):
+        ran.append((X.shape[0], dchunk, prefetch_tile))
+        return real(Wt, X, y, C, n_threads, isa_, b, rows, out, tile, dchunk, prefetch_tile=prefetch_tile, **kw)
+
+    monkeypatch.setattr(cython, "fused_loss_grad", spy)
+    best, found = tune_module.tune_prefetch(("float64",), sizes=(30, 80), chunks={f"{isa}|float64": 2048},
+                                            repeat=2, d=700, c=3, out=lambda line: None, warm_s=0.0)
+    # C = 3 padded to 5: 2048 bytes are 51 float64s, in 16s; both modes at both sizes, 2 rounds of 2 calls
+    assert sorted(set(ran)) == [(30, 48, False), (30, 48, True), (80, 48, False), (80, 48, True)]
+    assert len(ran) == 2 * 2 * 2 * 2 and [m["n"] for m in found] == [30, 80]
+    assert set(best) == {f"{isa}|float64"} and best[f"{isa}|float64"] in (None, 1, 48)
+    assert cython.BLOCKING is None and cython.PREFETCH_TILE is None
+    # the verdict, from given medians: (start, whole) per size
+    for medians, want in [({30: (1.0, 0.9), 80: (1.0, 0.9)}, 1), ({30: (1.0, 1.0), 80: (1.0, 0.9)}, 48),
+                          ({30: (1.0, 0.9), 80: (1.0, 0.99)}, None), ({30: (1.0, 0.9), 80: (1.0, 1.2)}, None)]:
+        sizes = iter(medians.values())
+
+        def fake(calls, repeat, warm_s, times=sizes):
+            start, whole = next(times)
+            return {"start": start, "tile": whole}
+
+        monkeypatch.setattr(tune_module, "_medians", fake)
+        best, _ = tune_module.tune_prefetch(("float64",), sizes=(30, 80), repeat=1, d=700, c=3,
+                                            out=lambda line: None, warm_s=0.0)
+        assert best == {f"{isa}|float64": want}, medians

@@ -16,6 +16,8 @@ other alignment), since SIMD kernels that peel to an aligned address can
 otherwise round differently.
 """
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -86,18 +88,19 @@ def test_cython_blocking_follows_the_build_that_runs(monkeypatch):
     monkeypatch.setattr(cython, "BLOCKING", None)
     for isa in cython.SUPPORTED_ISAS:
         monkeypatch.setattr(cython, "ISA", isa)
-        assert cython._blocking(3073, 10, 8) == blocking(3073, 10, 8, isa=isa)
+        assert cython._blocking(3073, 10, 8)[:2] == blocking(3073, 10, 8, isa=isa)
     monkeypatch.setattr(cython, "ISA", None)  # the widest build
-    assert cython._blocking(3073, 10, 4) == blocking(3073, 10, 4, isa=cython.SUPPORTED_ISAS[-1])
+    assert cython._blocking(3073, 10, 4)[:2] == blocking(3073, 10, 4, isa=cython.SUPPORTED_ISAS[-1])
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_cython_blocking_does_not_change_the_bits(dtype, monkeypatch):
-    """The C kernel's tile (T rows) and score D-chunk are cache-size choices, not numerics.
+    """The C kernel's tile (T rows), score D-chunk and prefetch are cache choices, not numerics.
 
     Each gradient element adds the rows one by one in problem order whatever
     the tile, and each score lane adds D in order whatever the chunk, so a
-    machine with another L2 size (another ``blocking``) gets the same bits
+    machine with another L2 size (another ``blocking``) or other wisdom
+    (``fastsoftmax tune``: chunk, whole-tile prefetch) gets the same bits
     for the same instruction-set build and thread count.
     """
     cython = pytest.importorskip("fastsoftmax.backends.cython")
@@ -109,7 +112,9 @@ def test_cython_blocking_does_not_change_the_bits(dtype, monkeypatch):
     for isa in cython.SUPPORTED_ISAS:
         monkeypatch.setattr(cython, "ISA", isa)
         monkeypatch.setattr(cython, "BLOCKING", None)
+        monkeypatch.setattr(cython, "PREFETCH_TILE", False)
         first = f(W, X, y, 0.3, n_threads=1)
-        for tile, dchunk in [(5, 16), (20, 96), (40, 800), (333, 3072)]:
+        for (tile, dchunk), whole in itertools.product([(5, 16), (20, 96), (40, 800), (333, 3072)], [False, True]):
             monkeypatch.setattr(cython, "BLOCKING", (tile, dchunk))
-            assert_identical(f(W, X, y, 0.3, n_threads=1), first, f"{isa} tile {tile} dchunk {dchunk}")
+            monkeypatch.setattr(cython, "PREFETCH_TILE", whole)
+            assert_identical(f(W, X, y, 0.3, n_threads=1), first, f"{isa} tile {tile} dchunk {dchunk} {whole}")

@@ -360,7 +360,8 @@ def test_cython_sgd_step_is_the_kernel_then_the_update(isa, dtype, n_threads, wi
     ``fused_loss_grad(reg=)`` followed by ``sgd_update`` (and ``b -= lr * db``):
     the same loss, W, b, and ``lr * dW`` left in ``out``.  Called twice with one
     scratch dict, as a training loop calls it, so the kept accumulators are
-    zeroed between calls."""
+    zeroed between calls.  The step prefetches whole tiles ahead and the
+    reference does not: the prefetch changes no bits."""
     from fastsoftmax.backends import _cython_kernel, cython
 
     rng = np.random.default_rng(41)
@@ -375,8 +376,8 @@ def test_cython_sgd_step_is_the_kernel_then_the_update(isa, dtype, n_threads, wi
         assert _cython_kernel.sgd_update(W_ref, dW, lr)
         if with_bias:
             b_ref -= dtype(lr) * db
-        got = _cython_kernel.sgd_step(W_new, Wt_new, X, y, C, n_threads, isa, b_new, rows, out, 10, 16, reg, lr,
-                                      scratch)
+        got = _cython_kernel.sgd_step(W_new, Wt_new, X, y, C, n_threads, isa, b_new, rows, out, 10, 16, True, reg,
+                                      lr, scratch)
         assert got == loss
         np.testing.assert_array_equal(W_new, W_ref)
         np.testing.assert_array_equal(out, dW)  # lr * dW, as sgd_update leaves it
@@ -427,7 +428,8 @@ def test_cython_sgd_step_refuses_what_is_not_finite_and_restores_w(isa, dtype, c
     else:
         b[4] = np.nan
     W_before, b_before = W.copy(), b.copy()
-    got = _cython_kernel.sgd_step(W, Wt, X, y, 7, 2, isa, b, rows, np.empty_like(W), 10, 16, reg, 0.1, None)
+    got = _cython_kernel.sgd_step(W, Wt, X, y, 7, 2, isa, b, rows, np.empty_like(W), 10, 16, False, reg, 0.1,
+                                  None)
     assert got is None
     np.testing.assert_array_equal(W.view(f"u{W.itemsize}"), W_before.view(f"u{W.itemsize}"))
     np.testing.assert_array_equal(b.view(f"u{b.itemsize}"), b_before.view(f"u{b.itemsize}"))

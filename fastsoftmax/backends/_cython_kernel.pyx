@@ -46,12 +46,12 @@ cdef extern from "_fused_kernel.h" nogil:
     ctypedef double (*fs_kernel_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                      const double *, const double *, Py_ssize_t,
                                      const Py_ssize_t *, const Py_ssize_t *,
-                                     Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                     Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, int,
                                      double *, Py_ssize_t, double *, const double *)
     ctypedef double (*fs_kernel_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                      const float *, const float *, Py_ssize_t,
                                      const Py_ssize_t *, const Py_ssize_t *,
-                                     Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                     Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, int,
                                      float *, Py_ssize_t, double *, const float *)
     int fs_best_isa()
     fs_kernel_f64 fs_select_f64(int isa)
@@ -95,6 +95,7 @@ def fused_loss_grad(
     Py_ssize_t dchunk=256,
     reg=None,
     scratch=None,
+    bint prefetch_tile=False,
 ):
     """Return (sum of per-example losses, (D, C) gradient sum, (C,) bias-gradient sum).
 
@@ -131,6 +132,10 @@ def fused_loss_grad(
     scratch : dict, optional
         Kept by a caller between calls (the training step): the per-thread
         accumulators are kept there and zeroed, not allocated, each call.
+    prefetch_tile : bool
+        The gradient pass prefetches the whole next tile into L2 instead of
+        the start of its rows (faster on some CPUs and builds, slower on
+        others: ``fastsoftmax tune`` measures it).  Changes no bits.
 
     Returns
     -------
@@ -141,13 +146,13 @@ def fused_loss_grad(
     bias_sum : ndarray, shape (C,), dtype of ``Wt``, or None without ``b``
         Sum over rows of ``P - Y``; with ``reg``, its mean.
     """
-    loss, out, db, _ = _loss_grad(Wt, X, y, C, n_threads, _level(isa), b, rows, out, tile, dchunk, reg, scratch,
-                                  None, 0.0)
+    loss, out, db, _ = _loss_grad(Wt, X, y, C, n_threads, _level(isa), b, rows, out, tile, dchunk, prefetch_tile,
+                                  reg, scratch, None, 0.0)
     return loss, out, db
 
 
 def sgd_step(W, Wt, X, y, Py_ssize_t C, int n_threads, isa, b, rows, out, Py_ssize_t tile, Py_ssize_t dchunk,
-             double reg, double lr, scratch):
+             bint prefetch_tile, double reg, double lr, scratch):
     """One SGD step of the training loop in one call: the kernel, its reduction and the update.
 
     What ``Wt[:C] = W.T``, :func:`fused_loss_grad` with ``reg`` and
@@ -166,7 +171,7 @@ def sgd_step(W, Wt, X, y, Py_ssize_t C, int n_threads, isa, b, rows, out, Py_ssi
     Wt : ndarray, shape (Cp, D), dtype of W, unit stride along D  # OUT (scratch)
         Receives ``W.T`` in its first C rows; the rest stay as they are
         (zero: ``_common.padded_transpose``).
-    X, y, C, n_threads, isa, b, rows, tile, dchunk, scratch
+    X, y, C, n_threads, isa, b, rows, tile, dchunk, prefetch_tile, scratch
         As for :func:`fused_loss_grad`; ``b`` (if given) is updated in place.
     out : ndarray, shape (D, C), dtype of W, C-contiguous  # OUT
         Receives ``lr * dW`` (what :func:`sgd_update` leaves in G).
@@ -189,11 +194,11 @@ def sgd_step(W, Wt, X, y, Py_ssize_t C, int n_threads, isa, b, rows, out, Py_ssi
         raise TypeError(f"sgd_step: W must be float32 or float64, got {W.dtype}")
     transpose_into(W, Wt)
     if W.dtype == np.float64:
-        loss, _, _, ok = _loss_grad[double](Wt, X, y, C, n_threads, level, b, rows, out, tile, dchunk, reg, scratch,
-                                            W, lr)
+        loss, _, _, ok = _loss_grad[double](Wt, X, y, C, n_threads, level, b, rows, out, tile, dchunk, prefetch_tile, reg,
+                                            scratch, W, lr)
     else:
-        loss, _, _, ok = _loss_grad[float](Wt, X, y, C, n_threads, level, b, rows, out, tile, dchunk, reg, scratch,
-                                           W, lr)
+        loss, _, _, ok = _loss_grad[float](Wt, X, y, C, n_threads, level, b, rows, out, tile, dchunk, prefetch_tile, reg,
+                                           scratch, W, lr)
     return loss if ok else None
 
 
@@ -266,6 +271,7 @@ cdef tuple _loss_grad(
     out,
     Py_ssize_t tile,
     Py_ssize_t dchunk,
+    bint pf_tile,
     reg,
     scratch,
     W_out,
@@ -377,11 +383,11 @@ cdef tuple _loss_grad(
             memset(&gbs[t, 0], 0, Cp * sizeof(double))
             if floating is double:
                 stats[0, t] = k64(&Wt[0, 0], ldw, Cp, C, D, bp, &X[0, 0], ldx, rp, &y[0],
-                                  t * n // n_chunks, (t + 1) * n // n_chunks, tile, dchunk,
+                                  t * n // n_chunks, (t + 1) * n // n_chunks, tile, dchunk, pf_tile,
                                   &grads[t, 0, 0], ldg, &gbs[t, 0], &zero_row[0])
             else:
                 stats[0, t] = k32(&Wt[0, 0], ldw, Cp, C, D, bp, &X[0, 0], ldx, rp, &y[0],
-                                  t * n // n_chunks, (t + 1) * n // n_chunks, tile, dchunk,
+                                  t * n // n_chunks, (t + 1) * n // n_chunks, tile, dchunk, pf_tile,
                                   &grads[t, 0, 0], ldg, &gbs[t, 0], &zero_row[0])
         for t in prange(n_chunks, schedule="static"):
             d_lo = _d_split(D, n_chunks, t)

@@ -157,6 +157,7 @@ static double NAME(
     Py_ssize_t start, Py_ssize_t stop,  /* problem rows k in [start, stop) */
     Py_ssize_t T,          /* rows per tile, a multiple of RB */
     Py_ssize_t Dc,         /* D-chunk of the score pass, a multiple of VL */
+    int pf_tile,           /* nonzero: the gradient pass prefetches the whole next tile (below) */
     FT *G,                 /* OUT (Cp, D) gradient sum, accumulated into */
     Py_ssize_t ldg,        /*     row stride of G (64-byte multiple: aligned loads) */
     double *gb,            /* OUT (Cp,) sum of P - Y, accumulated into */
@@ -167,6 +168,15 @@ static double NAME(
      * (FS_AHEAD_BYTES); the gradient pass prefetches the next tile's rows
      * up to there, so the score pass finds its first chunks on the way. */
     const Py_ssize_t ahead = FS_AHEAD_BYTES / (Py_ssize_t)sizeof(FT);
+    /* How much of each of the next tile's rows the gradient pass prefetches
+     * into L2: its first `ahead` elements, or with pf_tile all of it, so the
+     * next score pass reads the tile from L2 instead of memory.  Then the
+     * hardware is busy filling L2, and the gradient pass prefetches the
+     * current tile's rows into L1 itself, FS_GRAD_AHEAD_BYTES on.  Which is
+     * faster depends on the CPU and the build (docs/kernels.md, round 14):
+     * `fastsoftmax tune` measures it; the default is the first. */
+    const Py_ssize_t next = pf_tile ? D : ahead;
+    const Py_ssize_t grad_ahead = FS_GRAD_AHEAD_BYTES / (Py_ssize_t)sizeof(FT);
     double loss = 0.0;
     if (T < RB) T = RB;
     T -= T % RB;
@@ -310,16 +320,21 @@ static double NAME(
         /* 3. gradient: a small GEMM with K = the tile's rows, one slice of
          * GKV vectors of D at a time, all classes of the slice in registers;
          * the tile's rows are re-read from L2.  The first slices also
-         * prefetch the start of the next tile's rows (into L2). */
+         * prefetch the start of the next tile's rows (into L2), or with
+         * pf_tile every slice its part of all of them. */
         Py_ssize_t d = 0;
 #ifdef FS_SKIP_GRAD
         d = Dv;
 #endif
         for (; d + GKV * VL <= Dv; d += GKV * VL) {
+            if (pf_tile)
+                for (Py_ssize_t r = 0; r < nt; r++)
+                    for (int k = 0; k < GKV * VL * (int)sizeof(FT); k += 64)
+                        FS_PREFETCH_L1((const char *)(xp[r] + d + grad_ahead) + k);
             Py_ssize_t j0 = 0;
             for (; j0 + GNC <= Cp; j0 += GNC) GRAD_MK(GNC, GKV, G, ldg, j0, d, xp, cf, Cp, nt);
             for (; j0 < Cp; j0 += CB) GRAD_MK(CB, GKV, G, ldg, j0, d, xp, cf, Cp, nt);
-            if (d < ahead)
+            if (d < next)
                 for (Py_ssize_t r = 0; r < nn; r++)
                     for (int k = 0; k < GKV * VL * (int)sizeof(FT); k += 64)
                         FS_PREFETCH_L2((const char *)(xn[r] + d) + k);

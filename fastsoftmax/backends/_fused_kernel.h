@@ -23,7 +23,8 @@
  *   all T rows of the tile (L2 resident) are added in, so the (Cp, D)
  *   accumulator is loaded and stored once per tile instead of once per
  *   row block.  Meanwhile the first FS_AHEAD_BYTES of the next tile's rows
- *   are prefetched, so its score pass starts on data in cache.
+ *   are prefetched, so its score pass starts on data in cache, or, where
+ *   `fastsoftmax tune` measured it faster (pf_tile), the whole next tile.
  * - The reduction after the threads' kernels (NAME_reduce) sums their
  *   accumulators, finishes (s / n + 2 reg w) and transposes to (D, C), on
  *   vectors along D through a small block buffer: at N = 500 the scalar
@@ -57,12 +58,12 @@
 typedef double (*fs_kernel_f64)(const double *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                 const double *, const double *, Py_ssize_t,
                                 const Py_ssize_t *, const Py_ssize_t *,
-                                Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, int,
                                 double *, Py_ssize_t, double *, const double *);
 typedef double (*fs_kernel_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                 const float *, const float *, Py_ssize_t,
                                 const Py_ssize_t *, const Py_ssize_t *,
-                                Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, int,
                                 float *, Py_ssize_t, double *, const float *);
 
 /* The reduction after the kernels (see _fused_body.h): returns nonzero when
@@ -80,6 +81,12 @@ typedef int (*fs_reduce_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, 
 /* How far ahead of its use each row of X is prefetched (bytes). */
 #ifndef FS_AHEAD_BYTES
 #define FS_AHEAD_BYTES 3072
+#endif
+
+/* With the whole next tile prefetched (pf_tile), how far ahead of the
+ * gradient micro-kernel the current tile's rows are prefetched into L1. */
+#ifndef FS_GRAD_AHEAD_BYTES
+#define FS_GRAD_AHEAD_BYTES 512
 #endif
 
 /* GCC and clang have vector extensions; other compilers (MSVC) get scalar

@@ -20,7 +20,9 @@ on a Zen 3 the table picked cython where numba was 1.27x faster).  So:
   candidates for the instruction-set build that runs, and
   :func:`chunk_bytes` returns this machine's best, or None for the static
   :data:`~fastsoftmax.backends._common.CHUNK_BYTES` (the chunk changes no
-  bits, only the speed).
+  bits, only the speed).  Likewise whether its gradient pass prefetches the
+  whole next tile: :func:`prefetch_from` returns the smallest batch size
+  from which that measured faster, or None (then it never does).
 * Nothing is ever measured at import or on a call: no wisdom means the
   static table.  A missing, unreadable or foreign file is simply ignored.
 
@@ -39,7 +41,7 @@ import platform
 import sys
 
 __all__ = ["cache_dir", "wisdom_path", "build_tag", "machine_key", "load", "save", "lookup", "chunk_bytes",
-           "forget", "state"]
+           "prefetch_from", "forget", "state"]
 
 _ENV = "FASTSOFTMAX_CACHE_DIR"
 FORMAT = 1
@@ -147,7 +149,7 @@ def load(path=None):
     return wisdom
 
 
-def save(orders, measurements, path=None, chunks=None):
+def save(orders, measurements, path=None, chunks=None, prefetch=None):
     """Write wisdom.
 
     Parameters
@@ -160,6 +162,9 @@ def save(orders, measurements, path=None, chunks=None):
         Default :func:`wisdom_path`.
     chunks : dict, optional
         ``"isa|dtype"`` -> the C kernel's best D-chunk in bytes (:func:`chunk_bytes`).
+    prefetch : dict, optional
+        ``"isa|dtype"`` -> the smallest batch size from which the C kernel
+        prefetches whole tiles ahead, or None for never (:func:`prefetch_from`).
     """
     from .._files import atomic_write
 
@@ -167,7 +172,7 @@ def save(orders, measurements, path=None, chunks=None):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     data = {"format": FORMAT, "version": _version(), "machine": machine_key(),
             "orders": {k: list(v) for k, v in orders.items()}, "measurements": measurements,
-            "chunks": dict(chunks or {})}
+            "chunks": dict(chunks or {}), "prefetch": dict(prefetch or {})}
     with atomic_write(path, "w") as f:
         json.dump(data, f, indent=1)
         f.write("\n")
@@ -243,3 +248,30 @@ def chunk_bytes(isa, dtype):
     if type(value) is not int or not CHUNK_RANGE[0] <= value <= CHUNK_RANGE[1]:
         return None
     return value
+
+
+def prefetch_from(isa, dtype):
+    """From which batch size the C kernel's build ``isa`` prefetches whole tiles ahead in ``dtype``, or None.
+
+    ``fastsoftmax tune`` times the gradient pass prefetching the whole next
+    tile against only the start of its rows (the default) and saves the
+    smallest batch size from which the first was faster.
+
+    Parameters
+    ----------
+    isa : str
+        The instruction-set build that runs.
+    dtype : str
+        ``"float64"`` or ``"float32"``.
+
+    Returns
+    -------
+    int or None
+        None without wisdom, without an entry (or a plausible one) for this
+        build and dtype, or where it measured slower at every size: never.
+    """
+    wisdom = load()
+    if wisdom is None or not isinstance(wisdom.get("prefetch"), dict):
+        return None
+    value = wisdom["prefetch"].get(f"{isa}|{dtype}")
+    return value if type(value) is int and value >= 1 else None

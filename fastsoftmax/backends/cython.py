@@ -29,6 +29,7 @@ the update in another pass over W.
 """
 
 import os
+import sys
 
 from . import _wisdom
 from ._threads import get_num_threads
@@ -49,7 +50,12 @@ if ISA is not None and ISA not in SUPPORTED_ISAS:
 #: (tile, dchunk) override for experiments; None: ``_common.blocking``.
 BLOCKING = None
 
-__all__ = ["softmax_loss", "loss_grad", "bind_sgd_step", "running_isa", "score_chunk", "ISA", "SUPPORTED_ISAS"]
+#: Whether the gradient pass prefetches the whole next tile (True/False, for
+#: experiments and ``fastsoftmax tune``); None: from the batch size that this
+#: machine's wisdom says (:func:`tile_prefetch_from`), never without it.
+PREFETCH_TILE = None
+
+__all__ = ["softmax_loss", "loss_grad", "bind_sgd_step", "running_isa", "score_chunk", "tile_prefetch_from", "ISA", "SUPPORTED_ISAS"]
 
 
 def running_isa():
@@ -73,24 +79,46 @@ def score_chunk(itemsize):
     return (measured, True) if measured else (static_chunk_bytes(isa), False)
 
 
-_blockings: dict = {}  # (D, Cp, itemsize, ISA, wisdom state) -> (tile, dchunk)
+def tile_prefetch_from(itemsize):
+    """From which batch size the gradient pass prefetches the whole next tile, for the build that runs.
+
+    :data:`PREFETCH_TILE` when set (True: 1, False: never), else this
+    machine's measured threshold (:func:`._wisdom.prefetch_from`), else
+    never: the start of the next tile's rows is the default, measured
+    faster or equal on the other CPUs and builds (docs/kernels.md, round 14).
+
+    Returns
+    -------
+    int
+        Batches of at least this many rows prefetch whole tiles
+        (``sys.maxsize``: never).
+    """
+    if PREFETCH_TILE is not None:
+        return 1 if PREFETCH_TILE else sys.maxsize
+    measured = _wisdom.prefetch_from(running_isa(), "float64" if itemsize == 8 else "float32")
+    return measured or sys.maxsize
+
+
+_blockings: dict = {}  # (D, Cp, itemsize, ISA, overrides, wisdom state) -> (tile, dchunk, prefetch_from)
 
 
 def _blocking(D, Cp, itemsize):
-    """(tile, dchunk) for the build that runs: :data:`BLOCKING`, else ``_common.blocking``'s with :func:`score_chunk`.
+    """(tile, dchunk, prefetch_from) for the build that runs.
 
-    Remembered per shape, build and wisdom (:func:`._wisdom.state`): worked
-    out on every call it cost 15-30 us of an N = 500 call, being the first
-    Python after the kernel (docs/kernels.md, round 12).
+    :data:`BLOCKING`, else ``_common.blocking``'s with :func:`score_chunk`;
+    and :func:`tile_prefetch_from`.  Remembered per shape, build and wisdom
+    (:func:`._wisdom.state`): worked out on every call it cost 15-30 us of
+    an N = 500 call, being the first Python after the kernel
+    (docs/kernels.md, round 12).
     """
-    if BLOCKING:
-        return BLOCKING
-    key = (D, Cp, itemsize, ISA, _wisdom.state())
+    key = (D, Cp, itemsize, ISA, BLOCKING, PREFETCH_TILE, _wisdom.state())
     found = _blockings.get(key)
     if found is None:
         if len(_blockings) >= 256:  # many shapes: start over
             _blockings.clear()
-        found = _blockings[key] = blocking(D, Cp, itemsize, isa=running_isa(), chunk_bytes=score_chunk(itemsize)[0])
+        tile, dchunk = BLOCKING or blocking(D, Cp, itemsize, isa=running_isa(),
+                                            chunk_bytes=score_chunk(itemsize)[0])
+        found = _blockings[key] = (tile, dchunk, tile_prefetch_from(itemsize))
     return found
 
 
@@ -101,11 +129,12 @@ def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None, scratch
     X = rows_in_place(X)
     Wt = padded_transpose(W, CLASS_BLOCK, aligned=True, scratch=scratch,
                           transpose=transpose_into if W.flags.c_contiguous else None)
-    tile, dchunk = _blocking(X.shape[1], Wt.shape[0], X.dtype.itemsize)
+    tile, dchunk, prefetch_from = _blocking(X.shape[1], Wt.shape[0], X.dtype.itemsize)
     n_threads = thread_count(n, X.shape[1], C, get_num_threads() if n_threads is None else n_threads)
     # reg=: the kernel's reduction divides by n and adds the L2 term
     # (_common.finish's job, without its three extra passes over (D, C)).
-    loss, dW, db = fused_loss_grad(Wt, X, y, C, n_threads, ISA, b, rows, out, tile, dchunk, reg=reg, scratch=scratch)
+    loss, dW, db = fused_loss_grad(Wt, X, y, C, n_threads, ISA, b, rows, out, tile, dchunk, reg=reg, scratch=scratch,
+                                   prefetch_tile=n >= prefetch_from)
     return loss, dW, db
 
 
@@ -151,12 +180,14 @@ def bind_sgd_step(problem, n, n_threads, scratch):
         return None
     D, C = W.shape
     Wt = padded_transpose(W, CLASS_BLOCK, aligned=True, scratch=scratch)
-    tile, dchunk = _blocking(D, Wt.shape[0], X.dtype.itemsize)
+    tile, dchunk, prefetch_from = _blocking(D, Wt.shape[0], X.dtype.itemsize)
+    prefetch = n >= prefetch_from
     threads = thread_count(n, D, C, n_threads)
     isa = ISA
 
     def run(rows, learning_rate):
-        return sgd_step(W, Wt, X, y, C, threads, isa, b, rows, out, tile, dchunk, reg, learning_rate, scratch)
+        return sgd_step(W, Wt, X, y, C, threads, isa, b, rows, out, tile, dchunk, prefetch, reg, learning_rate,
+                        scratch)
 
     return run
 

@@ -35,6 +35,7 @@ bench/roofline.py print it, and the JSON keeps it (``isa.yardstick``).
 from __future__ import annotations
 
 import os
+import sys
 import statistics
 import time
 
@@ -171,7 +172,7 @@ def yardstick_check(kernel_isa, blas=None):
 
 
 def isa_note():
-    """The instruction sets in effect: the cython build (and its D-chunk), OpenBLAS's core and overrides, Numba's.
+    """The instruction sets in effect: the cython build (its D-chunk, its prefetch), OpenBLAS's core and overrides, Numba's.
 
     ``yardstick`` is :func:`yardstick_check`'s warning, or None when the GEMM
     yardstick and the C kernel use the same instruction set (or one of them
@@ -191,4 +192,7 @@ def isa_note():
     for dtype, itemsize in (("float64", 8), ("float32", 4)):
         chunk, tuned = cython.score_chunk(itemsize)
         note[f"cython_chunk_{dtype}"] = f"{chunk / 1024:g} KiB ({'tuned' if tuned else 'static'})"
+        start = cython.tile_prefetch_from(itemsize)
+        note[f"cython_prefetch_{dtype}"] = "start of the next tile" if start == sys.maxsize else (
+            f"whole next tile from N = {start} (tuned)")
     return note

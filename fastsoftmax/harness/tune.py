@@ -26,7 +26,13 @@ instruction-set build that runs, each dtype, at N = :data:`CHUNK_N` on one
 thread, and saves the fastest: the static
 :data:`~fastsoftmax.backends._common.CHUNK_BYTES` was measured on one CPU,
 and the best chunk follows the L1 and the load ports (docs/kernels.md,
-round 10).  The chunk changes no bits (tested), only the speed.
+round 10).  The chunk changes no bits (tested), only the speed.  Then,
+with that chunk, whether the kernel's gradient pass should prefetch the
+whole next tile rather than the start of its rows
+(:func:`tune_prefetch`, at :data:`PREFETCH_SIZES`): on a Zen 5 that was
+10 % faster for the AVX-512 build at N >= 10000, and slower for its AVX2
+build and at N = 500 (docs/kernels.md, round 14), so it is measured, not
+assumed; no bits change there either.
 
 It took 52 s on the 2-core Xeon of docs/kernels.md with the default sizes,
 most of it the blocks' untimed warm-up; nothing here runs
@@ -48,7 +54,8 @@ from .cases import make_problem
 from .timing import WARM_S, warm_blocks
 from .threads import limit_threads
 
-__all__ = ["tune", "tune_chunks", "SIZES", "CHUNKS", "CHUNK_N", "bands"]
+__all__ = ["tune", "tune_chunks", "tune_prefetch", "SIZES", "CHUNKS", "CHUNK_N", "PREFETCH_SIZES",
+           "PREFETCH_GAIN", "bands"]
 
 #: Batch sizes measured: a minibatch, the CS231n dev batch, a large batch.
 SIZES = (32, 500, 10000)
@@ -61,6 +68,15 @@ CHUNKS = (2 << 10, 3 << 10, 5 << 10, 8 << 10, 16 << 10, 24 << 10)
 #: Batch size at which the chunks are timed: X streams from memory, as in
 #: the large batches where the chunk matters (at N = 500 X sits in L3).
 CHUNK_N = 10000
+
+#: Batch sizes at which the whole-tile prefetch is timed: X in the last-level
+#: cache (the CS231n dev batch) and X streamed from memory.
+PREFETCH_SIZES = (500, CHUNK_N)
+
+#: The whole-tile prefetch is kept only where it measured at least this much
+#: faster (a ratio of medians): a tie keeps the default, which is the
+#: faster one on the other CPUs and builds measured.
+PREFETCH_GAIN = 0.98
 
 
 def _medians(calls, repeat, warm_s):
@@ -96,7 +112,8 @@ def tune(sizes=SIZES, dtypes=("float64", "float32"), threads=None, repeat=7, d=3
     out : callable
         Receives one line per measurement.
     chunk_n : int
-        Batch size for :func:`tune_chunks` (0: measure no chunk).
+        Batch size for :func:`tune_chunks` (0: measure no chunk, and no
+        prefetch: :func:`tune_prefetch`).
     warm_s : float
         Untimed running before each block of timed calls (seconds).
     """
@@ -120,11 +137,13 @@ def tune(sizes=SIZES, dtypes=("float64", "float32"), threads=None, repeat=7, d=3
                                      "median_s": medians})
                 out(f"{dtype} N={n} (band N>={lo}) x{t}: "
                     + ", ".join(f"{name} {medians[name] * 1e3:.3g} ms" for name in order if name in medians))
-    chunks = {}
+    chunks, prefetch = {}, {}
     if chunk_n:
         chunks, found = tune_chunks(dtypes, n=chunk_n, repeat=repeat, d=d, c=c, out=out, warm_s=warm_s)
         measurements += found
-    path = _wisdom.save(orders, measurements, path, chunks=chunks)
+        prefetch, found = tune_prefetch(dtypes, chunks=chunks, repeat=repeat, d=d, c=c, out=out, warm_s=warm_s)
+        measurements += found
+    path = _wisdom.save(orders, measurements, path, chunks=chunks, prefetch=prefetch)
     return orders, path
 
 
@@ -183,4 +202,72 @@ def tune_chunks(dtypes=("float64", "float32"), n=CHUNK_N, repeat=7, d=3073, c=10
                             for k in chunks) + f" -> {fastest / 1024:g} KiB")
     finally:
         cython.BLOCKING = saved
+    return best, measurements
+
+
+def tune_prefetch(dtypes=("float64", "float32"), sizes=PREFETCH_SIZES, chunks=None, repeat=7, d=3073, c=10,
+                  out=print, warm_s=WARM_S):
+    """Time the C kernel's gradient pass prefetching the whole next tile against the start of its rows, one thread.
+
+    For the build that runs, each dtype and each of ``sizes``, side by side
+    as :func:`tune_chunks` does, with the D-chunk of ``chunks`` (else the
+    static one).
+
+    Parameters
+    ----------
+    dtypes : sequence of str
+    sizes : sequence of int
+        Batch sizes N (default :data:`PREFETCH_SIZES`).
+    chunks : dict, optional
+        ``"isa|dtype"`` -> bytes of W.T per D-chunk (what :func:`tune_chunks` found).
+    repeat, d, c, out, warm_s
+        As for :func:`tune_chunks`.
+
+    Returns
+    -------
+    (best, measurements)
+        ``best`` maps ``"isa|dtype"`` to the smallest batch size (the lower
+        end of a measured size's band, :func:`bands`) from which the whole
+        tile was at least 1 / :data:`PREFETCH_GAIN` times faster at every
+        measured size, or None where it was not at the largest, for
+        :func:`fastsoftmax.backends._wisdom.save`; empty when the compiled
+        extension is not available.
+    """
+    try:
+        from ..backends import cython
+    except ImportError:
+        return {}, []
+    kernel = backends.get_kernel("cython")
+    isa = cython.running_isa()
+    cp = padded_classes(c, cython.CLASS_BLOCK)
+    best, measurements = {}, []
+    saved = cython.BLOCKING, cython.PREFETCH_TILE
+    modes = {"start": False, "tile": True}
+
+    def run(mode, problem_):
+        cython.PREFETCH_TILE = modes[mode]
+        backends.run_kernel(kernel, problem_, 1)
+
+    try:
+        for dtype in dtypes:
+            itemsize = 8 if dtype == "float64" else 4
+            cython.BLOCKING = blocking(d, cp, itemsize, isa=isa, chunk_bytes=(chunks or {}).get(f"{isa}|{dtype}"))
+            wins = {}
+            for n in sorted(sizes):
+                problem = prepare(*make_problem(n, d, c, dtype)[:3], 1e-3)
+                with limit_threads(1):
+                    medians = _medians({mode: functools.partial(run, mode, problem) for mode in modes},
+                                       repeat, warm_s)
+                wins[n] = medians["tile"] < PREFETCH_GAIN * medians["start"]
+                measurements.append({"prefetch_isa": isa, "dtype": dtype, "n": n, "median_s": medians})
+                out(f"cython {isa} {dtype} N={n} x1, next tile prefetched: start of its rows "
+                    f"{medians['start'] * 1e3:.3g} ms, whole {medians['tile'] * 1e3:.3g} ms")
+            best[f"{isa}|{dtype}"] = start = None
+            for n, lo in reversed(list(zip(sorted(sizes), bands(sizes)))):
+                if not wins[n]:
+                    break
+                best[f"{isa}|{dtype}"] = start = lo
+            out(f"cython {isa} {dtype}: whole next tile " + ("never" if start is None else f"from N = {start}"))
+    finally:
+        cython.BLOCKING, cython.PREFETCH_TILE = saved
     return best, measurements
