@@ -118,8 +118,8 @@ def test_tune_measures_and_saves(cache_dir):
     lines = []
     orders, path = tune(sizes=(8, 64), dtypes=("float32",), threads=(1,), repeat=1, d=40, c=3,
                         out=lines.append, warm_s=0.0)
-    # with cython: the D-chunk, then the prefetch at two sizes and its verdict
-    assert path == _wisdom.wisdom_path() and len(lines) in (2, 6)
+    # with cython: the D-chunk and then the prefetch, each at two sizes and a verdict
+    assert path == _wisdom.wisdom_path() and len(lines) in (2, 8)
     assert set(orders) == {"float32|1|1", "float32|1|22"}
     for order in orders.values():
         assert order[-1] == "python" and set(order) == set(backends.available())
@@ -133,8 +133,8 @@ def test_tune_measures_and_saves(cache_dir):
     isa = cython.ISA or cython.SUPPORTED_ISAS[-1]  # tune also measured the C kernel's D-chunk
     assert set(_wisdom.load()["chunks"]) == {f"{isa}|float32"}
     assert _wisdom.chunk_bytes(isa, "float32") in CHUNKS
-    assert "D-chunk" in lines[2]
-    assert set(_wisdom.load()["prefetch"]) == {f"{isa}|float32"} and "whole" in lines[3]
+    assert "D-chunk" in lines[2] and "D-chunk" in lines[4]
+    assert set(_wisdom.load()["prefetch"]) == {f"{isa}|float32"} and "whole" in lines[7]
 
 
 def test_wisdom_chunk_is_read_per_build_and_dtype_and_only_when_plausible():
@@ -207,28 +207,44 @@ def test_wisdom_path_follows_the_platform_cache_dir(tmp_path, monkeypatch):
     assert _wisdom.wisdom_path().startswith(str(tmp_path / "c") + "/")
 
 
-def test_tune_chunks_times_each_chunk_and_restores_the_blocking(monkeypatch):
+def test_tune_chunks_times_each_chunk_and_keeps_the_static_one_unless_clearly_beaten(monkeypatch):
+    """``tune_chunks`` times every candidate and the static chunk at each size, restores the blocking, and
+    saves another chunk only if it is ``GAIN`` faster on the geometric mean and nowhere that much slower."""
     cython = pytest.importorskip("fastsoftmax.backends.cython")
-    from fastsoftmax.harness.tune import tune_chunks
+    from fastsoftmax.backends._common import static_chunk_bytes
+    from fastsoftmax.harness import tune as tune_module
 
     monkeypatch.setattr(cython, "BLOCKING", None)
     lines, chosen = [], []
     real = cython.fused_loss_grad
 
     def spy(Wt, X, y, C, n_threads, isa, b, rows, out, tile, dchunk, **kw):
-        chosen.append(dchunk)
+        chosen.append((X.shape[0], dchunk))
         return real(Wt, X, y, C, n_threads, isa, b, rows, out, tile, dchunk, **kw)
 
     monkeypatch.setattr(cython, "fused_loss_grad", spy)
-    best, found = tune_chunks(dtypes=("float64",), n=50, repeat=2, d=700, c=3, chunks=(256, 2048),
-                              out=lines.append, warm_s=0.0)
-    isa = cython.ISA or cython.SUPPORTED_ISAS[-1]
-    # C = 3 padded to a class block of 5: 256 and 2048 bytes are 6 and 51 float64s, in 16s (at least one)
-    assert sorted(set(chosen)) == [16, 48]
-    assert len(chosen) == 2 * 2 * 2  # per chunk: 2 rounds of one untimed and one timed call
-    medians = found[0]["median_s"]
-    assert best == {f"{isa}|float64": min((256, 2048), key=lambda k: medians[str(k)])}
-    assert cython.BLOCKING is None and len(lines) == 1
+    isa = cython.running_isa()
+    static = static_chunk_bytes(isa)
+    best, found = tune_module.tune_chunks(dtypes=("float64",), sizes=(30, 50), repeat=2, d=700, c=3,
+                                          chunks=(256, 2048), out=lines.append, warm_s=0.0)
+    # C = 3 padded to 5: 256 and 2048 bytes are 6 and 51 float64s, in 16s (at least one); the static chunk too
+    static_dc = max(16, static // 40 // 16 * 16)
+    assert set(chosen) == {(n, dc) for n in (30, 50) for dc in (16, 48, static_dc)}
+    assert len(chosen) == 2 * 3 * 2 * 2  # per size and chunk: 2 rounds of one untimed and one timed call
+    assert [m["n"] for m in found] == [30, 50] and best[f"{isa}|float64"] in (256, 2048, static)
+    assert cython.BLOCKING is None and len(lines) == 3
+    # the verdict, from given medians: per size, {chunk: seconds}
+    for medians, want in [
+        ([{256: 0.9, 2048: 0.95, static: 1.0}, {256: 0.9, 2048: 0.95, static: 1.0}], 256),
+        ([{256: 0.9, 2048: 0.95, static: 1.0}, {256: 1.1, 2048: 0.95, static: 1.0}], 2048),  # 256 slower at 50
+        ([{256: 0.99, 2048: 1.0, static: 1.0}, {256: 0.99, 2048: 1.0, static: 1.0}], static),  # a tie
+        ([{256: 0.8, 2048: 1.0, static: 1.0}, {256: 1.05, 2048: 1.05, static: 1.0}], static),
+    ]:
+        sizes = iter(medians)
+        monkeypatch.setattr(tune_module, "_medians", lambda calls, repeat, warm_s, it=sizes: next(it))
+        best, _ = tune_module.tune_chunks(dtypes=("float64",), sizes=(30, 50), repeat=1, d=700, c=3,
+                                          chunks=(256, 2048), out=lambda line: None, warm_s=0.0)
+        assert best == {f"{isa}|float64": want}, medians
 
 
 def test_import_never_measures(cache_dir):
@@ -362,7 +378,7 @@ def test_cython_prefetches_whole_tiles_from_the_measured_batch_size(monkeypatch)
 
 def test_tune_prefetch_keeps_the_whole_tile_only_from_where_it_is_faster_at_every_size(monkeypatch):
     """``tune_prefetch`` times both prefetches with the tuned chunk and saves the smallest band from which
-    the whole tile won by ``PREFETCH_GAIN`` at every larger measured size (ties keep the default)."""
+    the whole tile won by ``GAIN`` at every larger measured size (ties keep the default)."""
     cython = pytest.importorskip("fastsoftmax.backends.cython")
     from fastsoftmax.harness import tune as tune_module
 

@@ -22,14 +22,14 @@ then follows; the static table stays the fallback.
 
 The same way, side by side, it times the C kernel's score pass with each
 of :data:`CHUNKS` bytes of W.T per D-chunk (:func:`tune_chunks`), for the
-instruction-set build that runs, each dtype, at N = :data:`CHUNK_N` on one
-thread, and saves the fastest: the static
+instruction-set build that runs, each dtype, at N = :data:`BLOCKING_SIZES` on one
+thread, and saves the fastest, if clearly faster than the static one: the static
 :data:`~fastsoftmax.backends._common.CHUNK_BYTES` was measured on one CPU,
 and the best chunk follows the L1 and the load ports (docs/kernels.md,
 round 10).  The chunk changes no bits (tested), only the speed.  Then,
 with that chunk, whether the kernel's gradient pass should prefetch the
 whole next tile rather than the start of its rows
-(:func:`tune_prefetch`, at :data:`PREFETCH_SIZES`): on a Zen 5 that was
+(:func:`tune_prefetch`, at the same sizes): on a Zen 5 that was
 10 % faster for the AVX-512 build at N >= 10000, and slower for its AVX2
 build and at N = 500 (docs/kernels.md, round 14), so it is measured, not
 assumed; no bits change there either.
@@ -45,17 +45,19 @@ import functools
 import math
 import statistics
 
+import numpy as np
+
 from .. import backends
 from ..backends import _wisdom
-from ..backends._common import blocking, padded_classes
+from ..backends._common import blocking, padded_classes, static_chunk_bytes
 from ..backends._threads import _cores
 from ..backends._validate import prepare
 from .cases import make_problem
 from .timing import WARM_S, warm_blocks
 from .threads import limit_threads
 
-__all__ = ["tune", "tune_chunks", "tune_prefetch", "SIZES", "CHUNKS", "CHUNK_N", "PREFETCH_SIZES",
-           "PREFETCH_GAIN", "bands"]
+__all__ = ["tune", "tune_chunks", "tune_prefetch", "SIZES", "CHUNKS", "BLOCKING_SIZES", "GAIN",
+           "bands"]
 
 #: Batch sizes measured: a minibatch, the CS231n dev batch, a large batch.
 SIZES = (32, 500, 10000)
@@ -65,18 +67,14 @@ SIZES = (32, 500, 10000)
 #: the static table's 5 and 16 KiB among them.
 CHUNKS = (2 << 10, 3 << 10, 5 << 10, 8 << 10, 16 << 10, 24 << 10)
 
-#: Batch size at which the chunks are timed: X streams from memory, as in
-#: the large batches where the chunk matters (at N = 500 X sits in L3).
-CHUNK_N = 10000
+#: Batch sizes at which the C kernel's blocking (D-chunk, prefetch) is timed:
+#: X in the last-level cache (the CS231n dev batch) and X streamed from memory.
+BLOCKING_SIZES = (500, 10000)
 
-#: Batch sizes at which the whole-tile prefetch is timed: X in the last-level
-#: cache (the CS231n dev batch) and X streamed from memory.
-PREFETCH_SIZES = (500, CHUNK_N)
-
-#: The whole-tile prefetch is kept only where it measured at least this much
-#: faster (a ratio of medians): a tie keeps the default, which is the
-#: faster one on the other CPUs and builds measured.
-PREFETCH_GAIN = 0.98
+#: A measured blocking replaces the static one only where it is at least
+#: this much faster (a ratio of medians): a tie keeps the default, which
+#: was the faster one on the other CPUs and builds measured.
+GAIN = 0.98
 
 
 def _medians(calls, repeat, warm_s):
@@ -93,7 +91,7 @@ def bands(sizes):
 
 
 def tune(sizes=SIZES, dtypes=("float64", "float32"), threads=None, repeat=7, d=3073, c=10,
-         path=None, out=print, chunk_n=CHUNK_N, warm_s=WARM_S):
+         path=None, out=print, blocking_sizes=BLOCKING_SIZES, warm_s=WARM_S):
     """Measure the backends and the C kernel's D-chunk, save them as wisdom, return ``(orders, path)``.
 
     Parameters
@@ -111,9 +109,9 @@ def tune(sizes=SIZES, dtypes=("float64", "float32"), threads=None, repeat=7, d=3
         Wisdom file (default :func:`fastsoftmax.backends._wisdom.wisdom_path`).
     out : callable
         Receives one line per measurement.
-    chunk_n : int
-        Batch size for :func:`tune_chunks` (0: measure no chunk, and no
-        prefetch: :func:`tune_prefetch`).
+    blocking_sizes : sequence of int
+        Batch sizes for :func:`tune_chunks` and :func:`tune_prefetch`
+        (empty: measure neither).
     warm_s : float
         Untimed running before each block of timed calls (seconds).
     """
@@ -138,37 +136,47 @@ def tune(sizes=SIZES, dtypes=("float64", "float32"), threads=None, repeat=7, d=3
                 out(f"{dtype} N={n} (band N>={lo}) x{t}: "
                     + ", ".join(f"{name} {medians[name] * 1e3:.3g} ms" for name in order if name in medians))
     chunks, prefetch = {}, {}
-    if chunk_n:
-        chunks, found = tune_chunks(dtypes, n=chunk_n, repeat=repeat, d=d, c=c, out=out, warm_s=warm_s)
+    if blocking_sizes:
+        chunks, found = tune_chunks(dtypes, blocking_sizes, repeat=repeat, d=d, c=c, out=out, warm_s=warm_s)
         measurements += found
-        prefetch, found = tune_prefetch(dtypes, chunks=chunks, repeat=repeat, d=d, c=c, out=out, warm_s=warm_s)
+        prefetch, found = tune_prefetch(dtypes, blocking_sizes, chunks=chunks, repeat=repeat, d=d, c=c, out=out,
+                                        warm_s=warm_s)
         measurements += found
     path = _wisdom.save(orders, measurements, path, chunks=chunks, prefetch=prefetch)
     return orders, path
 
 
-def tune_chunks(dtypes=("float64", "float32"), n=CHUNK_N, repeat=7, d=3073, c=10, chunks=CHUNKS, out=print,
-                warm_s=WARM_S):
+def tune_chunks(dtypes=("float64", "float32"), sizes=BLOCKING_SIZES, repeat=7, d=3073, c=10, chunks=CHUNKS,
+                out=print, warm_s=WARM_S):
     """Time the C kernel with each D-chunk of ``chunks`` for the build that runs, one thread.
+
+    The static chunk (``_common.static_chunk_bytes``) is always among those
+    timed, and stays unless another is faster by :data:`GAIN` on the
+    geometric mean over ``sizes`` and nowhere slower by as much: measured at
+    N = 10000 alone, a 3 KiB chunk tied with the static 16 KiB in float32 on
+    a Zen 5 and was saved, and it was 14 % slower at N = 500
+    (docs/kernels.md, round 14).
 
     Parameters
     ----------
     dtypes : sequence of str
-    n, d, c : int
-        Problem shape (default CIFAR-10's, N = :data:`CHUNK_N`).
+    sizes : sequence of int
+        Batch sizes N (default :data:`BLOCKING_SIZES`).
+    d, c : int
+        Problem shape (default CIFAR-10's).
     repeat : int
         Timed calls per chunk (median), in warm, rotated blocks as in :func:`tune`.
     chunks : sequence of int
         Candidate bytes of W.T per chunk.
     out : callable
-        Receives one line per dtype.
+        Receives one line per dtype and size, and the verdict.
     warm_s : float
         Untimed running before each block of timed calls (seconds).
 
     Returns
     -------
     (best, measurements)
-        ``best`` maps ``"isa|dtype"`` to the fastest chunk's bytes, for
+        ``best`` maps ``"isa|dtype"`` to the chosen chunk's bytes, for
         :func:`fastsoftmax.backends._wisdom.save`; empty when the compiled
         extension is not available.
     """
@@ -178,34 +186,43 @@ def tune_chunks(dtypes=("float64", "float32"), n=CHUNK_N, repeat=7, d=3073, c=10
         return {}, []
     kernel = backends.get_kernel("cython")
     isa = cython.running_isa()
+    static = static_chunk_bytes(isa)
+    chunks = sorted(set(chunks) | {static})
     cp = padded_classes(c, cython.CLASS_BLOCK)
     best, measurements = {}, []
     saved = cython.BLOCKING
+
+    def run(blocking_, problem_):
+        cython.BLOCKING = blocking_
+        backends.run_kernel(kernel, problem_, 1)
+
     try:
         for dtype in dtypes:
-            problem = prepare(*make_problem(n, d, c, dtype)[:3], 1e-3)
-            blockings = {chunk: blocking(d, cp, problem.X.dtype.itemsize, isa=isa, chunk_bytes=chunk)
-                         for chunk in chunks}
-
-            def run(blocking_, problem_):
-                cython.BLOCKING = blocking_
-                backends.run_kernel(kernel, problem_, 1)
-
-            with limit_threads(1):
-                medians = _medians(
-                    {chunk: functools.partial(run, blockings[chunk], problem) for chunk in chunks}, repeat, warm_s)
-            best[f"{isa}|{dtype}"] = fastest = min(chunks, key=medians.get)
-            measurements.append({"chunk_isa": isa, "dtype": dtype, "n": n,
-                                 "median_s": {str(k): v for k, v in medians.items()}})
-            out(f"cython {isa} {dtype} N={n} x1, D-chunk of W.T: "
-                + ", ".join(f"{k / 1024:g} KiB {medians[k] * 1e3:.3g} ms"
-                            for k in chunks) + f" -> {fastest / 1024:g} KiB")
+            itemsize = np.dtype(dtype).itemsize
+            blockings = {chunk: blocking(d, cp, itemsize, isa=isa, chunk_bytes=chunk) for chunk in chunks}
+            ratios = {chunk: [] for chunk in chunks}  # time / the static chunk's, per size
+            for n in sorted(sizes):
+                problem = prepare(*make_problem(n, d, c, dtype)[:3], 1e-3)
+                with limit_threads(1):
+                    medians = _medians(
+                        {chunk: functools.partial(run, blockings[chunk], problem) for chunk in chunks}, repeat, warm_s)
+                for chunk in chunks:
+                    ratios[chunk].append(medians[chunk] / medians[static])
+                measurements.append({"chunk_isa": isa, "dtype": dtype, "n": n,
+                                     "median_s": {str(k): v for k, v in medians.items()}})
+                out(f"cython {isa} {dtype} N={n} x1, D-chunk of W.T: "
+                    + ", ".join(f"{k / 1024:g} KiB {medians[k] * 1e3:.3g} ms" for k in chunks))
+            score = {chunk: statistics.geometric_mean(r) for chunk, r in ratios.items() if max(r) <= 1 / GAIN}
+            fastest = min(score, key=score.get)
+            best[f"{isa}|{dtype}"] = chosen = fastest if score[fastest] < GAIN else static
+            out(f"cython {isa} {dtype}: D-chunk {chosen / 1024:g} KiB"
+                + (" (the static one)" if chosen == static else f", {1 / score[chosen]:.2f}x the static one's speed"))
     finally:
         cython.BLOCKING = saved
     return best, measurements
 
 
-def tune_prefetch(dtypes=("float64", "float32"), sizes=PREFETCH_SIZES, chunks=None, repeat=7, d=3073, c=10,
+def tune_prefetch(dtypes=("float64", "float32"), sizes=BLOCKING_SIZES, chunks=None, repeat=7, d=3073, c=10,
                   out=print, warm_s=WARM_S):
     """Time the C kernel's gradient pass prefetching the whole next tile against the start of its rows, one thread.
 
@@ -217,7 +234,7 @@ def tune_prefetch(dtypes=("float64", "float32"), sizes=PREFETCH_SIZES, chunks=No
     ----------
     dtypes : sequence of str
     sizes : sequence of int
-        Batch sizes N (default :data:`PREFETCH_SIZES`).
+        Batch sizes N (default :data:`BLOCKING_SIZES`).
     chunks : dict, optional
         ``"isa|dtype"`` -> bytes of W.T per D-chunk (what :func:`tune_chunks` found).
     repeat, d, c, out, warm_s
@@ -228,7 +245,7 @@ def tune_prefetch(dtypes=("float64", "float32"), sizes=PREFETCH_SIZES, chunks=No
     (best, measurements)
         ``best`` maps ``"isa|dtype"`` to the smallest batch size (the lower
         end of a measured size's band, :func:`bands`) from which the whole
-        tile was at least 1 / :data:`PREFETCH_GAIN` times faster at every
+        tile was at least 1 / :data:`GAIN` times faster at every
         measured size, or None where it was not at the largest, for
         :func:`fastsoftmax.backends._wisdom.save`; empty when the compiled
         extension is not available.
@@ -258,7 +275,7 @@ def tune_prefetch(dtypes=("float64", "float32"), sizes=PREFETCH_SIZES, chunks=No
                 with limit_threads(1):
                     medians = _medians({mode: functools.partial(run, mode, problem) for mode in modes},
                                        repeat, warm_s)
-                wins[n] = medians["tile"] < PREFETCH_GAIN * medians["start"]
+                wins[n] = medians["tile"] < GAIN * medians["start"]
                 measurements.append({"prefetch_isa": isa, "dtype": dtype, "n": n, "median_s": medians})
                 out(f"cython {isa} {dtype} N={n} x1, next tile prefetched: start of its rows "
                     f"{medians['start'] * 1e3:.3g} ms, whole {medians['tile'] * 1e3:.3g} ms")
