@@ -35,6 +35,17 @@ def _write(orders, **overrides):
     return path
 
 
+def _write_without(field):
+    """Wisdom for this machine and version without ``field``, as a version before it was measured wrote."""
+    path = _write({})
+    with open(path) as f:
+        data = json.load(f)
+    del data[field]
+    with open(path, "w") as f:
+        json.dump(data, f)
+    _wisdom.forget()
+
+
 def test_no_wisdom_means_the_static_table():
     for dtype, n in (("float64", 16), ("float64", 500), ("float32", 10**5)):
         expected = next(b for b in backends.ranking(dtype, n) if b in backends.available())
@@ -149,13 +160,7 @@ def test_wisdom_chunk_is_read_per_build_and_dtype_and_only_when_plausible():
         assert _wisdom.chunk_bytes("avx2", "float64") is None, bad
     _write({}, chunks=["avx2|float64"])
     assert _wisdom.chunk_bytes("avx2", "float64") is None
-    path = _write({})  # the wisdom of a version before chunks were measured
-    with open(path) as f:
-        data = json.load(f)
-    del data["chunks"]
-    with open(path, "w") as f:
-        json.dump(data, f)
-    _wisdom.forget()
+    _write_without("chunks")  # the wisdom of a version before chunks were measured
     assert _wisdom.load() is not None and _wisdom.chunk_bytes("avx2", "float64") is None
 
 
@@ -262,7 +267,8 @@ def test_cli_tune_show(cache_dir, capsys):
     assert "no wisdom" in capsys.readouterr().out
     _write({"float64|1|1": ["python"]})
     assert main(["tune", "--show"]) == 0
-    assert '"float64|1|1"' in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert '"float64|1|1"' in shown and '"chunks"' in shown and '"prefetch"' in shown
 
 
 def test_the_benchmarks_record_which_chunk_ran():
@@ -318,13 +324,7 @@ def test_wisdom_prefetch_is_read_per_build_and_dtype_and_only_when_plausible():
         assert _wisdom.prefetch_from("avx2", "float64") is None, bad
     _write({}, prefetch=["avx2|float64"])
     assert _wisdom.prefetch_from("avx2", "float64") is None
-    path = _write({})  # the wisdom of a version before the prefetch was measured
-    with open(path) as f:
-        data = json.load(f)
-    del data["prefetch"]
-    with open(path, "w") as f:
-        json.dump(data, f)
-    _wisdom.forget()
+    _write_without("prefetch")  # the wisdom of a version before the prefetch was measured
     assert _wisdom.load() is not None and _wisdom.prefetch_from("avx2", "float64") is None
 
 

@@ -180,45 +180,30 @@ def tune_chunks(dtypes=("float64", "float32"), sizes=BLOCKING_SIZES, repeat=7, d
         :func:`fastsoftmax.backends._wisdom.save`; empty when the compiled
         extension is not available.
     """
-    try:
-        from ..backends import cython
-    except ImportError:
+    cython = _cython()
+    if cython is None:
         return {}, []
-    kernel = backends.get_kernel("cython")
     isa = cython.running_isa()
     static = static_chunk_bytes(isa)
     chunks = sorted(set(chunks) | {static})
     cp = padded_classes(c, cython.CLASS_BLOCK)
     best, measurements = {}, []
-    saved = cython.BLOCKING
-
-    def run(blocking_, problem_):
-        cython.BLOCKING = blocking_
-        backends.run_kernel(kernel, problem_, 1)
-
-    try:
-        for dtype in dtypes:
-            itemsize = np.dtype(dtype).itemsize
-            blockings = {chunk: blocking(d, cp, itemsize, isa=isa, chunk_bytes=chunk) for chunk in chunks}
-            ratios = {chunk: [] for chunk in chunks}  # time / the static chunk's, per size
-            for n in sorted(sizes):
-                problem = prepare(*make_problem(n, d, c, dtype)[:3], 1e-3)
-                with limit_threads(1):
-                    medians = _medians(
-                        {chunk: functools.partial(run, blockings[chunk], problem) for chunk in chunks}, repeat, warm_s)
-                for chunk in chunks:
-                    ratios[chunk].append(medians[chunk] / medians[static])
-                measurements.append({"chunk_isa": isa, "dtype": dtype, "n": n,
-                                     "median_s": {str(k): v for k, v in medians.items()}})
-                out(f"cython {isa} {dtype} N={n} x1, D-chunk of W.T: "
-                    + ", ".join(f"{k / 1024:g} KiB {medians[k] * 1e3:.3g} ms" for k in chunks))
-            score = {chunk: statistics.geometric_mean(r) for chunk, r in ratios.items() if max(r) <= 1 / GAIN}
-            fastest = min(score, key=score.get)
-            best[f"{isa}|{dtype}"] = chosen = fastest if score[fastest] < GAIN else static
-            out(f"cython {isa} {dtype}: D-chunk {chosen / 1024:g} KiB"
-                + (" (the static one)" if chosen == static else f", {1 / score[chosen]:.2f}x the static one's speed"))
-    finally:
-        cython.BLOCKING = saved
+    for dtype in dtypes:
+        itemsize = np.dtype(dtype).itemsize
+        settings = {chunk: (blocking(d, cp, itemsize, isa=isa, chunk_bytes=chunk), False) for chunk in chunks}
+        ratios = {chunk: [] for chunk in chunks}  # time / the static chunk's, per size
+        for n, medians in _time_settings(cython, dtype, sizes, settings, d, c, repeat, warm_s).items():
+            for chunk in chunks:
+                ratios[chunk].append(medians[chunk] / medians[static])
+            measurements.append({"chunk_isa": isa, "dtype": dtype, "n": n,
+                                 "median_s": {str(k): v for k, v in medians.items()}})
+            out(f"cython {isa} {dtype} N={n} x1, D-chunk of W.T: "
+                + ", ".join(f"{k / 1024:g} KiB {medians[k] * 1e3:.3g} ms" for k in chunks))
+        score = {chunk: statistics.geometric_mean(r) for chunk, r in ratios.items() if max(r) <= 1 / GAIN}
+        fastest = min(score, key=score.get)
+        best[f"{isa}|{dtype}"] = chosen = fastest if score[fastest] < GAIN else static
+        out(f"cython {isa} {dtype}: D-chunk {chosen / 1024:g} KiB"
+            + (" (the static one)" if chosen == static else f", {1 / score[chosen]:.2f}x the static one's speed"))
     return best, measurements
 
 
@@ -250,41 +235,60 @@ def tune_prefetch(dtypes=("float64", "float32"), sizes=BLOCKING_SIZES, chunks=No
         :func:`fastsoftmax.backends._wisdom.save`; empty when the compiled
         extension is not available.
     """
-    try:
-        from ..backends import cython
-    except ImportError:
+    cython = _cython()
+    if cython is None:
         return {}, []
-    kernel = backends.get_kernel("cython")
     isa = cython.running_isa()
     cp = padded_classes(c, cython.CLASS_BLOCK)
     best, measurements = {}, []
-    saved = cython.BLOCKING, cython.PREFETCH_TILE
-    modes = {"start": False, "tile": True}
+    for dtype in dtypes:
+        chunk = blocking(d, cp, np.dtype(dtype).itemsize, isa=isa, chunk_bytes=(chunks or {}).get(f"{isa}|{dtype}"))
+        settings = {"start": (chunk, False), "tile": (chunk, True)}
+        wins = {}
+        for n, medians in _time_settings(cython, dtype, sizes, settings, d, c, repeat, warm_s).items():
+            wins[n] = medians["tile"] < GAIN * medians["start"]
+            measurements.append({"prefetch_isa": isa, "dtype": dtype, "n": n, "median_s": medians})
+            out(f"cython {isa} {dtype} N={n} x1, next tile prefetched: start of its rows "
+                f"{medians['start'] * 1e3:.3g} ms, whole {medians['tile'] * 1e3:.3g} ms")
+        best[f"{isa}|{dtype}"] = start = None
+        for n, lo in reversed(list(zip(sorted(sizes), bands(sizes)))):
+            if not wins[n]:
+                break
+            best[f"{isa}|{dtype}"] = start = lo
+        out(f"cython {isa} {dtype}: whole next tile " + ("never" if start is None else f"from N = {start}"))
+    return best, measurements
 
-    def run(mode, problem_):
-        cython.PREFETCH_TILE = modes[mode]
-        backends.run_kernel(kernel, problem_, 1)
 
+def _cython():
+    """The cython backend's module, or None where the extension is not built."""
     try:
-        for dtype in dtypes:
-            itemsize = 8 if dtype == "float64" else 4
-            cython.BLOCKING = blocking(d, cp, itemsize, isa=isa, chunk_bytes=(chunks or {}).get(f"{isa}|{dtype}"))
-            wins = {}
-            for n in sorted(sizes):
-                problem = prepare(*make_problem(n, d, c, dtype)[:3], 1e-3)
-                with limit_threads(1):
-                    medians = _medians({mode: functools.partial(run, mode, problem) for mode in modes},
-                                       repeat, warm_s)
-                wins[n] = medians["tile"] < GAIN * medians["start"]
-                measurements.append({"prefetch_isa": isa, "dtype": dtype, "n": n, "median_s": medians})
-                out(f"cython {isa} {dtype} N={n} x1, next tile prefetched: start of its rows "
-                    f"{medians['start'] * 1e3:.3g} ms, whole {medians['tile'] * 1e3:.3g} ms")
-            best[f"{isa}|{dtype}"] = start = None
-            for n, lo in reversed(list(zip(sorted(sizes), bands(sizes)))):
-                if not wins[n]:
-                    break
-                best[f"{isa}|{dtype}"] = start = lo
-            out(f"cython {isa} {dtype}: whole next tile " + ("never" if start is None else f"from N = {start}"))
+        from ..backends import cython
+    except ImportError:
+        return None
+    return cython
+
+
+def _time_settings(cython, dtype, sizes, settings, d, c, repeat, warm_s):
+    """Median seconds per call of the C kernel on one thread under each of ``settings``, per batch size.
+
+    ``settings`` maps a name to ``(BLOCKING, PREFETCH_TILE)`` for the
+    ``cython`` module; they are set around each call and restored after.
+    Returns ``{n: {name: median seconds}}`` for ``sizes`` in increasing order.
+    """
+    kernel = backends.get_kernel("cython")
+    saved = cython.BLOCKING, cython.PREFETCH_TILE
+
+    def run(setting, problem):
+        cython.BLOCKING, cython.PREFETCH_TILE = setting
+        backends.run_kernel(kernel, problem, 1)
+
+    timed = {}
+    try:
+        for n in sorted(sizes):
+            problem = prepare(*make_problem(n, d, c, dtype)[:3], 1e-3)
+            with limit_threads(1):
+                timed[n] = _medians({name: functools.partial(run, setting, problem)
+                                     for name, setting in settings.items()}, repeat, warm_s)
     finally:
         cython.BLOCKING, cython.PREFETCH_TILE = saved
-    return best, measurements
+    return timed
