@@ -97,7 +97,8 @@ def blocking(D, Cp, itemsize, l2_bytes=None, isa=None, chunk_bytes=None):
 
     * A tile of T rows of X is read from memory by the score pass (each row
       prefetched a few KB ahead) and re-read from L2 by the gradient pass,
-      while the start of the next tile is prefetched.  The budget is three
+      while the start of the next tile is prefetched (or all of it, where
+      ``fastsoftmax tune`` measured that faster: ``cython.tile_prefetch_from``).  The budget is three
       tiles' bytes plus W.T and the (Cp, D) gradient accumulator in a
       quarter of L2, the rest being the hardware prefetchers' and the other
       tenants'.  It is empirical: it gives T = 10 at D = 3073 in both dtypes,
