@@ -55,7 +55,8 @@ BLOCKING = None
 #: machine's wisdom says (:func:`tile_prefetch_from`), never without it.
 PREFETCH_TILE = None
 
-__all__ = ["softmax_loss", "loss_grad", "bind_sgd_step", "running_isa", "score_chunk", "tile_prefetch_from", "ISA", "SUPPORTED_ISAS"]
+__all__ = ["softmax_loss", "loss_grad", "bind_sgd_step", "running_isa", "score_chunk", "tile_prefetch_from", "ISA",
+           "SUPPORTED_ISAS"]
 
 
 def running_isa():

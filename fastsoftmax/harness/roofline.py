@@ -172,7 +172,7 @@ def yardstick_check(kernel_isa, blas=None):
 
 
 def isa_note():
-    """The instruction sets in effect: the cython build (its D-chunk, its prefetch), OpenBLAS's core and overrides, Numba's.
+    """The instruction sets in effect: the cython build (D-chunk, prefetch), OpenBLAS's core and overrides, Numba's.
 
     ``yardstick`` is :func:`yardstick_check`'s warning, or None when the GEMM
     yardstick and the C kernel use the same instruction set (or one of them
