@@ -42,7 +42,9 @@
  * (10 x D, an L2 resident).  The "W loaded" cases add the score pass's W
  * loads to the two-pass shape (still no gradient accumulator, no softmax):
  * the C kernel's order and register block (W from L1), that block on whole
- * rows, and one or two whole rows against all 10 classes (W from L2).  Pass
+ * rows, and one or two whole rows against all 10 classes (W from L2); and
+ * the C kernel's order with pass 2 prefetching the whole next tile, as the
+ * kernel's pf_tile does (round 14).  Pass
  * 2's constants are re-read from memory after pass 1, as the real kernel's
  * coefficients are, so that the block keeps all its registers (until round
  * 8 GCC kept them in 2 of AVX2's 16 and spilled an accumulator).
@@ -241,21 +243,27 @@ __attribute__((noinline)) static double two_pass_w(const FT *X, const FT *Wt, lo
  * register block, as the C kernel's builds hold: 5 x 5 with AVX-512 (25
  * accumulators, 5 W and 1 row vector: 31 of 32 registers), 2 x 5 with
  * AVX2 (16 of 16).  The second class block re-reads the rows from L1.
- * Pass 2 as in two_pass.  Row k is X[rows[k]] (rows = NULL: X[k]). */
+ * Pass 2 as in two_pass; with `whole`, it also prefetches the whole next
+ * tile into L2 (line by line, as two_pass's PREFETCH_NEXT) and its own rows
+ * into L1 512 bytes ahead, as the C kernel's pf_tile does (round 14).  Row k
+ * is X[rows[k]] (rows = NULL: X[k]). */
 #if VBYTES == 64
 #define KRB 5
 #else
 #define KRB 2
 #endif
 __attribute__((noinline)) static double two_pass_kw(const FT *X, const long *rows, const FT *Wt, long ldw, long n, int T,
-                                                    int Dc, int ahead)
+                                                    int Dc, int ahead, int whole)
 {
     vec a[5 * KRB], w[2];
     init(a, 5 * KRB, w);
     const long Dv = D - D % VLN;
-    const FT *xp[64];
+    const FT *xp[64], *xn[64];
     for (long t = 0; t < n / T; t++) {
-        for (int r = 0; r < T; r++) xp[r] = X + (rows ? rows[t * T + r] : t * T + r) * D;
+        for (int r = 0; r < T; r++) {
+            xp[r] = X + (rows ? rows[t * T + r] : t * T + r) * D;
+            xn[r] = t + 1 < n / T ? X + (rows ? rows[(t + 1) * T + r] : (t + 1) * T + r) * D : NULL;
+        }
         for (long d0 = 0; d0 < Dv; d0 += Dc) {
             long d1 = d0 + Dc < Dv ? d0 + Dc : Dv;
             for (int r0 = 0; r0 + KRB <= T; r0 += KRB)
@@ -282,8 +290,10 @@ __attribute__((noinline)) static double two_pass_kw(const FT *X, const long *row
          * (AVX2: 16 of 16; the real kernel's pass 2 broadcasts its
          * coefficients from memory too). */
         __asm__ volatile("" : "+m"(w));
+        long cursor = 0;
+        const FT *const *next = whole && xn[0] ? xn : NULL;
         for (long d = 0; d < Dv; d += 2 * VLN)
-            half_pass(a, w, xp, T, d, d + 2 * VLN < Dv ? d + 2 * VLN : Dv, 0, NULL, NULL);
+            half_pass(a, w, xp, T, d, d + 2 * VLN < Dv ? d + 2 * VLN : Dv, whole ? 512 : 0, next, &cursor);
     }
     return total(a, 5 * KRB);
 }
@@ -318,14 +328,14 @@ static int batch_mode(long batch, long pool, int calls, const FT *Wt, long ldw, 
         long row = draw(&state, pool);
         for (long d = 0; d < D; d++) G[k * D + d] = X[row * D + d];
     }
-    volatile double sink = two_pass_kw(G, NULL, Wt, ldw, batch, 10, Dc, 3072);
+    volatile double sink = two_pass_kw(G, NULL, Wt, ldw, batch, 10, Dc, 3072, 0);
     for (int c = 0; c < calls; c++) {
         for (long k = 0; k < batch; k++) rows[k] = draw(&state, pool);
         double t = now();
-        sink += two_pass_kw(X, rows, Wt, ldw, batch, 10, Dc, 3072);
+        sink += two_pass_kw(X, rows, Wt, ldw, batch, 10, Dc, 3072, 0);
         t_fresh[c] = now() - t;
         t = now();
-        sink += two_pass_kw(G, NULL, Wt, ldw, batch, 10, Dc, 3072);
+        sink += two_pass_kw(G, NULL, Wt, ldw, batch, 10, Dc, 3072, 0);
         t_gathered[c] = now() - t;
     }
     qsort(t_fresh, calls, sizeof(double), cmp);
@@ -372,6 +382,8 @@ int main(int argc, char **argv)
         {"two passes, W loaded: pass 1 in the C kernel's order and block", 10, KRB, chunk, 3072, TWO_PASS_KW, SEPARATE},
         {"two passes, W loaded: the C kernel's order, 0.5 KB chunks (AVX2's)", 10, KRB, 512 / (int)sizeof(FT), 3072,
          TWO_PASS_KW, SEPARATE},
+        {"two passes, W loaded: the C kernel's order, pass 2 prefetches the whole next tile", 10, KRB, chunk, 3072,
+         TWO_PASS_KW, PREFETCH_NEXT},
         {"two passes, W loaded: pass 1 the kernel's block, whole rows", 10, KRB, 4096, 3072, TWO_PASS_KW, SEPARATE},
         {"two passes, W loaded: pass 1 one row after the other", 10, 1, 4096, 3072, TWO_PASS_W, SEPARATE},
 #if VBYTES == 64                          /* 20 accumulators: AVX-512 only */
@@ -387,7 +399,8 @@ int main(int argc, char **argv)
         volatile double sink = 0;
         for (int rep = 0; rep < 5; rep++) {
             double t = now();
-            sink += cases[c].kind == TWO_PASS_KW ? two_pass_kw(X, NULL, Wt, ldw, n, cases[c].T, cases[c].Dc, cases[c].ahead)
+            sink += cases[c].kind == TWO_PASS_KW ? two_pass_kw(X, NULL, Wt, ldw, n, cases[c].T, cases[c].Dc, cases[c].ahead,
+                                                                   cases[c].mode == PREFETCH_NEXT)
                   : cases[c].kind == TWO_PASS_W ? two_pass_w(X, Wt, ldw, n, cases[c].T, cases[c].RB, cases[c].ahead)
                   : cases[c].kind == TWO_PASS ? two_pass(X, n, cases[c].T, cases[c].RB, cases[c].Dc, cases[c].ahead,
                                                          cases[c].mode)
