@@ -194,11 +194,11 @@ def sgd_step(W, Wt, X, y, Py_ssize_t C, int n_threads, isa, b, rows, out, Py_ssi
         raise TypeError(f"sgd_step: W must be float32 or float64, got {W.dtype}")
     transpose_into(W, Wt)
     if W.dtype == np.float64:
-        loss, _, _, ok = _loss_grad[double](Wt, X, y, C, n_threads, level, b, rows, out, tile, dchunk, prefetch_tile, reg,
-                                            scratch, W, lr)
+        loss, _, _, ok = _loss_grad[double](Wt, X, y, C, n_threads, level, b, rows, out, tile, dchunk, prefetch_tile,
+                                            reg, scratch, W, lr)
     else:
-        loss, _, _, ok = _loss_grad[float](Wt, X, y, C, n_threads, level, b, rows, out, tile, dchunk, prefetch_tile, reg,
-                                           scratch, W, lr)
+        loss, _, _, ok = _loss_grad[float](Wt, X, y, C, n_threads, level, b, rows, out, tile, dchunk, prefetch_tile,
+                                           reg, scratch, W, lr)
     return loss if ok else None
 
 

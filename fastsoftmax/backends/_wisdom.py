@@ -221,6 +221,13 @@ def lookup(dtype, threads, n):
     return None if best is None else tuple(best[1])
 
 
+def _build_entry(field, isa, dtype):
+    """What the wisdom's table ``field`` holds for the C kernel's build ``isa`` and ``dtype`` (unchecked), or None."""
+    wisdom = load()
+    table = None if wisdom is None else wisdom.get(field)
+    return table.get(f"{isa}|{dtype}") if isinstance(table, dict) else None
+
+
 #: Plausible D-chunk sizes: a value outside (a hand-edited or foreign file) is ignored.
 CHUNK_RANGE = (256, 1 << 20)
 
@@ -241,10 +248,7 @@ def chunk_bytes(isa, dtype):
         None without wisdom, without an entry for this build and dtype, or
         with an implausible one.
     """
-    wisdom = load()
-    if wisdom is None or not isinstance(wisdom.get("chunks"), dict):
-        return None
-    value = wisdom["chunks"].get(f"{isa}|{dtype}")
+    value = _build_entry("chunks", isa, dtype)
     if type(value) is not int or not CHUNK_RANGE[0] <= value <= CHUNK_RANGE[1]:
         return None
     return value
@@ -270,8 +274,5 @@ def prefetch_from(isa, dtype):
         None without wisdom, without an entry (or a plausible one) for this
         build and dtype, or where it measured slower at every size: never.
     """
-    wisdom = load()
-    if wisdom is None or not isinstance(wisdom.get("prefetch"), dict):
-        return None
-    value = wisdom["prefetch"].get(f"{isa}|{dtype}")
+    value = _build_entry("prefetch", isa, dtype)
     return value if type(value) is int and value >= 1 else None

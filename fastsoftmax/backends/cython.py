@@ -59,6 +59,9 @@ __all__ = ["softmax_loss", "loss_grad", "bind_sgd_step", "running_isa", "score_c
            "SUPPORTED_ISAS"]
 
 
+_DTYPE_NAMES = {8: "float64", 4: "float32"}  # by itemsize: the dtype names the wisdom is kept under
+
+
 def running_isa():
     """The instruction-set build that runs: :data:`ISA`, else the widest this CPU supports."""
     return ISA or SUPPORTED_ISAS[-1]
@@ -76,7 +79,7 @@ def score_chunk(itemsize):
     (int, bool)
     """
     isa = running_isa()
-    measured = _wisdom.chunk_bytes(isa, "float64" if itemsize == 8 else "float32")
+    measured = _wisdom.chunk_bytes(isa, _DTYPE_NAMES[itemsize])
     return (measured, True) if measured else (static_chunk_bytes(isa), False)
 
 
@@ -96,7 +99,7 @@ def tile_prefetch_from(itemsize):
     """
     if PREFETCH_TILE is not None:
         return 1 if PREFETCH_TILE else sys.maxsize
-    measured = _wisdom.prefetch_from(running_isa(), "float64" if itemsize == 8 else "float32")
+    measured = _wisdom.prefetch_from(running_isa(), _DTYPE_NAMES[itemsize])
     return measured or sys.maxsize
 
 

@@ -35,8 +35,8 @@ bench/roofline.py print it, and the JSON keeps it (``isa.yardstick``).
 from __future__ import annotations
 
 import os
-import sys
 import statistics
+import sys
 import time
 
 import numpy as np

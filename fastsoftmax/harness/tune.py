@@ -180,13 +180,12 @@ def tune_chunks(dtypes=("float64", "float32"), sizes=BLOCKING_SIZES, repeat=7, d
         :func:`fastsoftmax.backends._wisdom.save`; empty when the compiled
         extension is not available.
     """
-    cython = _cython()
-    if cython is None:
+    found = _cython(c)
+    if found is None:
         return {}, []
-    isa = cython.running_isa()
+    cython, isa, cp = found
     static = static_chunk_bytes(isa)
     chunks = sorted(set(chunks) | {static})
-    cp = padded_classes(c, cython.CLASS_BLOCK)
     best, measurements = {}, []
     for dtype in dtypes:
         itemsize = np.dtype(dtype).itemsize
@@ -235,11 +234,10 @@ def tune_prefetch(dtypes=("float64", "float32"), sizes=BLOCKING_SIZES, chunks=No
         :func:`fastsoftmax.backends._wisdom.save`; empty when the compiled
         extension is not available.
     """
-    cython = _cython()
-    if cython is None:
+    found = _cython(c)
+    if found is None:
         return {}, []
-    isa = cython.running_isa()
-    cp = padded_classes(c, cython.CLASS_BLOCK)
+    cython, isa, cp = found
     best, measurements = {}, []
     for dtype in dtypes:
         chunk = blocking(d, cp, np.dtype(dtype).itemsize, isa=isa, chunk_bytes=(chunks or {}).get(f"{isa}|{dtype}"))
@@ -250,22 +248,23 @@ def tune_prefetch(dtypes=("float64", "float32"), sizes=BLOCKING_SIZES, chunks=No
             measurements.append({"prefetch_isa": isa, "dtype": dtype, "n": n, "median_s": medians})
             out(f"cython {isa} {dtype} N={n} x1, next tile prefetched: start of its rows "
                 f"{medians['start'] * 1e3:.3g} ms, whole {medians['tile'] * 1e3:.3g} ms")
-        best[f"{isa}|{dtype}"] = start = None
+        start = None  # the lowest band from which the whole tile won at every larger size
         for n, lo in reversed(list(zip(sorted(sizes), bands(sizes)))):
             if not wins[n]:
                 break
-            best[f"{isa}|{dtype}"] = start = lo
+            start = lo
+        best[f"{isa}|{dtype}"] = start
         out(f"cython {isa} {dtype}: whole next tile " + ("never" if start is None else f"from N = {start}"))
     return best, measurements
 
 
-def _cython():
-    """The cython backend's module, or None where the extension is not built."""
+def _cython(c):
+    """``(cython module, its running build, C padded to its class block)``, or None where it is not built."""
     try:
         from ..backends import cython
     except ImportError:
         return None
-    return cython
+    return cython, cython.running_isa(), padded_classes(c, cython.CLASS_BLOCK)
 
 
 def _time_settings(cython, dtype, sizes, settings, d, c, repeat, warm_s):
