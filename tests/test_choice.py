@@ -129,8 +129,8 @@ def test_tune_measures_and_saves(cache_dir):
     lines = []
     orders, path = tune(sizes=(8, 64), dtypes=("float32",), threads=(1,), repeat=1, d=40, c=3,
                         out=lines.append, warm_s=0.0)
-    # with cython: the D-chunk and then the prefetch, each at two sizes and a verdict
-    assert path == _wisdom.wisdom_path() and len(lines) in (2, 8)
+    # the numba kernel's prefetch at two sizes and a verdict; with cython: its D-chunk and prefetch too
+    assert path == _wisdom.wisdom_path() and len(lines) in (5, 11)
     assert set(orders) == {"float32|1|1", "float32|1|22"}
     for order in orders.values():
         assert order[-1] == "python" and set(order) == set(backends.available())
@@ -139,13 +139,14 @@ def test_tune_measures_and_saves(cache_dir):
     try:
         from fastsoftmax.backends import cython
     except ImportError:
-        assert _wisdom.load()["chunks"] == _wisdom.load()["prefetch"] == {}
+        assert _wisdom.load()["chunks"] == {} and set(_wisdom.load()["prefetch"]) == {"numba|float32"}
         return
     isa = cython.ISA or cython.SUPPORTED_ISAS[-1]  # tune also measured the C kernel's D-chunk
     assert set(_wisdom.load()["chunks"]) == {f"{isa}|float32"}
     assert _wisdom.chunk_bytes(isa, "float32") in CHUNKS
     assert "D-chunk" in lines[2] and "D-chunk" in lines[4]
-    assert set(_wisdom.load()["prefetch"]) == {f"{isa}|float32"} and "whole" in lines[7]
+    assert set(_wisdom.load()["prefetch"]) == {f"{isa}|float32", "numba|float32"}
+    assert "whole" in lines[7] and lines[8].startswith("numba float32 N=") and "whole" in lines[10]
 
 
 def test_wisdom_chunk_is_read_per_build_and_dtype_and_only_when_plausible():
@@ -285,8 +286,10 @@ def test_the_benchmarks_record_which_chunk_ran():
     assert note["cython_isa"] == isa and note["cython_chunk_float32"] == "3 KiB (tuned)"
     assert note["cython_chunk_float64"] == static
     assert note["cython_prefetch_float64"] == "start of the next tile"
-    _wisdom.save({}, [], prefetch={f"{isa}|float64": 2236})
+    assert note["numba_prefetch_float64"] == note["numba_prefetch_float32"] == "none"
+    _wisdom.save({}, [], prefetch={f"{isa}|float64": 2236, "numba|float32": 126})
     assert isa_note()["cython_prefetch_float64"] == "whole next tile from N = 2236 (tuned)"
+    assert isa_note()["numba_prefetch_float32"] == "whole next tile from N = 126 (tuned)"
 
 
 def test_wisdom_of_forced_builds_has_a_file_of_its_own(cache_dir, monkeypatch):
@@ -376,6 +379,43 @@ def test_cython_prefetches_whole_tiles_from_the_measured_batch_size(monkeypatch)
     assert not prefetched()
 
 
+def test_numba_prefetches_whole_tiles_from_the_measured_batch_size(monkeypatch):
+    """The Numba kernel prefetches whole tiles ahead from the batch size ``fastsoftmax tune`` saved under
+    ``numba|dtype`` (the batch: the rows given, else X's); never without wisdom, nor from the C kernel's
+    entry; ``PREFETCH_TILE`` overrides both."""
+    from fastsoftmax.backends import numba
+
+    monkeypatch.setattr(numba, "PREFETCH_TILE", None)
+    seen = []
+    real = numba._run_fused
+
+    def spy(*args):
+        seen.append(args[-1])  # pf, the last argument of _fused
+        return real(*args)
+
+    monkeypatch.setattr(numba, "_run_fused", spy)
+    rng = np.random.default_rng(4)
+    W, X, y = rng.standard_normal((40, 3)), rng.standard_normal((60, 40)), rng.integers(0, 3, 60)
+    f = backends.get("numba")
+
+    def prefetched(n=None, rows=None, dtype=np.float64):
+        seen.clear()
+        f(W.astype(dtype), X[:n].astype(dtype), y[:n], 0.1, rows=rows)
+        return seen[0]
+
+    assert not prefetched()  # no wisdom: never
+    _wisdom.save({}, [], prefetch={"avx512|float64": 1, "avx2|float64": 1, "baseline|float64": 1})
+    assert not prefetched()  # the C kernel's entries are not the Numba kernel's
+    _wisdom.save({}, [], prefetch={"numba|float64": 50})
+    assert [prefetched(49), prefetched(50), prefetched()] == [False, True, True]
+    assert not prefetched(rows=np.arange(40)) and prefetched(rows=np.arange(55) % 7)
+    assert not prefetched(dtype=np.float32)  # no entry for float32
+    monkeypatch.setattr(numba, "PREFETCH_TILE", True)
+    assert prefetched(5)
+    monkeypatch.setattr(numba, "PREFETCH_TILE", False)
+    assert not prefetched()
+
+
 def test_tune_prefetch_keeps_the_whole_tile_only_from_where_it_is_faster_at_every_size(monkeypatch):
     """``tune_prefetch`` times both prefetches with the tuned chunk and saves the smallest band from which
     the whole tile won by ``GAIN`` at every larger measured size (ties keep the default)."""
@@ -394,7 +434,8 @@ def test_tune_prefetch_keeps_the_whole_tile_only_from_where_it_is_faster_at_ever
 
     monkeypatch.setattr(cython, "fused_loss_grad", spy)
     best, found = tune_module.tune_prefetch(("float64",), sizes=(30, 80), chunks={f"{isa}|float64": 2048},
-                                            repeat=2, d=700, c=3, out=lambda line: None, warm_s=0.0)
+                                            repeat=2, d=700, c=3, out=lambda line: None, warm_s=0.0,
+                                            kernels=("cython",))
     # C = 3 padded to 5: 2048 bytes are 51 float64s, in 16s; both modes at both sizes, 2 rounds of 2 calls
     assert sorted(set(ran)) == [(30, 48, False), (30, 48, True), (80, 48, False), (80, 48, True)]
     assert len(ran) == 2 * 2 * 2 * 2 and [m["n"] for m in found] == [30, 80]
@@ -411,5 +452,41 @@ def test_tune_prefetch_keeps_the_whole_tile_only_from_where_it_is_faster_at_ever
 
         monkeypatch.setattr(tune_module, "_medians", fake)
         best, _ = tune_module.tune_prefetch(("float64",), sizes=(30, 80), repeat=1, d=700, c=3,
-                                            out=lambda line: None, warm_s=0.0)
+                                            out=lambda line: None, warm_s=0.0, kernels=("cython",))
         assert best == {f"{isa}|float64": want}, medians
+
+
+def test_tune_prefetch_times_the_numba_kernel_both_ways(monkeypatch):
+    """``tune_prefetch`` times the Numba kernel with and without the whole next tile at each size, restores
+    ``PREFETCH_TILE``, and saves its verdict under ``numba|dtype``, by the same rule as the C kernel's."""
+    from fastsoftmax.backends import numba
+    from fastsoftmax.harness import tune as tune_module
+
+    monkeypatch.setattr(numba, "PREFETCH_TILE", None)
+    ran = []
+    real = numba._run_fused
+
+    def spy(*args):
+        ran.append((args[10], args[-1]))  # (n, pf)
+        return real(*args)
+
+    monkeypatch.setattr(numba, "_run_fused", spy)
+    lines = []
+    best, found = tune_module.tune_prefetch(("float32",), sizes=(30, 80), repeat=2, d=700, c=3, out=lines.append,
+                                            warm_s=0.0, kernels=("numba",))
+    assert sorted(set(ran)) == [(30, False), (30, True), (80, False), (80, True)] and len(ran) == 16
+    assert set(best) == {"numba|float32"} and best["numba|float32"] in (None, 1, 48)
+    assert [(m["prefetch_isa"], m["n"]) for m in found] == [("numba", 30), ("numba", 80)]
+    assert numba.PREFETCH_TILE is None and len(lines) == 3 and lines[0].startswith("numba float32 N=30 x1")
+    for medians, want in [({30: (1.0, 0.9), 80: (1.0, 0.9)}, 1), ({30: (1.0, 1.1), 80: (1.0, 0.9)}, 48),
+                          ({30: (1.0, 0.9), 80: (1.0, 0.99)}, None)]:
+        sizes = iter(medians.values())
+
+        def fake(calls, repeat, warm_s, times=sizes):
+            start, whole = next(times)
+            return {"start": start, "tile": whole}
+
+        monkeypatch.setattr(tune_module, "_medians", fake)
+        best, _ = tune_module.tune_prefetch(("float32",), sizes=(30, 80), repeat=1, d=700, c=3,
+                                            out=lambda line: None, warm_s=0.0, kernels=("numba",))
+        assert best == {"numba|float32": want}, medians

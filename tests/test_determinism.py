@@ -118,3 +118,23 @@ def test_cython_blocking_does_not_change_the_bits(dtype, monkeypatch):
             monkeypatch.setattr(cython, "BLOCKING", (tile, dchunk))
             monkeypatch.setattr(cython, "PREFETCH_TILE", whole)
             assert_identical(f(W, X, y, 0.3, n_threads=1), first, f"{isa} tile {tile} dchunk {dchunk} {whole}")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_numba_prefetch_does_not_change_the_bits(dtype, monkeypatch):
+    """The Numba kernel's whole-tile prefetch (and the smaller gradient D-chunk that goes with it) is a cache
+    choice, not numerics: each gradient element still adds the rows in problem order; with rows, a bias and
+    a ragged last tile (N = 333 is no multiple of 10), on every thread count."""
+    from fastsoftmax.backends import get, numba
+
+    rng = np.random.default_rng(6)
+    W, X, y = random_problem(rng, 333, 3073, 10, dtype=dtype, scale=3.0)
+    rows, b = rng.integers(0, 333, 207), rng.standard_normal(10).astype(dtype)
+    f = get("numba")
+    for n_threads in THREADS:
+        results = []
+        for whole in (False, True):
+            monkeypatch.setattr(numba, "PREFETCH_TILE", whole)
+            results.append((f(W, X, y, 0.3, n_threads=n_threads), f(W, X, y, 0.3, b=b, rows=rows, n_threads=n_threads)))
+        for plain, prefetched in zip(*results):
+            assert_identical(prefetched, plain, f"x{n_threads}")

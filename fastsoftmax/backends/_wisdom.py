@@ -41,10 +41,13 @@ import platform
 import sys
 
 __all__ = ["cache_dir", "wisdom_path", "build_tag", "machine_key", "load", "save", "lookup", "chunk_bytes",
-           "prefetch_from", "forget", "state"]
+           "prefetch_from", "prefetch_start", "DTYPE_NAMES", "forget", "state"]
 
 _ENV = "FASTSOFTMAX_CACHE_DIR"
 FORMAT = 1
+
+#: The dtype names the wisdom is kept under, by itemsize.
+DTYPE_NAMES = {8: "float64", 4: "float32"}
 
 _loaded: dict = {}  # path -> parsed wisdom (or None), read once per process
 _generation = 0  # bumped whenever what was read may change (save, forget)
@@ -255,16 +258,17 @@ def chunk_bytes(isa, dtype):
 
 
 def prefetch_from(isa, dtype):
-    """From which batch size the C kernel's build ``isa`` prefetches whole tiles ahead in ``dtype``, or None.
+    """From which batch size a kernel prefetches whole tiles ahead in ``dtype``, or None.
 
     ``fastsoftmax tune`` times the gradient pass prefetching the whole next
-    tile against only the start of its rows (the default) and saves the
-    smallest batch size from which the first was faster.
+    tile against its default and saves the smallest batch size from which
+    the first was faster: for the C kernel's build that runs and for the
+    Numba kernel.
 
     Parameters
     ----------
     isa : str
-        The instruction-set build that runs.
+        The C kernel's instruction-set build that runs, or ``"numba"``.
     dtype : str
         ``"float64"`` or ``"float32"``.
 
@@ -276,3 +280,15 @@ def prefetch_from(isa, dtype):
     """
     value = _build_entry("prefetch", isa, dtype)
     return value if type(value) is int and value >= 1 else None
+
+
+def prefetch_start(build, itemsize, override=None):
+    """From which batch size ``build`` (:func:`prefetch_from`'s ``isa``) prefetches whole tiles, as an int.
+
+    ``override`` True or False (a backend's ``PREFETCH_TILE``) means 1 or
+    never; None means this machine's wisdom, else never.  Never is
+    ``sys.maxsize``, so a caller compares ``n >= prefetch_start(...)``.
+    """
+    if override is not None:
+        return 1 if override else sys.maxsize
+    return prefetch_from(build, DTYPE_NAMES[itemsize]) or sys.maxsize

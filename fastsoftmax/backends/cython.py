@@ -29,7 +29,6 @@ the update in another pass over W.
 """
 
 import os
-import sys
 
 from . import _wisdom
 from ._threads import get_num_threads
@@ -59,9 +58,6 @@ __all__ = ["softmax_loss", "loss_grad", "bind_sgd_step", "running_isa", "score_c
            "SUPPORTED_ISAS"]
 
 
-_DTYPE_NAMES = {8: "float64", 4: "float32"}  # by itemsize: the dtype names the wisdom is kept under
-
-
 def running_isa():
     """The instruction-set build that runs: :data:`ISA`, else the widest this CPU supports."""
     return ISA or SUPPORTED_ISAS[-1]
@@ -79,7 +75,7 @@ def score_chunk(itemsize):
     (int, bool)
     """
     isa = running_isa()
-    measured = _wisdom.chunk_bytes(isa, _DTYPE_NAMES[itemsize])
+    measured = _wisdom.chunk_bytes(isa, _wisdom.DTYPE_NAMES[itemsize])
     return (measured, True) if measured else (static_chunk_bytes(isa), False)
 
 
@@ -97,10 +93,7 @@ def tile_prefetch_from(itemsize):
         Batches of at least this many rows prefetch whole tiles
         (``sys.maxsize``: never).
     """
-    if PREFETCH_TILE is not None:
-        return 1 if PREFETCH_TILE else sys.maxsize
-    measured = _wisdom.prefetch_from(running_isa(), _DTYPE_NAMES[itemsize])
-    return measured or sys.maxsize
+    return _wisdom.prefetch_start(running_isa(), itemsize, PREFETCH_TILE)
 
 
 _blockings: dict = {}  # (D, Cp, itemsize, ISA, overrides, wisdom state) -> (tile, dchunk, prefetch_from)

@@ -64,10 +64,13 @@ import threading
 import numba
 import numpy as np
 from numba import types
+from llvmlite import ir
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._numba_cache import call_recovering
 from ._numba_cache import jit as _jit
+from . import _wisdom
 from ._threads import get_num_threads
 from ._common import (
     LOSS_GRAD_DOC, aligned_zeros, finish, padded_classes, registry_kernel, rows_in_place, thread_count,
@@ -76,6 +79,12 @@ from ._common import (
 _T = 10  # rows per tile: two 5-row score micro-kernels, one 10-row gradient micro-kernel
 _CB = 5  # classes per score micro-kernel: Cp is C rounded up to a multiple of 5
 _DC_BYTES = 2048  # bytes of each row per D-chunk of the gradient pass (256 doubles, 512 floats)
+_DC_BYTES_PREFETCH = 1024  # the same while it prefetches the next tile: smaller bursts of prefetches
+
+#: Whether the gradient pass prefetches the whole next tile (True/False, for
+#: experiments and ``fastsoftmax tune``); None: from the batch size that this
+#: machine's wisdom says (:func:`tile_prefetch_from`), never without it.
+PREFETCH_TILE = None
 
 # Reassociation (vectorised sums) and FMA contraction only: no nnan/ninf, so
 # non-finite values propagate to the result where they are detected.
@@ -104,6 +113,35 @@ def _wide_vectors(typingctx):  # pragma: no cover - compile time
             pass
         return context.get_dummy_value()
     return types.void(), codegen
+
+
+@intrinsic
+def _prefetch(typingctx, a, i):  # pragma: no cover - compile time
+    """Prefetch the cache line of ``a[i]`` (1-d array, no bounds check: a prefetch never faults) into L1.
+
+    ``llvm.prefetch`` (read, locality 3, data): ``prefetcht0`` on x86.  A
+    call in a loop keeps LLVM from vectorising that loop, so it goes in
+    loops of its own (:func:`_prefetch_rows`).
+    """
+    def codegen(context, builder, signature, args):
+        aty = signature.args[0]
+        ary = context.make_array(aty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aty, ary, [args[1]], wraparound=False, boundscheck=False)
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [cgutils.voidptr_t, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [cgutils.voidptr_t], fnty)
+        builder.call(fn, [builder.bitcast(ptr, cgutils.voidptr_t), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.void(a, types.intp), codegen
+
+
+@_jit()
+def _prefetch_rows(Xf, nxt, r0, r1, d0, d1, step):  # pragma: no cover - jitted
+    """Prefetch elements ``d0 .. d1`` of the next tile's rows ``r0 .. r1`` (row r starts at ``Xf[nxt[r]]``), one per ``step``."""
+    for r in range(r0, r1):
+        base = nxt[r]
+        for d in range(d0, d1, step):
+            _prefetch(Xf, base + d)
 
 
 @_jit(fastmath=_FASTMATH)
@@ -154,22 +192,27 @@ def _scores(Wt, D, j, x0, x1, x2, x3, x4, S, r0, p0=None, p1=None, p2=None, p3=N
 
 
 @_jit(fastmath={"contract"})
-def _grad(G, D, coef_t, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9):  # pragma: no cover - jitted
+def _grad(G, D, coef_t, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, dc, Xf, nxt, nn):  # pragma: no cover - jitted
     """``G[j, :D] += sum_r coef_t[r, j] * x_r[:D]`` over the tile's 10 rows, for every class j.
 
-    D-chunk by D-chunk (the chunk of the 10 rows stays in L1 while every class
-    pair reads it), two classes at a time (20 coefficients in registers; per
-    vector of D: 10 loads of X, 2 loads and 2 stores of G, 20 FMAs).  Only FMA
-    contraction, no reassociation: each sum is the written chain, in order.
+    D-chunk by D-chunk of ``dc`` elements (the chunk of the 10 rows stays in
+    L1 while every class pair reads it), two classes at a time (20
+    coefficients in registers; per vector of D: 10 loads of X, 2 loads and 2
+    stores of G, 20 FMAs).  Only FMA contraction, no reassociation: each sum
+    is the written chain, in order.  Before each class pair's loop, its
+    share of the chunk of the next tile's ``nn`` rows is prefetched
+    (:func:`_prefetch_rows`; ``nn`` = 0: none).
     """
     _wide_vectors()
     Cp = G.shape[0]
-    dc = _DC_BYTES // G.itemsize
+    step = 64 // G.itemsize
+    pairs = (Cp + 1) // 2
     for d0 in range(0, D, dc):
         d1 = min(D, d0 + dc)
         for j in range(0, Cp, 2):
             k = min(j + 1, Cp - 1)
             ga, gb = G[j], G[k]
+            _prefetch_rows(Xf, nxt, j // 2 * nn // pairs, (j // 2 + 1) * nn // pairs, d0, d1, step)
             a0, a1, a2, a3, a4 = coef_t[0, j], coef_t[1, j], coef_t[2, j], coef_t[3, j], coef_t[4, j]
             a5, a6, a7, a8, a9 = coef_t[5, j], coef_t[6, j], coef_t[7, j], coef_t[8, j], coef_t[9, j]
             if k == j:  # odd Cp: the last class alone
@@ -186,35 +229,44 @@ def _grad(G, D, coef_t, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9):  # pragma: no c
 
 
 @_jit(fastmath={"contract"})
-def _grad_halves(G, D, coef_t, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9):  # pragma: no cover - jitted
+def _grad_halves(G, D, coef_t, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, dc, Xf, nxt, nn):  # pragma: no cover - jitted
     """:func:`_grad` with the rows in two halves of 5, for float32.
 
     LLVM keeps only 9 of the 20 coefficients of the 10-row float32 loop in
     registers; in two 5-row loops (G loaded and stored twice per tile) all
     stay.  A separate function, not a branch on the itemsize inside
     :func:`_grad`: that branch alone made the float64 loop 8-12 % slower.
+    The class pair's share of the next tile's rows is prefetched in two
+    halves, one before each loop (smaller bursts: 11-18 % faster than one
+    at N = 10000 on a Zen 5, docs/kernels.md round 15).
     """
     _wide_vectors()
     Cp = G.shape[0]
-    dc = _DC_BYTES // G.itemsize
+    step = 64 // G.itemsize
+    pairs = (Cp + 1) // 2
     for d0 in range(0, D, dc):
         d1 = min(D, d0 + dc)
         for j in range(0, Cp, 2):
             k = min(j + 1, Cp - 1)
             ga, gb = G[j], G[k]
+            ra, rc = j // 2 * nn // pairs, (j // 2 + 1) * nn // pairs
+            rb = (ra + rc) // 2
             a0, a1, a2, a3, a4 = coef_t[0, j], coef_t[1, j], coef_t[2, j], coef_t[3, j], coef_t[4, j]
             a5, a6, a7, a8, a9 = coef_t[5, j], coef_t[6, j], coef_t[7, j], coef_t[8, j], coef_t[9, j]
             if k == j:  # odd Cp: the last class alone
+                _prefetch_rows(Xf, nxt, ra, rc, d0, d1, step)
                 for d in range(_U(d0), _U(d1)):
                     ga[d] += (a0 * x0[d] + a1 * x1[d] + a2 * x2[d] + a3 * x3[d] + a4 * x4[d]
                               + a5 * x5[d] + a6 * x6[d] + a7 * x7[d] + a8 * x8[d] + a9 * x9[d])
                 continue
             b0, b1, b2, b3, b4 = coef_t[0, k], coef_t[1, k], coef_t[2, k], coef_t[3, k], coef_t[4, k]
             b5, b6, b7, b8, b9 = coef_t[5, k], coef_t[6, k], coef_t[7, k], coef_t[8, k], coef_t[9, k]
+            _prefetch_rows(Xf, nxt, ra, rb, d0, d1, step)
             for d in range(_U(d0), _U(d1)):
                 v0, v1, v2, v3, v4 = x0[d], x1[d], x2[d], x3[d], x4[d]
                 ga[d] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3 + a4 * v4
                 gb[d] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3 + b4 * v4
+            _prefetch_rows(Xf, nxt, rb, rc, d0, d1, step)
             for d in range(_U(d0), _U(d1)):
                 v5, v6, v7, v8, v9 = x5[d], x6[d], x7[d], x8[d], x9[d]
                 ga[d] += a5 * v5 + a6 * v6 + a7 * v7 + a8 * v8 + a9 * v9
@@ -267,12 +319,15 @@ def _exp_nonpositive(s, t, n):  # pragma: no cover - jitted
 
 
 @_jit(fastmath=_FASTMATH)
-def _tile(Wt, D, C, b, has_b, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, P, labels, nr, G, gsum, coef, coef_t, scratch):  # pragma: no cover - jitted
+def _tile(Wt, D, C, b, has_b, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, P, labels, nr, G, gsum, coef, coef_t, scratch,
+          dc, Xf, nxt, nn):  # pragma: no cover - jitted
     """Loss of ``nr`` <= 10 rows (x0..x9, labels ``labels[:nr]``); their gradient is added to G, gsum.
 
     ``P`` is the (10, ld) packed tile; ``coef`` (float64) and ``coef_t`` (W's
     dtype) are (10, Cp) scratch: the softmax runs in float64, the products in
-    W's dtype (float32 stays float32).
+    W's dtype (float32 stays float32).  The gradient pass runs in D-chunks
+    of ``dc`` elements and prefetches the next tile's ``nn`` rows, which
+    start at ``Xf[nxt[r]]``.
     """
     Cp = Wt.shape[0]
     # 1. scores; the first class block also packs the rows into P (aligned)
@@ -320,9 +375,9 @@ def _tile(Wt, D, C, b, has_b, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, P, labels,
     coef_t[:] = coef
     # 3. gradient: a small GEMM with K = 10 rows, from the packed tile
     if coef_t.itemsize == 4:
-        _grad_halves(G, D, coef_t, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9)
+        _grad_halves(G, D, coef_t, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, dc, Xf, nxt, nn)
     else:
-        _grad(G, D, coef_t, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9)
+        _grad(G, D, coef_t, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, dc, Xf, nxt, nn)
     return loss
 
 
@@ -342,11 +397,13 @@ def _x_row(Xf, ldx, D, i):  # pragma: no cover - jitted
 
 
 @_jit(fastmath=_FASTMATH)
-def _chunk(Wt, D, C, b, has_b, Xf, ldx, y, rows, has_rows, start, stop, G, gb, zero):  # pragma: no cover - jitted
+def _chunk(Wt, D, C, b, has_b, Xf, ldx, y, rows, has_rows, start, stop, G, gb, zero, pf):  # pragma: no cover - jitted
     """Sum of the losses of problem rows ``start .. stop``; their gradients are added to G, gb.
 
     Row i of X is ``_x_row(Xf, ldx, D, i)``.  Problem row k is X's row
-    ``rows[k]`` (label ``y[rows[k]]``) with ``has_rows``, else row k.
+    ``rows[k]`` (label ``y[rows[k]]``) with ``has_rows``, else row k.  With
+    ``pf`` each tile's gradient pass prefetches the next tile's rows (into
+    L1, in D-chunks of ``_DC_BYTES_PREFETCH``).
     """
     Cp, ld = Wt.shape
     coef = np.empty((_T, Cp), dtype=np.float64)
@@ -354,6 +411,8 @@ def _chunk(Wt, D, C, b, has_b, Xf, ldx, y, rows, has_rows, start, stop, G, gb, z
     scratch = np.empty(_T * Cp + _T, dtype=np.float64)  # the exp's integers, then s[y] - shift per row
     labels = np.zeros(_T, dtype=np.intp)
     idx = np.zeros(_T, dtype=np.intp)
+    nxt = np.zeros(_T, dtype=np.intp)  # where the next tile's rows start in Xf
+    dc = (_DC_BYTES_PREFETCH if pf else _DC_BYTES) // Wt.itemsize
     P = _aligned(_T, ld, zero)
     loss = 0.0
     for k0 in range(start, stop, _T):
@@ -371,17 +430,23 @@ def _chunk(Wt, D, C, b, has_b, Xf, ldx, y, rows, has_rows, start, stop, G, gb, z
         x7 = _x_row(Xf, ldx, D, idx[7]) if nr > 7 else zero
         x8 = _x_row(Xf, ldx, D, idx[8]) if nr > 8 else zero
         x9 = _x_row(Xf, ldx, D, idx[9]) if nr > 9 else zero
-        loss += _tile(Wt, D, C, b, has_b, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, P, labels, nr, G, gb, coef, coef_t, scratch)
+        nn = max(0, min(_T, stop - k0 - _T)) if pf else 0
+        for r in range(nn):
+            k = k0 + _T + r
+            nxt[r] = (rows[k] if has_rows else k) * ldx
+        loss += _tile(Wt, D, C, b, has_b, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, P, labels, nr, G, gb, coef, coef_t, scratch,
+                      dc, Xf, nxt, nn)
     return loss
 
 
 @_jit(parallel=True)
-def _fused(Wt, D, C, b, has_b, Xf, ldx, y, rows, has_rows, n, n_chunks, out, db):  # pragma: no cover - jitted
+def _fused(Wt, D, C, b, has_b, Xf, ldx, y, rows, has_rows, n, n_chunks, out, db, pf):  # pragma: no cover - jitted
     """Loss sum of the n problem rows; writes the (D, C) gradient sum to ``out``, the bias sum to ``db``.
 
     ``Wt`` is (Cp, ld), 64-byte aligned rows, of which the first D columns
     are ``W.T``.  X is read in place: row i is ``Xf[i * ldx : i * ldx + D]``
-    (:func:`_flat_rows`).
+    (:func:`_flat_rows`).  ``pf``: the gradient passes prefetch the next
+    tile (:func:`_chunk`).
     """
     Cp, ld = Wt.shape
     zero = np.zeros(D, dtype=Wt.dtype)
@@ -390,7 +455,7 @@ def _fused(Wt, D, C, b, has_b, Xf, ldx, y, rows, has_rows, n, n_chunks, out, db)
     losses = np.zeros(n_chunks, dtype=np.float64)
     for t in numba.prange(n_chunks):
         losses[t] = _chunk(Wt, D, C, b, has_b, Xf, ldx, y, rows, has_rows, t * n // n_chunks,
-                           (t + 1) * n // n_chunks, grads[t], gbs[t], zero)
+                           (t + 1) * n // n_chunks, grads[t], gbs[t], zero, pf)
     # Reduce the per-thread (Cp, D) accumulators in chunk order, transposing
     # to (D, C) on the way (see _common.finish).
     for d in range(D):
@@ -415,8 +480,8 @@ _layer_is_threadsafe = False
 
 def _run_fused(*args):
     """Call the parallel kernel; if loading its on-disk cache fails, recompile without it."""
-    return call_recovering(_fused, (_row, _scores, _grad, _grad_halves, _exp_nonpositive, _tile, _aligned, _x_row, _chunk,
-                                    _fused), *args)
+    return call_recovering(_fused, (_prefetch_rows, _row, _scores, _grad, _grad_halves, _exp_nonpositive, _tile, _aligned,
+                                    _x_row, _chunk, _fused), *args)
 
 
 def threading_layer():
@@ -469,6 +534,34 @@ def _aligned_transpose(W, scratch=None):
     return Wt
 
 
+_prefetch_starts: dict = {}  # (itemsize, PREFETCH_TILE, wisdom state) -> batch size
+
+
+def tile_prefetch_from(itemsize):
+    """From which batch size the gradient pass prefetches the whole next tile.
+
+    :data:`PREFETCH_TILE` when set (True: 1, False: never), else this
+    machine's measured threshold for the Numba kernel
+    (:func:`._wisdom.prefetch_from` of ``"numba"``), else never: on a
+    Zen 5 it was 6-18 % faster at N >= 10000 and 5-20 % slower at N = 500
+    (docs/kernels.md, round 15), so ``fastsoftmax tune`` measures it.
+    Remembered per wisdom state, as the C kernel's blocking is.
+
+    Returns
+    -------
+    int
+        Batches of at least this many rows prefetch whole tiles
+        (``sys.maxsize``: never).
+    """
+    key = (itemsize, PREFETCH_TILE, _wisdom.state())
+    start = _prefetch_starts.get(key)
+    if start is None:
+        if len(_prefetch_starts) >= 64:
+            _prefetch_starts.clear()
+        start = _prefetch_starts[key] = _wisdom.prefetch_start("numba", itemsize, PREFETCH_TILE)
+    return start
+
+
 # The contract of both compiled backends: _common.LOSS_GRAD_DOC, set as the docstring below.
 def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None, scratch=None):
     global _layer_is_threadsafe
@@ -486,7 +579,8 @@ def loss_grad(W, X, y, reg, b=None, rows=None, out=None, n_threads=None, scratch
     has_b = b is not None
     bias = b if has_b else np.zeros(C, dtype=W.dtype)  # unused placeholder of the same type
     rws = _NO_ROWS if rows is None else rows
-    args = (Wt, W.shape[0], C, bias, has_b, Xf, ldx, y, rws, rows is not None, n, n_chunks, out, db)
+    pf = n >= tile_prefetch_from(W.dtype.itemsize)
+    args = (Wt, W.shape[0], C, bias, has_b, Xf, ldx, y, rws, rows is not None, n, n_chunks, out, db, pf)
     if _layer_is_threadsafe:
         numba.set_num_threads(n_threads)  # thread-local in Numba
         data_loss = _run_fused(*args)

@@ -172,19 +172,24 @@ def yardstick_check(kernel_isa, blas=None):
 
 
 def isa_note():
-    """The instruction sets in effect: the cython build (D-chunk, prefetch), OpenBLAS's core and overrides, Numba's.
+    """The instruction sets in effect: the cython build (D-chunk, prefetch), OpenBLAS's core and overrides, Numba's (prefetch).
 
     ``yardstick`` is :func:`yardstick_check`'s warning, or None when the GEMM
     yardstick and the C kernel use the same instruction set (or one of them
     is unknown).
     """
-    from ..backends import kernel_isa
+    from ..backends import available, kernel_isa
 
     blas = blas_isa()
     isa = kernel_isa()  # through the registry: None wherever the extension does not load
     note = {"OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
             "NUMBA_CPU_NAME": os.environ.get("NUMBA_CPU_NAME"),
             "blas_core": blas[1], "yardstick": yardstick_check(isa, blas), "cython_isa": isa}
+    if "numba" in available():
+        from ..backends import numba
+
+        for dtype, itemsize in (("float64", 8), ("float32", 4)):
+            note[f"numba_prefetch_{dtype}"] = _whole_tile_from(numba.tile_prefetch_from(itemsize), "none")
     if isa is None:
         return note
     from ..backends import cython
@@ -192,7 +197,10 @@ def isa_note():
     for dtype, itemsize in (("float64", 8), ("float32", 4)):
         chunk, tuned = cython.score_chunk(itemsize)
         note[f"cython_chunk_{dtype}"] = f"{chunk / 1024:g} KiB ({'tuned' if tuned else 'static'})"
-        start = cython.tile_prefetch_from(itemsize)
-        note[f"cython_prefetch_{dtype}"] = "start of the next tile" if start == sys.maxsize else (
-            f"whole next tile from N = {start} (tuned)")
+        note[f"cython_prefetch_{dtype}"] = _whole_tile_from(cython.tile_prefetch_from(itemsize), "start of the next tile")
     return note
+
+
+def _whole_tile_from(start, default):
+    """How :func:`isa_note` says from which batch size (``sys.maxsize``: never) a kernel prefetches whole tiles."""
+    return default if start == sys.maxsize else f"whole next tile from N = {start} (tuned)"

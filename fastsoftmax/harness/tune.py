@@ -32,7 +32,9 @@ whole next tile rather than the start of its rows
 (:func:`tune_prefetch`, at the same sizes): on a Zen 5 that was
 10 % faster for the AVX-512 build at N >= 10000, and slower for its AVX2
 build and at N = 500 (docs/kernels.md, round 14), so it is measured, not
-assumed; no bits change there either.
+assumed; no bits change there either.  The same for the Numba kernel's
+gradient pass (prefetching the whole next tile, or nothing): 6-18 %
+faster at N >= 10000 on that Zen 5, 5-20 % slower at N = 500 (round 15).
 
 It took 52 s on the 2-core Xeon of docs/kernels.md with the default sizes,
 most of it the blocks' untimed warm-up; nothing here runs
@@ -189,7 +191,8 @@ def tune_chunks(dtypes=("float64", "float32"), sizes=BLOCKING_SIZES, repeat=7, d
     best, measurements = {}, []
     for dtype in dtypes:
         itemsize = np.dtype(dtype).itemsize
-        settings = {chunk: (blocking(d, cp, itemsize, isa=isa, chunk_bytes=chunk), False) for chunk in chunks}
+        settings = {chunk: {"BLOCKING": blocking(d, cp, itemsize, isa=isa, chunk_bytes=chunk), "PREFETCH_TILE": False}
+                    for chunk in chunks}
         ratios = {chunk: [] for chunk in chunks}  # time / the static chunk's, per size
         for n, medians in _time_settings(cython, dtype, sizes, settings, d, c, repeat, warm_s).items():
             for chunk in chunks:
@@ -207,12 +210,13 @@ def tune_chunks(dtypes=("float64", "float32"), sizes=BLOCKING_SIZES, repeat=7, d
 
 
 def tune_prefetch(dtypes=("float64", "float32"), sizes=BLOCKING_SIZES, chunks=None, repeat=7, d=3073, c=10,
-                  out=print, warm_s=WARM_S):
-    """Time the C kernel's gradient pass prefetching the whole next tile against the start of its rows, one thread.
+                  out=print, warm_s=WARM_S, kernels=("cython", "numba")):
+    """Time each compiled kernel's gradient pass prefetching the whole next tile against its default, one thread.
 
-    For the build that runs, each dtype and each of ``sizes``, side by side
-    as :func:`tune_chunks` does, with the D-chunk of ``chunks`` (else the
-    static one).
+    The C kernel's build that runs (default: the start of the next tile's
+    rows), with the D-chunk of ``chunks`` (else the static one), and the
+    Numba kernel (default: no prefetch), for each dtype and each of
+    ``sizes``, side by side as :func:`tune_chunks` does.
 
     Parameters
     ----------
@@ -223,38 +227,47 @@ def tune_prefetch(dtypes=("float64", "float32"), sizes=BLOCKING_SIZES, chunks=No
         ``"isa|dtype"`` -> bytes of W.T per D-chunk (what :func:`tune_chunks` found).
     repeat, d, c, out, warm_s
         As for :func:`tune_chunks`.
+    kernels : sequence of str
+        Which of ``"cython"`` and ``"numba"`` to time.
 
     Returns
     -------
     (best, measurements)
-        ``best`` maps ``"isa|dtype"`` to the smallest batch size (the lower
-        end of a measured size's band, :func:`bands`) from which the whole
-        tile was at least 1 / :data:`GAIN` times faster at every
-        measured size, or None where it was not at the largest, for
-        :func:`fastsoftmax.backends._wisdom.save`; empty when the compiled
-        extension is not available.
+        ``best`` maps ``"isa|dtype"`` (the C kernel's build) and
+        ``"numba|dtype"`` to the smallest batch size (the lower end of a
+        measured size's band, :func:`bands`) from which the whole tile was
+        at least 1 / :data:`GAIN` times faster at every measured size, or
+        None where it was not at the largest, for
+        :func:`fastsoftmax.backends._wisdom.save`; a kernel that is not
+        available (the compiled extension not built) has no entries.
     """
-    found = _cython(c)
-    if found is None:
-        return {}, []
-    cython, isa, cp = found
+    timed = []  # (module, the wisdom's build key, label, dtype -> settings held fixed)
+    found = _cython(c) if "cython" in kernels else None
+    if found is not None:
+        cython, isa, cp = found
+        timed.append((cython, isa, f"cython {isa}", lambda dtype: {"BLOCKING": blocking(
+            d, cp, np.dtype(dtype).itemsize, isa=isa, chunk_bytes=(chunks or {}).get(f"{isa}|{dtype}"))}))
+    if "numba" in kernels and "numba" in backends.available():
+        from ..backends import numba
+
+        timed.append((numba, "numba", "numba", lambda dtype: {}))
     best, measurements = {}, []
-    for dtype in dtypes:
-        chunk = blocking(d, cp, np.dtype(dtype).itemsize, isa=isa, chunk_bytes=(chunks or {}).get(f"{isa}|{dtype}"))
-        settings = {"start": (chunk, False), "tile": (chunk, True)}
-        wins = {}
-        for n, medians in _time_settings(cython, dtype, sizes, settings, d, c, repeat, warm_s).items():
-            wins[n] = medians["tile"] < GAIN * medians["start"]
-            measurements.append({"prefetch_isa": isa, "dtype": dtype, "n": n, "median_s": medians})
-            out(f"cython {isa} {dtype} N={n} x1, next tile prefetched: start of its rows "
-                f"{medians['start'] * 1e3:.3g} ms, whole {medians['tile'] * 1e3:.3g} ms")
-        start = None  # the lowest band from which the whole tile won at every larger size
-        for n, lo in reversed(list(zip(sorted(sizes), bands(sizes)))):
-            if not wins[n]:
-                break
-            start = lo
-        best[f"{isa}|{dtype}"] = start
-        out(f"cython {isa} {dtype}: whole next tile " + ("never" if start is None else f"from N = {start}"))
+    for module, build, label, fixed in timed:
+        for dtype in dtypes:
+            settings = {mode: {**fixed(dtype), "PREFETCH_TILE": mode == "tile"} for mode in ("start", "tile")}
+            wins = {}
+            for n, medians in _time_settings(module, dtype, sizes, settings, d, c, repeat, warm_s).items():
+                wins[n] = medians["tile"] < GAIN * medians["start"]
+                measurements.append({"prefetch_isa": build, "dtype": dtype, "n": n, "median_s": medians})
+                out(f"{label} {dtype} N={n} x1, gradient pass: default {medians['start'] * 1e3:.3g} ms, "
+                    f"whole next tile prefetched {medians['tile'] * 1e3:.3g} ms")
+            start = None  # the lowest band from which the whole tile won at every larger size
+            for n, lo in reversed(list(zip(sorted(sizes), bands(sizes)))):
+                if not wins[n]:
+                    break
+                start = lo
+            best[f"{build}|{dtype}"] = start
+            out(f"{label} {dtype}: whole next tile " + ("never" if start is None else f"from N = {start}"))
     return best, measurements
 
 
@@ -267,18 +280,21 @@ def _cython(c):
     return cython, cython.running_isa(), padded_classes(c, cython.CLASS_BLOCK)
 
 
-def _time_settings(cython, dtype, sizes, settings, d, c, repeat, warm_s):
-    """Median seconds per call of the C kernel on one thread under each of ``settings``, per batch size.
+def _time_settings(module, dtype, sizes, settings, d, c, repeat, warm_s):
+    """Median seconds per call of a compiled backend on one thread under each of ``settings``, per batch size.
 
-    ``settings`` maps a name to ``(BLOCKING, PREFETCH_TILE)`` for the
-    ``cython`` module; they are set around each call and restored after.
-    Returns ``{n: {name: median seconds}}`` for ``sizes`` in increasing order.
+    ``module`` is the backend's module (``cython`` or ``numba``);
+    ``settings`` maps a name to ``{attribute: value}`` of that module
+    (``BLOCKING``, ``PREFETCH_TILE``), set around each call and restored
+    after.  Returns ``{n: {name: median seconds}}`` for ``sizes`` in
+    increasing order.
     """
-    kernel = backends.get_kernel("cython")
-    saved = cython.BLOCKING, cython.PREFETCH_TILE
+    kernel = backends.get_kernel(module.__name__.rsplit(".", 1)[1])
+    saved = {attr: getattr(module, attr) for setting in settings.values() for attr in setting}
 
     def run(setting, problem):
-        cython.BLOCKING, cython.PREFETCH_TILE = setting
+        for attr, value in setting.items():
+            setattr(module, attr, value)
         backends.run_kernel(kernel, problem, 1)
 
     timed = {}
@@ -289,5 +305,6 @@ def _time_settings(cython, dtype, sizes, settings, d, c, repeat, warm_s):
                 timed[n] = _medians({name: functools.partial(run, setting, problem)
                                      for name, setting in settings.items()}, repeat, warm_s)
     finally:
-        cython.BLOCKING, cython.PREFETCH_TILE = saved
+        for attr, value in saved.items():
+            setattr(module, attr, value)
     return timed
