@@ -82,9 +82,10 @@ def _parser():
     tune = sub.add_parser(
         "tune",
         help="measure which backend is fastest on this machine and remember it",
-        description="Time every available backend side by side (CIFAR shapes, each dtype, a few batch "
-        "sizes, 1 thread and all cores), and the C kernel's D-chunk for the instruction-set build that runs, "
-        "and save the ranking and the chunk in the user cache directory, per CPU model and package version; "
+        description="Time the compiled kernels' settings (the C kernel's D-chunk for the instruction-set "
+        "build that runs; whether it and the Numba kernel prefetch whole tiles ahead), then every available "
+        "backend side by side with them (CIFAR shapes, each dtype, a few batch sizes, 1 thread and all cores), "
+        "and save the ranking and the settings in the user cache directory, per CPU model and package version; "
         "fastsoftmax.softmax_loss then follows them (the static tables otherwise).",
     )
     tune.add_argument("--sizes", type=_int_list, metavar="N,N", help="batch sizes (default 32,500,10000)")

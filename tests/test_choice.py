@@ -129,8 +129,11 @@ def test_tune_measures_and_saves(cache_dir):
     lines = []
     orders, path = tune(sizes=(8, 64), dtypes=("float32",), threads=(1,), repeat=1, d=40, c=3,
                         out=lines.append, warm_s=0.0)
-    # the numba kernel's prefetch at two sizes and a verdict; with cython: its D-chunk and prefetch too
+    # first the blocking: with cython its D-chunk and prefetch, then the numba kernel's prefetch, each at
+    # two sizes and a verdict; then the backends at each size
     assert path == _wisdom.wisdom_path() and len(lines) in (5, 11)
+    assert lines[-2].startswith("float32 N=8 ") and lines[-1].startswith("float32 N=64 ")
+    assert lines[-5].startswith("numba float32 N=500 ") and "whole" in lines[-3]
     assert set(orders) == {"float32|1|1", "float32|1|22"}
     for order in orders.values():
         assert order[-1] == "python" and set(order) == set(backends.available())
@@ -144,9 +147,45 @@ def test_tune_measures_and_saves(cache_dir):
     isa = cython.ISA or cython.SUPPORTED_ISAS[-1]  # tune also measured the C kernel's D-chunk
     assert set(_wisdom.load()["chunks"]) == {f"{isa}|float32"}
     assert _wisdom.chunk_bytes(isa, "float32") in CHUNKS
-    assert "D-chunk" in lines[2] and "D-chunk" in lines[4]
+    assert "D-chunk" in lines[0] and "D-chunk" in lines[2] and "whole" in lines[5]
     assert set(_wisdom.load()["prefetch"]) == {f"{isa}|float32", "numba|float32"}
-    assert "whole" in lines[7] and lines[8].startswith("numba float32 N=") and "whole" in lines[10]
+
+
+def test_tune_ranks_the_backends_with_the_blocking_it_found(cache_dir, monkeypatch):
+    """The backends are timed as they will run with the new wisdom: its prefetch decided per batch size, for
+    each kernel; the overrides are restored afterwards."""
+    from fastsoftmax.backends import numba
+    from fastsoftmax.harness import tune as tune_module
+
+    ran = []
+    real = numba._run_fused
+
+    def spy(*args):
+        ran.append((args[10], args[-1]))  # (n, pf)
+        return real(*args)
+
+    monkeypatch.setattr(numba, "_run_fused", spy)
+    found = {"numba|float32": 22}
+    try:
+        from fastsoftmax.backends import cython
+    except ImportError:
+        cython = None
+    else:
+        found[f"{cython.running_isa()}|float32"] = 1
+        real_cython = cython.fused_loss_grad
+
+        def spy_cython(*args, prefetch_tile=False, **kw):
+            ran.append(("cython", prefetch_tile))
+            return real_cython(*args, prefetch_tile=prefetch_tile, **kw)
+
+        monkeypatch.setattr(cython, "fused_loss_grad", spy_cython)
+    monkeypatch.setattr(tune_module, "tune_chunks", lambda *a, **k: ({}, []))
+    monkeypatch.setattr(tune_module, "tune_prefetch", lambda *a, **k: (found, []))
+    tune_module.tune(sizes=(8, 64), dtypes=("float32",), threads=(1,), repeat=1, d=40, c=3, out=lambda line: None,
+                     warm_s=0.0)
+    assert set(ran) == {(8, False), (64, True)} | ({("cython", True)} if cython else set())
+    assert numba.PREFETCH_TILE is None and (cython is None or cython.PREFETCH_TILE is None)
+    assert _wisdom.prefetch_from("numba", "float32") == 22
 
 
 def test_wisdom_chunk_is_read_per_build_and_dtype_and_only_when_plausible():
