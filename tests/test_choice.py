@@ -151,20 +151,27 @@ def test_tune_measures_and_saves(cache_dir):
     assert set(_wisdom.load()["prefetch"]) == {f"{isa}|float32", "numba|float32"}
 
 
+def _numba_calls(monkeypatch):
+    """A list to which every call of the Numba kernel from now on appends ``(n, whether it prefetched)``."""
+    from fastsoftmax.backends import numba
+
+    ran, real = [], numba._run_fused
+
+    def spy(*args):
+        ran.append((args[10], args[-1]))  # _fused(..., n, n_chunks, out, db, pf)
+        return real(*args)
+
+    monkeypatch.setattr(numba, "_run_fused", spy)
+    return ran
+
+
 def test_tune_ranks_the_backends_with_the_blocking_it_found(cache_dir, monkeypatch):
     """The backends are timed as they will run with the new wisdom: its prefetch decided per batch size, for
     each kernel; the overrides are restored afterwards."""
     from fastsoftmax.backends import numba
     from fastsoftmax.harness import tune as tune_module
 
-    ran = []
-    real = numba._run_fused
-
-    def spy(*args):
-        ran.append((args[10], args[-1]))  # (n, pf)
-        return real(*args)
-
-    monkeypatch.setattr(numba, "_run_fused", spy)
+    ran = _numba_calls(monkeypatch)
     found = {"numba|float32": 22}
     try:
         from fastsoftmax.backends import cython
@@ -370,6 +377,21 @@ def test_wisdom_prefetch_is_read_per_build_and_dtype_and_only_when_plausible():
     assert _wisdom.load() is not None and _wisdom.prefetch_from("avx2", "float64") is None
 
 
+def _prefetch_probe(backend, seen):
+    """``(prefetched, (W, X, y))``: ``prefetched(n, rows, dtype)`` calls ``backend`` on X's first ``n`` rows
+    (or ``rows``) and returns the first thing its spy appended to ``seen`` (whether it prefetched)."""
+    rng = np.random.default_rng(3)
+    W, X, y = rng.standard_normal((40, 3)), rng.standard_normal((60, 40)), rng.integers(0, 3, 60)
+    f = backends.get(backend)
+
+    def prefetched(n=None, rows=None, dtype=np.float64):
+        seen.clear()
+        f(W.astype(dtype), X[:n].astype(dtype), y[:n], 0.1, rows=rows)
+        return seen[0]
+
+    return prefetched, (W, X, y)
+
+
 def test_cython_prefetches_whole_tiles_from_the_measured_batch_size(monkeypatch):
     """The kernel prefetches whole tiles ahead from the batch size ``fastsoftmax tune`` found it faster,
     for the build and dtype that run (the batch: the rows given, else X's); never without wisdom;
@@ -392,15 +414,7 @@ def test_cython_prefetches_whole_tiles_from_the_measured_batch_size(monkeypatch)
 
     monkeypatch.setattr(cython, "fused_loss_grad", spy)
     monkeypatch.setattr(cython, "sgd_step", spy_step)
-    rng = np.random.default_rng(3)
-    W, X, y = rng.standard_normal((40, 3)), rng.standard_normal((60, 40)), rng.integers(0, 3, 60)
-    f = backends.get("cython")
-
-    def prefetched(n=None, rows=None, dtype=np.float64):
-        seen.clear()
-        f(W.astype(dtype), X[:n].astype(dtype), y[:n], 0.1, rows=rows)
-        return seen[0]
-
+    prefetched, (W, X, y) = _prefetch_probe("cython", seen)
     assert not prefetched()  # no wisdom: never
     _wisdom.save({}, [], prefetch={f"{cython.running_isa()}|float64": 50})
     assert [prefetched(49), prefetched(50), prefetched()] == [False, True, True]
@@ -433,15 +447,7 @@ def test_numba_prefetches_whole_tiles_from_the_measured_batch_size(monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(numba, "_run_fused", spy)
-    rng = np.random.default_rng(4)
-    W, X, y = rng.standard_normal((40, 3)), rng.standard_normal((60, 40)), rng.integers(0, 3, 60)
-    f = backends.get("numba")
-
-    def prefetched(n=None, rows=None, dtype=np.float64):
-        seen.clear()
-        f(W.astype(dtype), X[:n].astype(dtype), y[:n], 0.1, rows=rows)
-        return seen[0]
-
+    prefetched, _ = _prefetch_probe("numba", seen)
     assert not prefetched()  # no wisdom: never
     _wisdom.save({}, [], prefetch={"avx512|float64": 1, "avx2|float64": 1, "baseline|float64": 1})
     assert not prefetched()  # the C kernel's entries are not the Numba kernel's
@@ -483,16 +489,18 @@ def test_tune_prefetch_keeps_the_whole_tile_only_from_where_it_is_faster_at_ever
     # the verdict, from given medians: (start, whole) per size
     for medians, want in [({30: (1.0, 0.9), 80: (1.0, 0.9)}, 1), ({30: (1.0, 1.0), 80: (1.0, 0.9)}, 48),
                           ({30: (1.0, 0.9), 80: (1.0, 0.99)}, None), ({30: (1.0, 0.9), 80: (1.0, 1.2)}, None)]:
-        sizes = iter(medians.values())
+        assert _prefetch_verdict(monkeypatch, medians, "float64", "cython") == {f"{isa}|float64": want}, medians
 
-        def fake(calls, repeat, warm_s, times=sizes):
-            start, whole = next(times)
-            return {"start": start, "tile": whole}
 
-        monkeypatch.setattr(tune_module, "_medians", fake)
-        best, _ = tune_module.tune_prefetch(("float64",), sizes=(30, 80), repeat=1, d=700, c=3,
-                                            out=lambda line: None, warm_s=0.0, kernels=("cython",))
-        assert best == {f"{isa}|float64": want}, medians
+def _prefetch_verdict(monkeypatch, medians, dtype, kernel):
+    """What ``tune_prefetch`` saves for ``kernel`` at sizes 30 and 80 when the medians per size are
+    ``medians[n] = (default, whole tile)``."""
+    from fastsoftmax.harness import tune as tune_module
+
+    times = iter(medians.values())
+    monkeypatch.setattr(tune_module, "_medians", lambda calls, repeat, warm_s: dict(zip(("start", "tile"), next(times))))
+    return tune_module.tune_prefetch((dtype,), sizes=(30, 80), repeat=1, d=700, c=3, out=lambda line: None,
+                                     warm_s=0.0, kernels=(kernel,))[0]
 
 
 def test_tune_prefetch_times_the_numba_kernel_both_ways(monkeypatch):
@@ -502,14 +510,7 @@ def test_tune_prefetch_times_the_numba_kernel_both_ways(monkeypatch):
     from fastsoftmax.harness import tune as tune_module
 
     monkeypatch.setattr(numba, "PREFETCH_TILE", None)
-    ran = []
-    real = numba._run_fused
-
-    def spy(*args):
-        ran.append((args[10], args[-1]))  # (n, pf)
-        return real(*args)
-
-    monkeypatch.setattr(numba, "_run_fused", spy)
+    ran = _numba_calls(monkeypatch)
     lines = []
     best, found = tune_module.tune_prefetch(("float32",), sizes=(30, 80), repeat=2, d=700, c=3, out=lines.append,
                                             warm_s=0.0, kernels=("numba",))
@@ -519,13 +520,4 @@ def test_tune_prefetch_times_the_numba_kernel_both_ways(monkeypatch):
     assert numba.PREFETCH_TILE is None and len(lines) == 3 and lines[0].startswith("numba float32 N=30 x1")
     for medians, want in [({30: (1.0, 0.9), 80: (1.0, 0.9)}, 1), ({30: (1.0, 1.1), 80: (1.0, 0.9)}, 48),
                           ({30: (1.0, 0.9), 80: (1.0, 0.99)}, None)]:
-        sizes = iter(medians.values())
-
-        def fake(calls, repeat, warm_s, times=sizes):
-            start, whole = next(times)
-            return {"start": start, "tile": whole}
-
-        monkeypatch.setattr(tune_module, "_medians", fake)
-        best, _ = tune_module.tune_prefetch(("float32",), sizes=(30, 80), repeat=1, d=700, c=3,
-                                            out=lambda line: None, warm_s=0.0, kernels=("numba",))
-        assert best == {"numba|float32": want}, medians
+        assert _prefetch_verdict(monkeypatch, medians, "float32", "numba") == {"numba|float32": want}, medians
