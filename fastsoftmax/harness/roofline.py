@@ -178,7 +178,7 @@ def isa_note():
     yardstick and the C kernel use the same instruction set (or one of them
     is unknown).
     """
-    from ..backends import available, kernel_isa
+    from ..backends import _wisdom, available, kernel_isa
 
     blas = blas_isa()
     isa = kernel_isa()  # through the registry: None wherever the extension does not load
@@ -188,13 +188,13 @@ def isa_note():
     if "numba" in available():
         from ..backends import numba
 
-        for dtype, itemsize in (("float64", 8), ("float32", 4)):
+        for itemsize, dtype in _wisdom.DTYPE_NAMES.items():
             note[f"numba_prefetch_{dtype}"] = _whole_tile_from(numba.tile_prefetch_from(itemsize), "none")
     if isa is None:
         return note
     from ..backends import cython
 
-    for dtype, itemsize in (("float64", 8), ("float32", 4)):
+    for itemsize, dtype in _wisdom.DTYPE_NAMES.items():
         chunk, tuned = cython.score_chunk(itemsize)
         note[f"cython_chunk_{dtype}"] = f"{chunk / 1024:g} KiB ({'tuned' if tuned else 'static'})"
         note[f"cython_prefetch_{dtype}"] = _whole_tile_from(cython.tile_prefetch_from(itemsize), "start of the next tile")

@@ -248,18 +248,8 @@ def tune_prefetch(dtypes=("float64", "float32"), sizes=BLOCKING_SIZES, chunks=No
         :func:`fastsoftmax.backends._wisdom.save`; a kernel that is not
         available (the compiled extension not built) has no entries.
     """
-    timed = []  # (module, the wisdom's build key, label, dtype -> settings held fixed)
-    found = _cython(c) if "cython" in kernels else None
-    if found is not None:
-        cython, isa, cp = found
-        timed.append((cython, isa, f"cython {isa}", lambda dtype: {"BLOCKING": blocking(
-            d, cp, np.dtype(dtype).itemsize, isa=isa, chunk_bytes=(chunks or {}).get(f"{isa}|{dtype}"))}))
-    if "numba" in kernels and "numba" in backends.available():
-        from ..backends import numba
-
-        timed.append((numba, "numba", "numba", lambda dtype: {}))
     best, measurements = {}, []
-    for module, build, label, fixed in timed:
+    for module, build, label, fixed in _compiled(kernels, chunks, d, c):
         for dtype in dtypes:
             settings = {mode: {**fixed(dtype), "PREFETCH_TILE": mode == "tile"} for mode in ("start", "tile")}
             wins = {}
@@ -276,6 +266,27 @@ def tune_prefetch(dtypes=("float64", "float32"), sizes=BLOCKING_SIZES, chunks=No
             best[f"{build}|{dtype}"] = start
             out(f"{label} {dtype}: whole next tile " + ("never" if start is None else f"from N = {start}"))
     return best, measurements
+
+
+def _compiled(kernels, chunks, d, c):
+    """``(module, build, label, fixed)`` for each of ``kernels`` (``"cython"``, ``"numba"``) available here.
+
+    ``build`` is the kernel's key in the wisdom's tables (the C kernel's
+    running instruction-set build, or ``"numba"``); ``fixed(dtype)`` the
+    module settings the wisdom's ``chunks`` imply in that dtype (the C
+    kernel's blocking with its D-chunk; nothing for Numba).
+    """
+    timed = []
+    found = _cython(c) if "cython" in kernels else None
+    if found is not None:
+        cython, isa, cp = found
+        timed.append((cython, isa, f"cython {isa}", lambda dtype: {"BLOCKING": blocking(
+            d, cp, np.dtype(dtype).itemsize, isa=isa, chunk_bytes=(chunks or {}).get(f"{isa}|{dtype}"))}))
+    if "numba" in kernels and "numba" in backends.available():
+        from ..backends import numba
+
+        timed.append((numba, "numba", "numba", lambda dtype: {}))
+    return timed
 
 
 def _cython(c):
@@ -308,18 +319,9 @@ def _blocking_in_effect(chunks, prefetch, dtype, n, d, c):
     (and :func:`tune` may be saving it elsewhere than where they read it).
     """
     with contextlib.ExitStack() as stack:
-        found = _cython(c)
-        if found is not None:
-            cython, isa, cp = found
-            start = prefetch.get(f"{isa}|{dtype}")
-            stack.enter_context(_attributes(cython, {
-                "BLOCKING": blocking(d, cp, np.dtype(dtype).itemsize, isa=isa, chunk_bytes=chunks.get(f"{isa}|{dtype}")),
-                "PREFETCH_TILE": start is not None and n >= start}))
-        if "numba" in backends.available():
-            from ..backends import numba
-
-            start = prefetch.get(f"numba|{dtype}")
-            stack.enter_context(_attributes(numba, {"PREFETCH_TILE": start is not None and n >= start}))
+        for module, build, _, fixed in _compiled(("cython", "numba"), chunks, d, c):
+            start = prefetch.get(f"{build}|{dtype}")
+            stack.enter_context(_attributes(module, {**fixed(dtype), "PREFETCH_TILE": start is not None and n >= start}))
         yield
 
 
