@@ -8,7 +8,7 @@ Usage (from the repository root; needs gcc)::
     python bench/kernel_ab.py "" "T=20" "T=20 Dc=96"
     python bench/kernel_ab.py "" "PF=1"      # the whole next tile prefetched
 
-Each VARIANT is a string of words: ``-D...`` flags for gcc, ``@DIR`` to take
+Each VARIANT is a string of words: ``-D...``, ``-f...`` or ``-m...`` flags for gcc, ``@DIR`` to take
 ``_fused_kernel.h``/``_fused_body.h`` from DIR instead of this checkout (a
 ``git worktree`` of another commit, say), ``T=..``/``Dc=..`` to override the
 blocking that ``_common.blocking`` would choose, ``PF=1`` to have the
@@ -88,10 +88,10 @@ def parse_variant(text):
             dchunk = int(word[3:])
         elif word.startswith("PF="):
             pf = int(word[3:])
-        elif word.startswith("-D") or word.startswith("-U"):
+        elif word.startswith(("-D", "-U", "-f", "-m")):
             flags.append(word)
         else:
-            raise SystemExit(f"variant {text!r}: don't know {word!r} (use -D..., @DIR, T=.., Dc=.., PF=..)")
+            raise SystemExit(f"variant {text!r}: don't know {word!r} (use -D..., -f..., -m..., @DIR, T=.., Dc=.., PF=..)")
     return flags, headers, tile, dchunk, pf
 
 
@@ -161,7 +161,7 @@ def main(argv=None):
     parser.add_argument("--gemm-n", type=int, default=2048)
     argv = sys.argv[1:] if argv is None else list(argv)
     # "-DFOO" is a variant, not an option: a leading space keeps argparse off it
-    argv = [" " + a if a.startswith(("-D", "-U")) else a for a in argv]
+    argv = [" " + a if a.startswith(("-D", "-U", "-f", "-m")) else a for a in argv]
     args = parser.parse_args(argv)
     p = problem(args.n, np.dtype(args.dtype), args.where)
     default_tile, default_dchunk = blocking(p["d"], p["cp"], p["X"].itemsize, isa=args.isa)
