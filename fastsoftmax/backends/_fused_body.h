@@ -328,6 +328,7 @@ static double NAME(
 #endif
         for (; d + GKV * VL <= Dv; d += GKV * VL) {
             if (pf_tile)
+                FS_UNROLL_8
                 for (Py_ssize_t r = 0; r < nt; r++)
                     for (int k = 0; k < GKV * VL * (int)sizeof(FT); k += 64)
                         FS_PREFETCH_L1((const char *)(xp[r] + d + grad_ahead) + k);
@@ -335,6 +336,7 @@ static double NAME(
             for (; j0 + GNC <= Cp; j0 += GNC) GRAD_MK(GNC, GKV, G, ldg, j0, d, xp, cf, Cp, nt);
             for (; j0 < Cp; j0 += CB) GRAD_MK(CB, GKV, G, ldg, j0, d, xp, cf, Cp, nt);
             if (d < next)
+                FS_UNROLL_8
                 for (Py_ssize_t r = 0; r < nn; r++)
                     for (int k = 0; k < GKV * VL * (int)sizeof(FT); k += 64)
                         FS_PREFETCH_L2((const char *)(xn[r] + d) + k);
