@@ -488,14 +488,15 @@ def test_kernel_ab_script_builds_variants_and_checks_their_bits(capsys, where):
     """bench/kernel_ab.py: variants are compiled, compared bit for bit with the first, then timed."""
     script = bench_module("kernel_ab.py")
     isa = os.environ.get("FASTSOFTMAX_ISA") or "baseline"
-    script.main(["", "T=20 Dc=32", "-DFS_SKIP_GRAD", "PF=1", "--n", "60", "--repeat", "1", "--gemm-n", "64",
-                 "--isa", isa, "--where", where])
+    script.main(["", "T=20 Dc=32", "-DFS_SKIP_GRAD", "PF=1", "-funroll-loops", "--n", "60", "--repeat", "1",
+                 "--gemm-n", "64", "--isa", isa, "--where", where])
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[-1] == "reference"
     assert out[1].endswith("same")  # blocking never changes the bits
     assert "differs" in out[2]      # a kernel without its gradient pass does
     assert out[3].startswith("PF=1") and out[3].endswith("same")  # nor does the whole-tile prefetch
-    assert len(out) == 9 and all("% of GEMM" in line for line in out[5:])
+    assert out[4].split()[0] == "-funroll-loops" and out[4].endswith("same")  # nor a gcc flag that keeps the order
+    assert len(out) == 11 and all("% of GEMM" in line for line in out[6:])
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="bench/kernel_ab.py compiles with gcc")
