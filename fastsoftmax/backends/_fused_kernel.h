@@ -89,10 +89,10 @@ typedef int (*fs_reduce_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, 
 #define FS_GRAD_AHEAD_BYTES 512
 #endif
 
-/* The gradient pass's prefetch loops (one per row of a tile, a prefetch or
- * two each) unrolled by 8: 6-11 % faster with the whole next tile
- * prefetched, 1-6 % without, at N = 10000 on the AVX-512 and AVX2 builds
- * (docs/kernels.md, round 16).  GCC only; elsewhere the compiler decides. */
+/* The gradient pass's prefetch loops (one iteration per row of a tile, a
+ * prefetch or two each) unrolled by 8: a few per cent faster at N = 10000,
+ * most with the whole next tile prefetched; no bits change (docs/kernels.md,
+ * round 16).  GCC only; elsewhere the compiler decides. */
 #if defined(__GNUC__) && !defined(__clang__)
 #define FS_UNROLL_8 _Pragma("GCC unroll 8")
 #else
