@@ -94,13 +94,16 @@ def _parser():
     tune.add_argument("--show", action="store_true", help="print the saved wisdom and its path; measure nothing")
     report = sub.add_parser(
         "report",
-        help="the README's results table from a `fastsoftmax bench --json` file",
+        help="the README's results table (and the chart) from a `fastsoftmax bench --json` file",
         description="Print the results table (Markdown: median time per call, one column per case) made "
-        "from a `fastsoftmax bench --json` file, or write it into a Markdown file between its markers.",
+        "from a `fastsoftmax bench --json` file, or write it into a Markdown file between its markers; "
+        "with --plot, draw the run's chart again.",
     )
     report.add_argument("json_path", metavar="BENCH_JSON", help="a file written by `fastsoftmax bench --json`")
     report.add_argument("--readme", metavar="PATH",
                         help="rewrite the table between the results-table markers of this Markdown file")
+    report.add_argument("--plot", metavar="PNG",
+                        help="draw the run's chart (as `fastsoftmax bench --plot` does) into this PNG file")
     from .training import exercise
 
     exercise.add_arguments(sub.add_parser(
@@ -129,16 +132,21 @@ def _parser():
 
 
 def _report(parser, args):
-    """``fastsoftmax report``: the results table, printed or written into a Markdown file."""
+    """``fastsoftmax report``: the results table, printed or written into a Markdown file; the chart."""
     import json
 
-    from .harness.report import results_table, update_results_table
+    from .harness.report import results_table, update_results_table, write_plot
 
     try:
         with open(args.json_path, encoding="utf-8") as f:
             payload = json.load(f)
+        table = results_table(payload)  # also checks that this is a benchmark JSON
+        if args.plot is not None:
+            write_plot(args.plot, payload["records"])
+            print(f"wrote {args.plot}")
         if args.readme is None:
-            print(results_table(payload), end="")
+            if args.plot is None:
+                print(table, end="")
             return 0
         changed = update_results_table(args.readme, payload)
     except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError

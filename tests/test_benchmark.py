@@ -320,6 +320,44 @@ def test_report_command_rewrites_only_between_the_markers(tmp_path, capsys):
     assert capsys.readouterr().out == text.split(RESULTS_BEGIN + "\n")[1].split(RESULTS_END)[0]
 
 
+def test_report_command_draws_the_chart_from_the_json(tmp_path, capsys, monkeypatch):
+    """`fastsoftmax report --plot` redraws a run's chart from its JSON: a panel per case, legend beside it."""
+    from matplotlib.colors import to_rgba
+
+    from fastsoftmax.harness.report import write_plot
+    from fastsoftmax.training import visualize
+
+    records = [_record("numpy", "N=1|float64", 1, 0.0015, verdict="PASS", d=7, c=3, t_star_s=0.001),
+               _record("stream X", "N=1|float64", 1, 0.0002, kind="yardstick"),
+               _record("numpy", "N=2|float32", 1, 0.002, verdict="FAIL")]
+    bench, png = tmp_path / "bench.json", tmp_path / "chart.png"
+    bench.write_text(json.dumps({"machine": {}, "records": records}))
+    assert cli.main(["report", str(bench), "--plot", str(png)]) == 0
+    assert capsys.readouterr().out == f"wrote {png}\n"  # the chart only: no table printed
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"records": []}')
+    with pytest.raises(SystemExit):
+        cli.main(["report", str(bad), "--plot", str(tmp_path / "bad.png")])
+    assert "no 'records'" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["bad.json", "bench.json", "chart.png"]  # nothing for bad input
+
+    figures = []
+    monkeypatch.setattr(visualize, "_save", lambda fig, path: figures.append(fig))
+    write_plot(tmp_path / "unused.png", records)
+    fig = figures[0]
+    fig.canvas.draw()
+    first, second = [ax for ax in fig.axes if ax.get_visible()]
+    assert [first.get_title(), second.get_title()] == ["N=1|float64  (D=7, C=3)", "N=2|float32"]
+    legend = first.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["stream X once: 0.2 ms", "roofline T*: 1 ms"]
+    assert legend.get_window_extent().x0 >= first.get_window_extent().x1  # beside the bars, not over them
+    assert second.patches[0].get_facecolor() == to_rgba("tab:red")         # a FAIL row shows
+    labels = [t.get_text() for t in first.get_xticklabels() if t.get_text()]
+    assert labels and all(float(t) > 0 for t in labels)                    # plain numbers on the log axis
+
+
 @pytest.mark.parametrize(
     "bench_text, readme_text, message",
     [

@@ -92,37 +92,56 @@ def write_json(path, payload):
         f.write("\n")
 
 
-def write_plot(path, cases, records):
-    """A PNG bar chart of median time per call: log scale, one panel per case, floor as a line."""
+def write_plot(path, records):
+    """A PNG bar chart of median time per call: log scale, one panel per case.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The PNG, written atomically.
+    records : list of dict
+        ``fastsoftmax bench`` records (the JSON's ``records``): one panel per
+        ``case``, in the records' order, one bar per row that ran; the
+        ``stream X`` floor and the roofline's ``T*`` are drawn as lines, named
+        in a legend beside the panel (inside it hid the longest bars).  The
+        time axis is labelled at 1, 2 and 5 times powers of ten.
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     from ..training.visualize import _figure, _save  # an Agg canvas, never pyplot's global state
 
+    cases = list(dict.fromkeys(r["case"] for r in records))
     cols = min(2, len(cases))
     nrows = -(-len(cases) // cols)
-    fig = _figure((7 * cols, 3.6 * nrows))
+    fig = _figure((9 * cols, 3.6 * nrows))
     axes = fig.subplots(nrows, cols, squeeze=False)
     colors = {"backend": "tab:blue", "yardstick": "tab:gray", "peer": "tab:orange"}
     multi = len({r["threads"] for r in records}) > 1
     for ax, case in zip(axes.flat, cases):
-        recs = [r for r in records if r["case"] == case.name and r["status"] == "ok"]
+        recs = [r for r in records if r["case"] == case and r["status"] == "ok"]
         bars = [r for r in recs if r["backend"] != "stream X"]
         labels = [r["backend"] + (f" x{r['threads']}" if multi else "") for r in bars]
         values = [r["median_s"] * 1e3 for r in bars]
         ax.barh(labels, values, color=[
-            "tab:red" if r.get("verdict") == "FAIL" else colors[r["kind"]] for r in bars])
+            "tab:red" if r.get("verdict") == "FAIL" else colors.get(r["kind"], "tab:gray") for r in bars])
         for r in recs:
             if r["backend"] == "stream X":
                 ax.axvline(r["median_s"] * 1e3, color="k", ls="--", lw=1,
                            label=f"stream X once{' x%d' % r['threads'] if multi else ''}: "
                                  f"{r['median_s'] * 1e3:.3g} ms")
-        for t_star, t in {(r["t_star_s"], r["threads"]) for r in recs if "t_star_s" in r}:
+        for t_star, t in sorted({(r["t_star_s"], r["threads"]) for r in recs if "t_star_s" in r}, key=lambda x: x[1]):
             ax.axvline(t_star * 1e3, color="tab:green", ls=":", lw=1.2,
                        label=f"roofline T*{' x%d' % t if multi else ''}: {t_star * 1e3:.3g} ms")
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.invert_yaxis()
-        ax.set_title(f"{case.name}  (D={case.d}, C={case.c})")
+        shape = next(((r["d"], r["c"]) for r in recs if "d" in r and "c" in r), None)
+        ax.set_title(case + (f"  (D={shape[0]}, C={shape[1]})" if shape else ""))
         ax.set_xlabel("median time per call (ms, log scale)")
         if any(r["backend"] == "stream X" or "t_star_s" in r for r in recs):
-            ax.legend(loc="lower right", fontsize=8)
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8)
     for ax in list(axes.flat)[len(cases):]:
         ax.set_visible(False)
     fig.suptitle("fastsoftmax bench: backends (blue), yardsticks (gray), peers (orange)")

@@ -271,7 +271,7 @@ def run(
         write_json(json_path, payload)
         out(f"wrote {json_path}")
     if plot_path:
-        write_plot(plot_path, cases, records)
+        write_plot(plot_path, records)
         out(f"wrote {plot_path}")
     if failed:
         out("\nFAIL: disagree with the reference or crashed: " + ", ".join(failed))
