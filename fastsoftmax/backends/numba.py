@@ -534,18 +534,14 @@ def _aligned_transpose(W, scratch=None):
     return Wt
 
 
-_prefetch_starts: dict = {}  # (itemsize, PREFETCH_TILE, wisdom state) -> batch size
-
-
 def tile_prefetch_from(itemsize):
     """From which batch size the gradient pass prefetches the whole next tile.
 
     :data:`PREFETCH_TILE` when set (True: 1, False: never), else this
     machine's measured threshold for the Numba kernel
-    (:func:`._wisdom.prefetch_from` of ``"numba"``), else never: on a
+    (:func:`._wisdom.prefetch_start` of ``"numba"``), else never: on a
     Zen 5 it was 6-18 % faster at N >= 10000 and 5-20 % slower at N = 500
     (docs/kernels.md, round 15), so ``fastsoftmax tune`` measures it.
-    Remembered per wisdom state, as the C kernel's blocking is.
 
     Returns
     -------
@@ -553,13 +549,7 @@ def tile_prefetch_from(itemsize):
         Batches of at least this many rows prefetch whole tiles
         (``sys.maxsize``: never).
     """
-    key = (itemsize, PREFETCH_TILE, _wisdom.state())
-    start = _prefetch_starts.get(key)
-    if start is None:
-        if len(_prefetch_starts) >= 64:
-            _prefetch_starts.clear()
-        start = _prefetch_starts[key] = _wisdom.prefetch_start("numba", itemsize, PREFETCH_TILE)
-    return start
+    return _wisdom.prefetch_start("numba", itemsize, PREFETCH_TILE)
 
 
 # The contract of both compiled backends: _common.LOSS_GRAD_DOC, set as the docstring below.
