@@ -135,18 +135,17 @@ def _report(parser, args):
     """``fastsoftmax report``: the results table, printed or written into a Markdown file; the chart."""
     import json
 
-    from .harness.report import results_table, update_results_table, write_plot
+    from .harness.report import benchmark_records, results_table, update_results_table, write_plot
 
     try:
         with open(args.json_path, encoding="utf-8") as f:
             payload = json.load(f)
-        table = results_table(payload)  # also checks that this is a benchmark JSON
         if args.plot is not None:
-            write_plot(args.plot, payload["records"])
+            write_plot(args.plot, benchmark_records(payload))
             print(f"wrote {args.plot}")
         if args.readme is None:
             if args.plot is None:
-                print(table, end="")
+                print(results_table(payload), end="")
             return 0
         changed = update_results_table(args.readme, payload)
     except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
