@@ -15,10 +15,9 @@ tiles of ``_T`` = 10 rows:
    with the tile's exps in one vectorised loop (the C kernel's exp).
 3. The gradient as a small GEMM with K = 10 rows: per D-chunk of 2 KB of each
    row (the chunk of the packed tile stays in L1), two classes at a time,
-   ``G[j, d] += sum_r coef[r, j] * x_r[d]`` with the 20 coefficients in
-   registers; the (Cp, ld) accumulator (aligned too) is loaded and stored
-   once per tile (twice in float32, whose rows go in two halves of 5: LLVM
-   spills half the coefficients of the 10-row float32 loop).
+   ``G[j, d] += sum_r coef[r, j] * x_r[d]``, the rows in two halves of 5
+   (10 coefficients in registers per loop; the (Cp, ld) accumulator,
+   aligned too, is loaded and stored twice per tile).
 
 With ``fastmath={'reassoc', 'contract'}`` LLVM vectorises the score sums
 and uses FMA; the gradient needs contraction only.  Never ``nnan``/``ninf``:
@@ -196,49 +195,23 @@ def _grad(G, D, coef_t, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, dc, Xf, nxt, nn)
     """``G[j, :D] += sum_r coef_t[r, j] * x_r[:D]`` over the tile's 10 rows, for every class j.
 
     D-chunk by D-chunk of ``dc`` elements (the chunk of the 10 rows stays in
-    L1 while every class pair reads it), two classes at a time (20
-    coefficients in registers; per vector of D: 10 loads of X, 2 loads and 2
-    stores of G, 20 FMAs).  Only FMA contraction, no reassociation: each sum
-    is the written chain, in order.  Before each class pair's loop, its
-    share of the chunk of the next tile's ``nn`` rows is prefetched
-    (:func:`_prefetch_rows`; ``nn`` = 0: none).
-    """
-    _wide_vectors()
-    Cp = G.shape[0]
-    step = 64 // G.itemsize
-    pairs = (Cp + 1) // 2
-    for d0 in range(0, D, dc):
-        d1 = min(D, d0 + dc)
-        for j in range(0, Cp, 2):
-            k = min(j + 1, Cp - 1)
-            ga, gb = G[j], G[k]
-            _prefetch_rows(Xf, nxt, j // 2 * nn // pairs, (j // 2 + 1) * nn // pairs, d0, d1, step)
-            a0, a1, a2, a3, a4 = coef_t[0, j], coef_t[1, j], coef_t[2, j], coef_t[3, j], coef_t[4, j]
-            a5, a6, a7, a8, a9 = coef_t[5, j], coef_t[6, j], coef_t[7, j], coef_t[8, j], coef_t[9, j]
-            if k == j:  # odd Cp: the last class alone
-                for d in range(_U(d0), _U(d1)):
-                    ga[d] += (a0 * x0[d] + a1 * x1[d] + a2 * x2[d] + a3 * x3[d] + a4 * x4[d]
-                              + a5 * x5[d] + a6 * x6[d] + a7 * x7[d] + a8 * x8[d] + a9 * x9[d])
-                continue
-            b0, b1, b2, b3, b4 = coef_t[0, k], coef_t[1, k], coef_t[2, k], coef_t[3, k], coef_t[4, k]
-            b5, b6, b7, b8, b9 = coef_t[5, k], coef_t[6, k], coef_t[7, k], coef_t[8, k], coef_t[9, k]
-            for d in range(_U(d0), _U(d1)):
-                v0, v1, v2, v3, v4, v5, v6, v7, v8, v9 = x0[d], x1[d], x2[d], x3[d], x4[d], x5[d], x6[d], x7[d], x8[d], x9[d]
-                ga[d] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3 + a4 * v4 + a5 * v5 + a6 * v6 + a7 * v7 + a8 * v8 + a9 * v9
-                gb[d] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3 + b4 * v4 + b5 * v5 + b6 * v6 + b7 * v7 + b8 * v8 + b9 * v9
+    L1 while every class pair reads it), two classes at a time, the rows in
+    two halves of 5: per vector of D and half, 5 loads of X, 2 loads and 2
+    stores of G, 10 FMAs, with the half's 10 coefficients in registers.
+    One 10-row loop loads and stores G half as often, but its sums are
+    chains of 10 dependent FMAs and its 20 coefficients do not all stay in
+    registers (LLVM reloads 2 of them from the stack per vector in float64,
+    14 in float32).  On a Zen 5 the 10-row loop made the float32 gradient
+    pass 40-55 % slower; in float64 the kernel with X in cache ran 2-8 %
+    faster with the halves, from memory the same (docs/kernels.md, round
+    17); on a Sapphire Rapids the halves were 6-10 % slower in float64
+    (round 6).
 
-
-@_jit(fastmath={"contract"})
-def _grad_halves(G, D, coef_t, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, dc, Xf, nxt, nn):  # pragma: no cover - jitted
-    """:func:`_grad` with the rows in two halves of 5, for float32.
-
-    LLVM keeps only 9 of the 20 coefficients of the 10-row float32 loop in
-    registers; in two 5-row loops (G loaded and stored twice per tile) all
-    stay.  A separate function, not a branch on the itemsize inside
-    :func:`_grad`: that branch alone made the float64 loop 8-12 % slower.
-    The class pair's share of the next tile's rows is prefetched in two
-    halves, one before each loop (smaller bursts: 11-18 % faster than one
-    at N = 10000 on a Zen 5, docs/kernels.md round 15).
+    Only FMA contraction, no reassociation: each sum is the written chain,
+    in order.  Before each half's loop, its share of the chunk of the next
+    tile's ``nn`` rows is prefetched (:func:`_prefetch_rows`; ``nn`` = 0:
+    none): smaller bursts than one per class pair, 11-18 % faster at
+    N = 10000 on a Zen 5 (round 15).
     """
     _wide_vectors()
     Cp = G.shape[0]
@@ -374,10 +347,7 @@ def _tile(Wt, D, C, b, has_b, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, P, labels,
             s[j] = 0.0
     coef_t[:] = coef
     # 3. gradient: a small GEMM with K = 10 rows, from the packed tile
-    if coef_t.itemsize == 4:
-        _grad_halves(G, D, coef_t, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, dc, Xf, nxt, nn)
-    else:
-        _grad(G, D, coef_t, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, dc, Xf, nxt, nn)
+    _grad(G, D, coef_t, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, dc, Xf, nxt, nn)
     return loss
 
 
@@ -480,7 +450,7 @@ _layer_is_threadsafe = False
 
 def _run_fused(*args):
     """Call the parallel kernel; if loading its on-disk cache fails, recompile without it."""
-    return call_recovering(_fused, (_prefetch_rows, _row, _scores, _grad, _grad_halves, _exp_nonpositive, _tile, _aligned,
+    return call_recovering(_fused, (_prefetch_rows, _row, _scores, _grad, _exp_nonpositive, _tile, _aligned,
                                     _x_row, _chunk, _fused), *args)
 
 
