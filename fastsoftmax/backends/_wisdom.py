@@ -282,24 +282,15 @@ def prefetch_from(isa, dtype):
     return value if type(value) is int and value >= 1 else None
 
 
-_starts: dict = {}  # (build, itemsize, state()) -> what prefetch_start read from the wisdom
-
-
 def prefetch_start(build, itemsize, override=None):
     """From which batch size ``build`` (:func:`prefetch_from`'s ``isa``) prefetches whole tiles, as an int.
 
     ``override`` True or False (a backend's ``PREFETCH_TILE``) means 1 or
     never; None means this machine's wisdom, else never.  Never is
     ``sys.maxsize``, so a caller compares ``n >= prefetch_start(...)``.
-    What the wisdom says is remembered per :func:`state`: both compiled
-    backends ask on every call.
+    Both compiled backends ask on every call: the wisdom is read once per
+    file (:func:`load`), so this is a few dict lookups (0.5 us).
     """
     if override is not None:
         return 1 if override else sys.maxsize
-    key = (build, itemsize, state())
-    start = _starts.get(key)
-    if start is None:
-        if len(_starts) >= 64:  # the wisdom keeps changing: start over
-            _starts.clear()
-        start = _starts[key] = prefetch_from(build, DTYPE_NAMES[itemsize]) or sys.maxsize
-    return start
+    return prefetch_from(build, DTYPE_NAMES[itemsize]) or sys.maxsize
