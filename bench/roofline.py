@@ -3,8 +3,8 @@
 Usage (from the repository root)::
 
     env -u OPENBLAS_CORETYPE python bench/roofline.py          # widest build
-    FASTSOFTMAX_ISA=avx2 OPENBLAS_CORETYPE=Haswell NUMBA_CPU_NAME=haswell \\
-        python bench/roofline.py                               # AVX2 build vs an AVX2 GEMM
+    FASTSOFTMAX_ISA=avx2 OPENBLAS_CORETYPE=Haswell NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES= \\
+        python bench/roofline.py                               # AVX2 builds vs an AVX2 GEMM
     python bench/roofline.py --sizes 500 --dtypes float32 --threads 1 --rounds 5
 
 ``fastsoftmax bench`` reports the same ``% roof`` column from medians of its

@@ -429,6 +429,13 @@ def test_a_gemm_yardstick_of_another_instruction_set_is_flagged(tmp_path, capsys
     assert "too low" in roofline.yardstick_check("avx2", ("avx512", "SkylakeX"))
     for kernel, blas in (("avx2", ("avx2", "Haswell")), ("avx512", (None, "neoversen1")), (None, ("avx2", "Zen"))):
         assert roofline.yardstick_check(kernel, blas) is None
+    # Numba's target is checked too, and told how to hold it to AVX2 (its CPU name alone does not)
+    assert roofline.yardstick_check("avx2", ("avx2", "Haswell"), "avx2") is None
+    numba_high = roofline.yardstick_check("avx2", ("avx2", "Haswell"), "avx512")
+    assert "Numba's code is avx512" in numba_high and "too high" in numba_high
+    assert "NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=" in numba_high and "\n" not in numba_high
+    both = roofline.yardstick_check("avx512", ("avx2", "Haswell"), "avx512").splitlines()
+    assert len(both) == 2 and "C kernel" in both[0] and "Numba" in both[1]
 
     cython = pytest.importorskip("fastsoftmax.backends.cython")  # a kernel build to compare with
     core = ("avx512", "SkylakeX") if cython.running_isa() != "avx512" else ("baseline", "Core2")

@@ -349,6 +349,10 @@ def test_wisdom_of_forced_builds_has_a_file_of_its_own(cache_dir, monkeypatch):
     for name, value in (("FASTSOFTMAX_ISA", "avx2"), ("NUMBA_CPU_NAME", "haswell"), ("OPENBLAS_CORETYPE", "Has well")):
         monkeypatch.setenv(name, value)
     assert _wisdom.build_tag() == "-FASTSOFTMAX_ISA=avx2-NUMBA_CPU_NAME=haswell-OPENBLAS_CORETYPE=Has_well"
+    monkeypatch.setattr(_wisdom, "_build_tag", None)
+    monkeypatch.setenv("NUMBA_CPU_FEATURES", "")  # set but empty: Numba held to haswell's own features, another build
+    assert _wisdom.build_tag() == ("-FASTSOFTMAX_ISA=avx2-NUMBA_CPU_NAME=haswell-NUMBA_CPU_FEATURES="
+                                   "-OPENBLAS_CORETYPE=Has_well")
     forced = _wisdom.wisdom_path()
     assert forced != native and forced.startswith(str(cache_dir))
     _wisdom.save({"float64|1|1": ["python"]}, [])

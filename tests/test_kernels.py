@@ -8,6 +8,7 @@ All are checked against the python reference with the documented tolerances
 (:func:`fastsoftmax.testing.compare`).
 """
 
+import os
 import tracemalloc
 
 import numpy as np
@@ -436,14 +437,48 @@ def test_cython_sgd_step_refuses_what_is_not_finite_and_restores_w(isa, dtype, c
 
 
 def _numba_targets_avx512():
-    """True when Numba compiles for this CPU and the CPU has AVX-512F (not held to another CPU)."""
-    import os
+    """True when Numba compiles AVX-512 code here (read from compiled code: ``numba.target_isa``)."""
+    from fastsoftmax.backends import numba as nb
+
+    return nb.target_isa() == "avx512"
+
+
+def _numba_isa_in(env):
+    """``numba.target_isa()`` in a fresh Python whose environment has ``env`` set on top of this one's."""
+    import subprocess
+    import sys
+
+    code = "from fastsoftmax.backends import numba; print(numba.target_isa())"
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_numba_target_isa_is_read_from_the_code():
+    """``target_isa`` says what Numba compiles for: the host's widest set, or AVX2 under the recipe that
+    docs/kernels.md forces it with (``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=``).
+
+    ``NUMBA_CPU_NAME=haswell`` alone kept the host's AVX-512 (Numba 0.68 on a
+    Zen 5): for five sessions the "AVX2" numba rows of the roofline ran
+    AVX-512 code.  So the bench records what the compiled code uses."""
+    import platform
 
     import llvmlite.binding as llvm
 
-    if os.environ.get("NUMBA_CPU_NAME", "host") != "host":
-        return False
-    return llvm.get_host_cpu_features().get("avx512f", False)
+    from fastsoftmax.backends import numba as nb
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        assert nb.target_isa() is None
+        return
+    host = llvm.get_host_cpu_features()
+    pinned = any(name in os.environ for name in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"))
+    if not pinned:
+        widest = "avx512" if host.get("avx512f") else "avx2" if host.get("avx2") and host.get("fma") else "baseline"
+        assert nb.target_isa() == widest
+    if host.get("avx2") and host.get("fma"):
+        assert _numba_isa_in({"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ""}) == "avx2"
+    assert _numba_isa_in({"NUMBA_CPU_NAME": "nehalem", "NUMBA_CPU_FEATURES": ""}) == "baseline"
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

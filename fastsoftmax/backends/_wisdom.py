@@ -84,16 +84,18 @@ def _version():
 #: C kernel's, Numba's target, OpenBLAS's kernels; docs/kernels.md forces
 #: the AVX2 builds with them): wisdom measured under them is kept in a file
 #: of its own, so tuning the AVX2 builds never replaces the native ones'.
-#: All three are read once, when the libraries load, so the tag is too.
-BUILD_ENV = ("FASTSOFTMAX_ISA", "NUMBA_CPU_NAME", "OPENBLAS_CORETYPE")
+#: Set but empty counts: ``NUMBA_CPU_FEATURES=`` is what holds Numba to the
+#: CPU that ``NUMBA_CPU_NAME`` names (the name alone keeps the host's
+#: features).  All are read once, when the libraries load, so the tag is too.
+BUILD_ENV = ("FASTSOFTMAX_ISA", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "OPENBLAS_CORETYPE")
 _build_tag = None
 
 
 def build_tag():
-    """``""``, or ``"-NAME=value..."`` for the :data:`BUILD_ENV` variables set in this process."""
+    """``""``, or ``"-NAME=value..."`` for the :data:`BUILD_ENV` variables set (even if empty) in this process."""
     global _build_tag
     if _build_tag is None:
-        parts = [f"{name}={os.environ[name]}" for name in BUILD_ENV if os.environ.get(name)]
+        parts = [f"{name}={os.environ[name]}" for name in BUILD_ENV if name in os.environ]
         tag = "".join(f"-{part}" for part in parts)
         _build_tag = "".join(ch if ch.isalnum() or ch in "-_.=" else "_" for ch in tag)
     return _build_tag

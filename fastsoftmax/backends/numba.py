@@ -57,7 +57,10 @@ short, overwritten) makes the first call recompile without the cache.  Both
 say so with a ``RuntimeWarning``, since each costs a compile per process.
 """
 
+import functools
 import math
+import platform
+import re
 import threading
 
 import numba
@@ -98,7 +101,8 @@ def _wide_vectors(typingctx):  # pragma: no cover - compile time
     LLVM tunes Intel AVX-512 CPUs to prefer 256-bit vectors ("prefer-256-bit")
     unless a function says otherwise; these two function attributes say
     otherwise for this function only (no process-wide setting).  Without
-    AVX-512 (e.g. ``NUMBA_CPU_NAME=haswell``) they change nothing.
+    AVX-512 (e.g. ``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=``; the name
+    alone keeps the host's AVX-512, :func:`target_isa`) they change nothing.
     llvmlite's attribute set accepts only flag attributes, hence ``set.add``;
     should a later llvmlite not allow that, the kernels compile without the
     attributes (256-bit vectors, slower, still correct).
@@ -502,6 +506,43 @@ def _aligned_transpose(W, scratch=None):
             scratch[key] = Wt
     Wt[:C, :D] = W.T  # the padding stays zero: nothing else writes it
     return Wt
+
+
+def _isa_probe(a, b):  # pragma: no cover - jitted by target_isa
+    """``a += 2 b``: a loop LLVM vectorises as widely as the target allows (as the kernels are, with _wide_vectors)."""
+    _wide_vectors()
+    for i in range(_U(0), _U(a.shape[0])):
+        a[i] += 2.0 * b[i]
+
+
+@functools.cache
+def target_isa():
+    """The instruction set Numba compiles these kernels for: ``"avx512"``, ``"avx2"``, ``"baseline"`` or None.
+
+    Read from the code itself: a small loop, vectorised like the kernels
+    (512-bit vectors allowed, :func:`_wide_vectors`), is compiled once per
+    process (0.25 s on a Zen 5; never cached) and its x86 assembly says which vector
+    registers it uses: zmm, AVX-512; ymm and FMAs, AVX2; else ``"baseline"``
+    (below AVX2+FMA, as the C kernel's builds are named).  None off x86.
+
+    Why not from the environment: Numba targets the host CPU, or
+    ``NUMBA_CPU_NAME`` with ``NUMBA_CPU_FEATURES``, and ``NUMBA_CPU_NAME``
+    alone keeps the host's features.  ``NUMBA_CPU_NAME=haswell`` on an
+    AVX-512 machine still compiles zmm code (Numba 0.68, a Zen 5;
+    docs/kernels.md, round 18); ``NUMBA_CPU_NAME=haswell
+    NUMBA_CPU_FEATURES=`` (empty: the named CPU's own features) holds it to
+    AVX2.
+    """
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    probe = numba.njit(fastmath={"contract"})(_isa_probe)  # a fresh dispatcher, not cached: its assembly is kept
+    probe.compile("void(float64[::1], float64[::1])")
+    asm = "".join(probe.inspect_asm().values())
+    if re.search(r"%zmm\d", asm):
+        return "avx512"
+    if re.search(r"%ymm\d", asm) and "vfmadd" in asm:
+        return "avx2"
+    return "baseline"
 
 
 def tile_prefetch_from(itemsize):

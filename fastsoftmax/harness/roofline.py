@@ -16,10 +16,13 @@ machine moves the yardstick and the rows together, and each row's
 
 The GEMM rate is the best a tuned BLAS gets from these FMA units; it is the
 right yardstick only if the kernels may use the same instruction set.  To
-hold the AVX2 build of the cython kernel to an AVX2 GEMM on an AVX-512
-machine, start the process with ``OPENBLAS_CORETYPE=Haswell`` (and
-``NUMBA_CPU_NAME=haswell`` for Numba); :func:`isa_note` records what was in
-effect.
+hold the AVX2 builds to an AVX2 GEMM on an AVX-512 machine, start the
+process with :data:`AVX2_ENV` and ``FASTSOFTMAX_ISA=avx2``:
+``OPENBLAS_CORETYPE=Haswell`` for OpenBLAS, ``NUMBA_CPU_NAME=haswell
+NUMBA_CPU_FEATURES=`` for Numba (the name alone keeps the host's AVX-512:
+until the twenty-first session the AVX2 "numba" rows ran AVX-512 code,
+docs/kernels.md, round 18).  :func:`isa_note` records what was in effect,
+Numba's target read from its compiled code.
 
 The reverse also happens: a machine's environment may hold OpenBLAS to a
 narrower instruction set than the kernels use.  The sixteenth session's
@@ -43,7 +46,7 @@ import numpy as np
 
 from .threads import limit_threads
 
-__all__ = ["GEMM_N", "gemm_rate", "stream_rate", "t_star", "isa_note", "blas_isa", "yardstick_check"]
+__all__ = ["GEMM_N", "AVX2_ENV", "gemm_rate", "stream_rate", "t_star", "isa_note", "blas_isa", "yardstick_check"]
 
 #: Side of the square GEMM whose rate is the compute roof.
 GEMM_N = 2048
@@ -149,47 +152,72 @@ def blas_isa(cores=None):
     return BLAS_CORE_ISA.get(cores[0].lower()), cores[0]
 
 
-def yardstick_check(kernel_isa, blas=None):
-    """None when the GEMM yardstick uses the kernels' instruction set, else a warning saying what to set.
+#: What holds each side to AVX2 on an AVX-512 machine (docs/kernels.md):
+#: OpenBLAS's Haswell kernels, and Numba's target.  ``NUMBA_CPU_NAME``
+#: alone is not enough: Numba keeps the host's features, AVX-512 included,
+#: unless ``NUMBA_CPU_FEATURES`` is set too (empty: the named CPU's own).
+AVX2_ENV = "OPENBLAS_CORETYPE=Haswell NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES="
+
+
+def yardstick_check(kernel_isa, blas=None, numba_isa=None):
+    """None when the GEMM yardstick uses the kernels' instruction sets, else a warning saying what to set.
 
     Parameters
     ----------
     kernel_isa : str or None
-        The cython build that runs (``cython.running_isa()``); None: no check.
+        The cython build that runs (``cython.running_isa()``); None: not checked.
     blas : (str or None, str or None), optional
         :func:`blas_isa`'s answer (default: asked now).
+    numba_isa : str or None, optional
+        What Numba compiles for (``numba.target_isa()``); None: not checked.
+
+    Returns
+    -------
+    str or None
+        One line per kernel whose instruction set differs from the GEMM's.
     """
     isa, core = blas_isa() if blas is None else blas
-    if kernel_isa not in _ISA_ORDER or isa is None or isa == kernel_isa:
-        return None
-    forced = os.environ.get("OPENBLAS_CORETYPE")
-    head = f"WARNING: the GEMM yardstick runs OpenBLAS's {core} ({isa}) kernels but the {kernel_isa} build of the C kernel runs"
-    if _ISA_ORDER.index(isa) < _ISA_ORDER.index(kernel_isa):
-        fix = (f"unset OPENBLAS_CORETYPE (it is {forced!r} here)" if forced else "use a BLAS built for this CPU")
-        return f"{head}: % roof reads too high; {fix}, or set FASTSOFTMAX_ISA={isa} to measure that build"
-    return (f"{head}: % roof reads too low; to measure the {kernel_isa} build against a GEMM of its own "
-            f"instruction set, set OPENBLAS_CORETYPE=Haswell (and NUMBA_CPU_NAME=haswell) as docs/kernels.md does")
+    warnings = []
+    for who, kisa in (("the C kernel's build", kernel_isa), ("Numba's code", numba_isa)):
+        if kisa not in _ISA_ORDER or isa is None or isa == kisa:
+            continue
+        head = f"WARNING: the GEMM yardstick runs OpenBLAS's {core} ({isa}) kernels but {who} is {kisa}"
+        if _ISA_ORDER.index(isa) < _ISA_ORDER.index(kisa):
+            forced = os.environ.get("OPENBLAS_CORETYPE")
+            fix = (f"unset OPENBLAS_CORETYPE (it is {forced!r} here)" if forced else "use a BLAS built for this CPU")
+            if who == "Numba's code":
+                fix += f", or hold Numba to {isa} too (for AVX2: {AVX2_ENV.split(' ', 1)[1]})"
+            else:
+                fix += f", or set FASTSOFTMAX_ISA={isa} to measure that build"
+            warnings.append(f"{head}: its % roof reads too high; {fix}")
+        else:
+            warnings.append(f"{head}: its % roof reads too low; to measure the {kisa} builds against a GEMM of "
+                            f"their own instruction set, start the process with {AVX2_ENV} as docs/kernels.md does")
+    return "\n".join(warnings) or None
 
 
 def isa_note():
-    """The instruction sets in effect: the cython build (D-chunk, prefetch), OpenBLAS's core and overrides, Numba's (prefetch).
+    """The instruction sets in effect: the cython build (D-chunk, prefetch), OpenBLAS's core and overrides, Numba's.
 
     ``yardstick`` is :func:`yardstick_check`'s warning, or None when the GEMM
-    yardstick and the C kernel use the same instruction set (or one of them
-    is unknown).
+    yardstick, the C kernel and Numba's code use the same instruction set
+    (or one of them is unknown).  ``numba_isa`` is what Numba compiles for
+    (``numba.target_isa()``: read from compiled code, since the environment
+    alone does not say it).
     """
     from ..backends import _wisdom, available, kernel_isa
 
     blas = blas_isa()
     isa = kernel_isa()  # through the registry: None wherever the extension does not load
-    note = {"OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-            "NUMBA_CPU_NAME": os.environ.get("NUMBA_CPU_NAME"),
-            "blas_core": blas[1], "yardstick": yardstick_check(isa, blas), "cython_isa": isa}
+    note = {name: os.environ.get(name) for name in ("OPENBLAS_CORETYPE", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")}
+    note.update(blas_core=blas[1], yardstick=None, cython_isa=isa)
     if "numba" in available():
         from ..backends import numba
 
+        note["numba_isa"] = numba.target_isa()
         for itemsize, dtype in _wisdom.DTYPE_NAMES.items():
             note[f"numba_prefetch_{dtype}"] = _whole_tile_from(numba.tile_prefetch_from(itemsize), "none")
+    note["yardstick"] = yardstick_check(isa, blas, note.get("numba_isa"))
     if isa is None:
         return note
     from ..backends import cython
