@@ -482,6 +482,36 @@ def test_numba_target_isa_is_read_from_the_code():
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_numba_narrow_score_kernel_matches_the_wide_one(dtype):
+    """The 2-row score micro-kernel (``_scores2``: CPUs with 16 vector registers, ``_RB == 2``) computes
+    what the 5-row one does, packing included, whatever this machine's kernels use.
+
+    Both sum each score over D in the same order of vector lanes; this CPU's
+    builds agreed bit for bit (AVX-512 and AVX2, docs/kernels.md round 18), the
+    test allows the reassociation Numba may choose elsewhere."""
+    from fastsoftmax.backends import numba as nb
+
+    assert nb._RB == (2 if nb.target_isa() in ("avx2", "baseline") else 5)
+    rng = np.random.default_rng(5)
+    D = 77  # not a multiple of any vector width: the loop's tail too
+    Wt = nb._aligned_transpose(rng.standard_normal((D, 10)).astype(dtype))
+    rows = rng.standard_normal((10, D)).astype(dtype)
+    wide, narrow = np.zeros((10, 10)), np.zeros((10, 10))
+    P5, P2 = nb._aligned(10, Wt.shape[1], rows), nb._aligned(10, Wt.shape[1], rows)
+    for j in (0, 5):
+        nb._scores(Wt, D, j, *rows[:5], wide, 0, *P5[:5])
+        nb._scores(Wt, D, j, *rows[5:], wide, 5, *P5[5:])
+        for r in range(0, 10, 2):
+            nb._scores2(Wt, D, j, rows[r], rows[r + 1], narrow, r, P2[r], P2[r + 1])
+    tol = {np.float64: 1e-13, np.float32: 1e-5}[dtype]  # two summation orders of 77 products, in W's dtype
+    np.testing.assert_allclose(narrow, wide, rtol=tol, atol=tol * np.abs(wide).max())
+    np.testing.assert_allclose(wide, rows.astype(np.float64) @ Wt[:, :D].T.astype(np.float64), rtol=tol * 10,
+                               atol=tol * 10 * np.abs(wide).max())
+    np.testing.assert_array_equal(P2[:, :D], rows)  # the packed tile is the rows, copied
+    np.testing.assert_array_equal(P5[:, :D], rows)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("pack", [True, False], ids=["packing", "plain"])
 def test_numba_score_kernel_fits_the_registers(dtype, pack):
     """The 5 x 5 score micro-kernel keeps its 25 accumulators in vector registers.

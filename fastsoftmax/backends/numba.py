@@ -8,6 +8,8 @@ tiles of ``_T`` = 10 rows:
 1. Scores: two 5-row x 5-class micro-kernels (25 scalar accumulators that
    LLVM turns into vector accumulators and FMAs) per block of 5 classes,
    walking D contiguously; W is transposed to (Cp, ld), rows 64-byte aligned.
+   Where Numba's code has 16 vector registers (x86 without AVX-512:
+   :func:`target_isa`), five 2-row micro-kernels instead (``_RB``).
    The first class block also copies the tile's rows into a packed tile
    whose rows are 64-byte aligned (X's rows of 3073 elements are not), which
    the other class blocks and the gradient read.
@@ -78,7 +80,7 @@ from ._common import (
     LOSS_GRAD_DOC, aligned_zeros, finish, padded_classes, registry_kernel, rows_in_place, thread_count,
 )
 
-_T = 10  # rows per tile: two 5-row score micro-kernels, one 10-row gradient micro-kernel
+_T = 10  # rows per tile: two 5-row (or five 2-row) score micro-kernels, one 10-row gradient micro-kernel
 _CB = 5  # classes per score micro-kernel: Cp is C rounded up to a multiple of 5
 _DC_BYTES = 2048  # bytes of each row per D-chunk of the gradient pass (256 doubles, 512 floats)
 _DC_BYTES_PREFETCH = 1024  # the same while it prefetches the next tile: smaller bursts of prefetches
@@ -192,6 +194,27 @@ def _scores(Wt, D, j, x0, x1, x2, x3, x4, S, r0, p0=None, p1=None, p2=None, p3=N
     S[r0 + 2, j], S[r0 + 2, j + 1], S[r0 + 2, j + 2], S[r0 + 2, j + 3], S[r0 + 2, j + 4] = s20, s21, s22, s23, s24
     S[r0 + 3, j], S[r0 + 3, j + 1], S[r0 + 3, j + 2], S[r0 + 3, j + 3], S[r0 + 3, j + 4] = s30, s31, s32, s33, s34
     S[r0 + 4, j], S[r0 + 4, j + 1], S[r0 + 4, j + 2], S[r0 + 4, j + 3], S[r0 + 4, j + 4] = s40, s41, s42, s43, s44
+
+
+@_jit(fastmath=_FASTMATH)
+def _scores2(Wt, D, j, x0, x1, S, r0, p0=None, p1=None):  # pragma: no cover - jitted
+    """:func:`_scores` for 2 rows x 5 classes: the micro-kernel where the CPU has 16 vector registers (AVX2).
+
+    10 accumulators, 5 W vectors and a row vector fit 16 ymm registers; the
+    5 x 5 block needs 31 and spilled on every step there.  The C kernel's
+    AVX2 build blocks the same way (``_fused_kernel.h``).
+    """
+    _wide_vectors()
+    z = Wt.dtype.type(0)
+    w0, w1, w2, w3, w4 = Wt[j], Wt[j + 1], Wt[j + 2], Wt[j + 3], Wt[j + 4]
+    s00 = s01 = s02 = s03 = s04 = z
+    s10 = s11 = s12 = s13 = s14 = z
+    for d in range(_U(0), _U(D)):
+        a0, a1, a2, a3, a4 = w0[d], w1[d], w2[d], w3[d], w4[d]
+        s00, s01, s02, s03, s04 = _row(x0, p0, d, a0, a1, a2, a3, a4, s00, s01, s02, s03, s04)
+        s10, s11, s12, s13, s14 = _row(x1, p1, d, a0, a1, a2, a3, a4, s10, s11, s12, s13, s14)
+    S[r0, j], S[r0, j + 1], S[r0, j + 2], S[r0, j + 3], S[r0, j + 4] = s00, s01, s02, s03, s04
+    S[r0 + 1, j], S[r0 + 1, j + 1], S[r0 + 1, j + 2], S[r0 + 1, j + 3], S[r0 + 1, j + 4] = s10, s11, s12, s13, s14
 
 
 @_jit(fastmath={"contract"})
@@ -309,11 +332,24 @@ def _tile(Wt, D, C, b, has_b, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, P, labels,
     Cp = Wt.shape[0]
     # 1. scores; the first class block also packs the rows into P (aligned)
     p0, p1, p2, p3, p4, p5, p6, p7, p8, p9 = P[0], P[1], P[2], P[3], P[4], P[5], P[6], P[7], P[8], P[9]
-    _scores(Wt, D, 0, x0, x1, x2, x3, x4, coef, 0, p0, p1, p2, p3, p4)
-    _scores(Wt, D, 0, x5, x6, x7, x8, x9, coef, 5, p5, p6, p7, p8, p9)
-    for j in range(_CB, Cp, _CB):
-        _scores(Wt, D, j, p0, p1, p2, p3, p4, coef, 0)
-        _scores(Wt, D, j, p5, p6, p7, p8, p9, coef, 5)
+    if _RB == 5:
+        _scores(Wt, D, 0, x0, x1, x2, x3, x4, coef, 0, p0, p1, p2, p3, p4)
+        _scores(Wt, D, 0, x5, x6, x7, x8, x9, coef, 5, p5, p6, p7, p8, p9)
+        for j in range(_CB, Cp, _CB):
+            _scores(Wt, D, j, p0, p1, p2, p3, p4, coef, 0)
+            _scores(Wt, D, j, p5, p6, p7, p8, p9, coef, 5)
+    else:
+        _scores2(Wt, D, 0, x0, x1, coef, 0, p0, p1)
+        _scores2(Wt, D, 0, x2, x3, coef, 2, p2, p3)
+        _scores2(Wt, D, 0, x4, x5, coef, 4, p4, p5)
+        _scores2(Wt, D, 0, x6, x7, coef, 6, p6, p7)
+        _scores2(Wt, D, 0, x8, x9, coef, 8, p8, p9)
+        for j in range(_CB, Cp, _CB):
+            _scores2(Wt, D, j, p0, p1, coef, 0)
+            _scores2(Wt, D, j, p2, p3, coef, 2)
+            _scores2(Wt, D, j, p4, p5, coef, 4)
+            _scores2(Wt, D, j, p6, p7, coef, 6)
+            _scores2(Wt, D, j, p8, p9, coef, 8)
     # 2. softmax: per row the shift by the maximum, then the tile's exps in
     # one vectorised loop, then per row the loss and coef = P - Y (0 for
     # padding rows and classes)
@@ -454,7 +490,7 @@ _layer_is_threadsafe = False
 
 def _run_fused(*args):
     """Call the parallel kernel; if loading its on-disk cache fails, recompile without it."""
-    return call_recovering(_fused, (_prefetch_rows, _row, _scores, _grad, _exp_nonpositive, _tile, _aligned,
+    return call_recovering(_fused, (_prefetch_rows, _row, _scores, _scores2, _grad, _exp_nonpositive, _tile, _aligned,
                                     _x_row, _chunk, _fused), *args)
 
 
@@ -519,22 +555,34 @@ def _isa_probe(a, b):  # pragma: no cover - jitted by target_isa
 def target_isa():
     """The instruction set Numba compiles these kernels for: ``"avx512"``, ``"avx2"``, ``"baseline"`` or None.
 
-    Read from the code itself: a small loop, vectorised like the kernels
-    (512-bit vectors allowed, :func:`_wide_vectors`), is compiled once per
-    process (0.25 s on a Zen 5; never cached) and its x86 assembly says which vector
-    registers it uses: zmm, AVX-512; ymm and FMAs, AVX2; else ``"baseline"``
-    (below AVX2+FMA, as the C kernel's builds are named).  None off x86.
+    From the feature list Numba hands LLVM (its codegen's ``magic_tuple``,
+    the key of its cache too) where it decides: ``+avx512f``, AVX-512;
+    ``-avx512f`` with ``+avx2`` and ``+fma``, AVX2; ``-avx512f`` with
+    ``-avx2`` or ``-fma``, ``"baseline"`` (below AVX2+FMA, as the C kernel's
+    builds are named).  The host's list (the default) always decides.  A
+    list that does not (``NUMBA_CPU_FEATURES=``, or one naming only some
+    features: the CPU that ``NUMBA_CPU_NAME`` names adds its own) is read
+    from the code itself: a small loop, vectorised like the kernels
+    (:func:`_wide_vectors`), is compiled (0.25 s on a Zen 5, never cached)
+    and its assembly says which registers it uses (zmm; ymm and FMAs; else).
+    None off x86.
 
-    Why not from the environment: Numba targets the host CPU, or
-    ``NUMBA_CPU_NAME`` with ``NUMBA_CPU_FEATURES``, and ``NUMBA_CPU_NAME``
-    alone keeps the host's features.  ``NUMBA_CPU_NAME=haswell`` on an
-    AVX-512 machine still compiles zmm code (Numba 0.68, a Zen 5;
-    docs/kernels.md, round 18); ``NUMBA_CPU_NAME=haswell
-    NUMBA_CPU_FEATURES=`` (empty: the named CPU's own features) holds it to
-    AVX2.
+    Why not from the environment: ``NUMBA_CPU_NAME`` alone keeps the host's
+    features.  ``NUMBA_CPU_NAME=haswell`` on an AVX-512 machine still
+    compiles zmm code (Numba 0.68, a Zen 5; docs/kernels.md, round 18);
+    ``NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=`` holds it to AVX2.
     """
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return None
+    from numba.core.registry import cpu_target
+
+    features = set(cpu_target.target_context.codegen().magic_tuple()[2].split(","))
+    if "+avx512f" in features:
+        return "avx512"
+    if "-avx512f" in features and {"+avx2", "+fma"} <= features:
+        return "avx2"
+    if "-avx512f" in features and features & {"-avx2", "-fma"}:
+        return "baseline"
     probe = numba.njit(fastmath={"contract"})(_isa_probe)  # a fresh dispatcher, not cached: its assembly is kept
     probe.compile("void(float64[::1], float64[::1])")
     asm = "".join(probe.inspect_asm().values())
@@ -561,6 +609,13 @@ def tile_prefetch_from(itemsize):
         (``sys.maxsize``: never).
     """
     return _wisdom.prefetch_start("numba", itemsize, PREFETCH_TILE)
+
+
+#: Rows per score micro-kernel, read when the kernels compile: 5 x 5 classes
+#: where Numba's code has 32 vector registers (AVX-512; other CPUs' vector
+#: units too), 2 x 5 where it has 16 (x86 without AVX-512).  Numba's disk
+#: cache keys its builds by the CPU name and features this follows.
+_RB = 2 if target_isa() in ("avx2", "baseline") else 5
 
 
 # The contract of both compiled backends: _common.LOSS_GRAD_DOC, set as the docstring below.
