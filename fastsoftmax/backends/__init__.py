@@ -27,9 +27,7 @@ caller's dtype, N and thread count, from measurements: this machine's own
 when ``fastsoftmax tune`` has measured it (:mod:`._wisdom`, cached per CPU
 model and package version, read lazily, never measured at import or on a
 call), else the static :data:`RANKINGS` (one preference order per working
-dtype and batch-size band), with :data:`BUILD_RANKINGS`'s entries for the
-instruction-set build of the C kernel that runs (its AVX2 build lost to
-Numba from N = 256 on every CPU measured).  :data:`RANKING` is the static
+dtype and batch-size band).  :data:`RANKING` is the static
 entry for a CIFAR-sized float64 batch (the order with no problem given).  The choice
 can be pinned with the ``FASTSOFTMAX_BACKEND`` environment variable or
 :func:`set_backend`.  docs/kernels.md says why the choice is measured per
@@ -59,7 +57,6 @@ __all__ = [
     "BACKENDS",
     "RANKING",
     "RANKINGS",
-    "BUILD_RANKINGS",
     "ranking",
     "kernel_isa",
     "BackendUnavailable",
@@ -114,33 +111,23 @@ RANKINGS = {
     ("float32", 64): ("cython", "numba", "numpy", "python"),
 }
 
-#: The entries of :data:`RANKINGS` that differ for one instruction-set build
-#: of the C kernel (``cython.running_isa()``: the widest the CPU has, or
-#: ``FASTSOFTMAX_ISA``).  The AVX2 build (CPUs without AVX-512: most laptops
-#: and desktops) lost to Numba at N = 500 on all three CPUs measured:
-#: cython / numba, ms, one thread (two threads within a few % of the same
-#: ratios):
+#: One table for every instruction-set build of the C kernel.  From the
+#: sixteenth to the twentieth session the AVX2 build had its own entries
+#: (numba first from N = 256), measured with ``NUMBA_CPU_NAME=haswell``, which
+#: on Numba 0.68 keeps the host's AVX-512 features: AVX-512 Numba code against
+#: the AVX2 C kernel.  With both held to AVX2 (``NUMBA_CPU_FEATURES=`` too;
+#: Zen 5, 21st session, ``fastsoftmax tune``), cython / numba, ms:
 #:
-#: * Zen 3 (issue 11, two threads): float64 2.84 / 2.24;
-#: * Xeon (SPR-class), AVX2 builds forced (docs/kernels.md, 15th session):
-#:   numba at 73 % of the roofline, cython 64 % (float64; float32 64 / 62 %);
-#: * Zen 5, AVX2 builds forced (16th session, ``fastsoftmax tune``):
-#:   N=128 float64 0.32 / 0.28 (two threads 0.19 / 0.21), N=256 0.63 / 0.49,
-#:   N=500 1.21 / 0.90, N=10000 25.3 / 23.7; float32 N=256 0.32 / 0.27,
-#:   N=500 0.60 / 0.46, N=10000 11.7 / 11.9.
+#: * float64 N=500 1.27 / 1.64 (two threads 0.655 / 0.912), N=10000
+#:   25.9 / 35.3 (13.7 / 18.9);
+#: * float32 N=500 0.647 / 0.899 (0.351 / 0.497), N=10000 12.4 / 18.2
+#:   (6.80 / 9.34).
 #:
-#: At N >= 10000 the two were within 7 % either way, so Numba first from
-#: N = 256 on (below, with two threads, cython still won at N = 128).
-BUILD_RANKINGS = {
-    "avx2": {
-        ("float64", 256): ("numba", "cython", "numpy", "python"),
-        ("float32", 256): ("numba", "cython", "numpy", "python"),
-    },
-}
+#: So cython leads on that build too; the Zen 3 of issue 11, where numba led
+#: at N = 500, ran both kernels as they were before that issue's tiling.
 
-#: The order used when no problem is given (a CIFAR batch: float64, N >= 64)
-#: by the widest builds; :func:`ranking` without arguments gives this
-#: machine's, and :func:`available` lists backends in that order.
+#: The order used when no problem is given (a CIFAR batch: float64, N >= 64):
+#: :func:`ranking` without arguments; :func:`available` lists backends in it.
 RANKING = RANKINGS[("float64", 64)]
 
 _ENV = "FASTSOFTMAX_BACKEND"
@@ -370,11 +357,8 @@ def kernel_isa():
     return importlib.import_module(BACKENDS["cython"]).running_isa()
 
 
-def ranking(dtype=None, n=None, isa=None):
-    """The static preference order for working dtype ``dtype`` and N = ``n``.
-
-    :data:`RANKINGS`, with the entries of :data:`BUILD_RANKINGS` for the C
-    kernel's build.
+def ranking(dtype=None, n=None):
+    """The static preference order for working dtype ``dtype`` and N = ``n``: an entry of :data:`RANKINGS`.
 
     Parameters
     ----------
@@ -382,22 +366,18 @@ def ranking(dtype=None, n=None, isa=None):
         The working dtype (float32 or float64); default float64.
     n : int, optional
         Number of examples; default a large batch.
-    isa : str, optional
-        The C kernel's instruction-set build; default the one that runs
-        (:func:`kernel_isa`).
 
     Returns
     -------
     tuple of str
         Backend names, fastest first.
     """
-    table = {**RANKINGS, **BUILD_RANKINGS.get(kernel_isa() if isa is None else isa, {})}
     key = np.dtype(np.float64 if dtype is None else dtype).name
-    if key not in {k for k, _ in table}:
+    if key not in {k for k, _ in RANKINGS}:
         key = "float64"
-    bands = sorted(lo for k, lo in table if k == key)
+    bands = sorted(lo for k, lo in RANKINGS if k == key)
     lo = bands[-1] if n is None else max((b for b in bands if b <= n), default=bands[0])
-    return table[(key, lo)]
+    return RANKINGS[(key, lo)]
 
 
 def fastest(dtype=None, n=None, threads=None):
