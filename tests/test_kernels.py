@@ -472,8 +472,8 @@ def test_numba_target_isa_is_read_from_the_code():
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_numba_narrow_score_kernel_matches_the_wide_one(dtype):
-    """The 2-row score micro-kernel (``_scores2``: CPUs with 16 vector registers, ``_RB == 2``) computes
-    what the 5-row one does, packing included, whatever this machine's kernels use.
+    """The 2-row score micro-kernel (``_scores2``: CPUs with 16 vector registers, ``_RB == 2``) and its
+    packing (``_pack``) compute what the 5-row one does, whatever this machine's kernels use.
 
     Both sum each score over D in the same order of vector lanes; this CPU's
     builds agreed bit for bit (AVX-512 and AVX2, docs/kernels.md round 18), the
@@ -491,7 +491,10 @@ def test_numba_narrow_score_kernel_matches_the_wide_one(dtype):
         nb._scores(Wt, D, j, *rows[:5], wide, 0, *P5[:5])
         nb._scores(Wt, D, j, *rows[5:], wide, 5, *P5[5:])
         for r in range(0, 10, 2):
-            nb._scores2(Wt, D, j, rows[r], rows[r + 1], narrow, r, P2[r], P2[r + 1])
+            if j == 0:  # as _tile does: a pair of rows packed, then scored from the packed tile
+                nb._pack(P2[r], rows[r], D)
+                nb._pack(P2[r + 1], rows[r + 1], D)
+            nb._scores2(Wt, D, j, P2[r], P2[r + 1], narrow, r)
     tol = {np.float64: 1e-13, np.float32: 1e-5}[dtype]  # two summation orders of 77 products, in W's dtype
     np.testing.assert_allclose(narrow, wide, rtol=tol, atol=tol * np.abs(wide).max())
     np.testing.assert_allclose(wide, rows.astype(np.float64) @ Wt[:, :D].T.astype(np.float64), rtol=tol * 10,

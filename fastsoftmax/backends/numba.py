@@ -8,11 +8,13 @@ tiles of ``_T`` = 10 rows:
 1. Scores: two 5-row x 5-class micro-kernels (25 scalar accumulators that
    LLVM turns into vector accumulators and FMAs) per block of 5 classes,
    walking D contiguously; W is transposed to (Cp, ld), rows 64-byte aligned.
-   Where Numba's code has 16 vector registers (x86 without AVX-512:
-   :func:`target_isa`), five 2-row micro-kernels instead (``_RB``).
    The first class block also copies the tile's rows into a packed tile
    whose rows are 64-byte aligned (X's rows of 3073 elements are not), which
-   the other class blocks and the gradient read.
+   the other class blocks and the gradient read.  Where Numba's code has 16
+   vector registers (x86 without AVX-512: :func:`target_isa`), five 2-row
+   micro-kernels instead (``_RB``), each pair of rows packed just before
+   its first class block (:func:`_pack`), since the copy in the loop would
+   need two more registers.
 2. The softmax, loss and coefficients ``P - Y`` of the 10 rows in float64,
    with the tile's exps in one vectorised loop (the C kernel's exp).
 3. The gradient as a small GEMM with K = 10 rows: per D-chunk of 2 KB of each
@@ -197,12 +199,16 @@ def _scores(Wt, D, j, x0, x1, x2, x3, x4, S, r0, p0=None, p1=None, p2=None, p3=N
 
 
 @_jit(fastmath=_FASTMATH)
-def _scores2(Wt, D, j, x0, x1, S, r0, p0=None, p1=None):  # pragma: no cover - jitted
-    """:func:`_scores` for 2 rows x 5 classes: the micro-kernel where the CPU has 16 vector registers (AVX2).
+def _scores2(Wt, D, j, x0, x1, S, r0):  # pragma: no cover - jitted
+    """:func:`_scores` for 2 rows x 5 classes, without the copy: the micro-kernel where the CPU has 16 vector registers.
 
-    10 accumulators, 5 W vectors and a row vector fit 16 ymm registers; the
-    5 x 5 block needs 31 and spilled on every step there.  The C kernel's
-    AVX2 build blocks the same way (``_fused_kernel.h``).
+    10 accumulators and 5 W vectors fill 15 of AVX2's 16 ymm registers, the
+    rows are FMA memory operands; the 5 x 5 block needs 31 and spilled on
+    every step.  A copy in the loop needs a register for each row as well:
+    LLVM then spilled one accumulator, whose store-to-load chain made the
+    first class block 2.5x slower (docs/kernels.md, round 18), so
+    :func:`_pack` copies the rows first.  The C kernel's AVX2 build blocks
+    the same way (``_fused_kernel.h``).
     """
     _wide_vectors()
     z = Wt.dtype.type(0)
@@ -211,10 +217,17 @@ def _scores2(Wt, D, j, x0, x1, S, r0, p0=None, p1=None):  # pragma: no cover - j
     s10 = s11 = s12 = s13 = s14 = z
     for d in range(_U(0), _U(D)):
         a0, a1, a2, a3, a4 = w0[d], w1[d], w2[d], w3[d], w4[d]
-        s00, s01, s02, s03, s04 = _row(x0, p0, d, a0, a1, a2, a3, a4, s00, s01, s02, s03, s04)
-        s10, s11, s12, s13, s14 = _row(x1, p1, d, a0, a1, a2, a3, a4, s10, s11, s12, s13, s14)
+        s00, s01, s02, s03, s04 = _row(x0, None, d, a0, a1, a2, a3, a4, s00, s01, s02, s03, s04)
+        s10, s11, s12, s13, s14 = _row(x1, None, d, a0, a1, a2, a3, a4, s10, s11, s12, s13, s14)
     S[r0, j], S[r0, j + 1], S[r0, j + 2], S[r0, j + 3], S[r0, j + 4] = s00, s01, s02, s03, s04
     S[r0 + 1, j], S[r0 + 1, j + 1], S[r0 + 1, j + 2], S[r0 + 1, j + 3], S[r0 + 1, j + 4] = s10, s11, s12, s13, s14
+
+
+@_jit()
+def _pack(p, x, D):  # pragma: no cover - jitted
+    """``p[:D] = x[:D]`` in a loop LLVM vectorises (a slice assignment compiles to a slower generic copy)."""
+    for d in range(_U(0), _U(D)):
+        p[d] = x[d]
 
 
 @_jit(fastmath={"contract"})
@@ -338,12 +351,22 @@ def _tile(Wt, D, C, b, has_b, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, P, labels,
         for j in range(_CB, Cp, _CB):
             _scores(Wt, D, j, p0, p1, p2, p3, p4, coef, 0)
             _scores(Wt, D, j, p5, p6, p7, p8, p9, coef, 5)
-    else:
-        _scores2(Wt, D, 0, x0, x1, coef, 0, p0, p1)
-        _scores2(Wt, D, 0, x2, x3, coef, 2, p2, p3)
-        _scores2(Wt, D, 0, x4, x5, coef, 4, p4, p5)
-        _scores2(Wt, D, 0, x6, x7, coef, 6, p6, p7)
-        _scores2(Wt, D, 0, x8, x9, coef, 8, p8, p9)
+    else:  # a pair of rows packed, then scored while it is in L1
+        _pack(p0, x0, D)
+        _pack(p1, x1, D)
+        _scores2(Wt, D, 0, p0, p1, coef, 0)
+        _pack(p2, x2, D)
+        _pack(p3, x3, D)
+        _scores2(Wt, D, 0, p2, p3, coef, 2)
+        _pack(p4, x4, D)
+        _pack(p5, x5, D)
+        _scores2(Wt, D, 0, p4, p5, coef, 4)
+        _pack(p6, x6, D)
+        _pack(p7, x7, D)
+        _scores2(Wt, D, 0, p6, p7, coef, 6)
+        _pack(p8, x8, D)
+        _pack(p9, x9, D)
+        _scores2(Wt, D, 0, p8, p9, coef, 8)
         for j in range(_CB, Cp, _CB):
             _scores2(Wt, D, j, p0, p1, coef, 0)
             _scores2(Wt, D, j, p2, p3, coef, 2)
@@ -490,7 +513,7 @@ _layer_is_threadsafe = False
 
 def _run_fused(*args):
     """Call the parallel kernel; if loading its on-disk cache fails, recompile without it."""
-    return call_recovering(_fused, (_prefetch_rows, _row, _scores, _scores2, _grad, _exp_nonpositive, _tile, _aligned,
+    return call_recovering(_fused, (_prefetch_rows, _row, _scores, _scores2, _pack, _grad, _exp_nonpositive, _tile, _aligned,
                                     _x_row, _chunk, _fused), *args)
 
 
