@@ -352,27 +352,14 @@ def _tile(Wt, D, C, b, has_b, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, P, labels,
             _scores(Wt, D, j, p0, p1, p2, p3, p4, coef, 0)
             _scores(Wt, D, j, p5, p6, p7, p8, p9, coef, 5)
     else:  # a pair of rows packed, then scored while it is in L1
-        _pack(p0, x0, D)
-        _pack(p1, x1, D)
-        _scores2(Wt, D, 0, p0, p1, coef, 0)
-        _pack(p2, x2, D)
-        _pack(p3, x3, D)
-        _scores2(Wt, D, 0, p2, p3, coef, 2)
-        _pack(p4, x4, D)
-        _pack(p5, x5, D)
-        _scores2(Wt, D, 0, p4, p5, coef, 4)
-        _pack(p6, x6, D)
-        _pack(p7, x7, D)
-        _scores2(Wt, D, 0, p6, p7, coef, 6)
-        _pack(p8, x8, D)
-        _pack(p9, x9, D)
-        _scores2(Wt, D, 0, p8, p9, coef, 8)
+        xs = (x0, x1, x2, x3, x4, x5, x6, x7, x8, x9)
+        for r in range(0, _T, 2):
+            _pack(P[r], xs[r], D)
+            _pack(P[r + 1], xs[r + 1], D)
+            _scores2(Wt, D, 0, P[r], P[r + 1], coef, r)
         for j in range(_CB, Cp, _CB):
-            _scores2(Wt, D, j, p0, p1, coef, 0)
-            _scores2(Wt, D, j, p2, p3, coef, 2)
-            _scores2(Wt, D, j, p4, p5, coef, 4)
-            _scores2(Wt, D, j, p6, p7, coef, 6)
-            _scores2(Wt, D, j, p8, p9, coef, 8)
+            for r in range(0, _T, 2):
+                _scores2(Wt, D, j, P[r], P[r + 1], coef, r)
     # 2. softmax: per row the shift by the maximum, then the tile's exps in
     # one vectorised loop, then per row the loss and coef = P - Y (0 for
     # padding rows and classes)
