@@ -156,7 +156,8 @@ def blas_isa(cores=None):
 #: OpenBLAS's Haswell kernels, and Numba's target.  ``NUMBA_CPU_NAME``
 #: alone is not enough: Numba keeps the host's features, AVX-512 included,
 #: unless ``NUMBA_CPU_FEATURES`` is set too (empty: the named CPU's own).
-AVX2_ENV = "OPENBLAS_CORETYPE=Haswell NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES="
+NUMBA_AVX2_ENV = "NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES="
+AVX2_ENV = f"OPENBLAS_CORETYPE=Haswell {NUMBA_AVX2_ENV}"
 
 
 def yardstick_check(kernel_isa, blas=None, numba_isa=None):
@@ -178,18 +179,16 @@ def yardstick_check(kernel_isa, blas=None, numba_isa=None):
     """
     isa, core = blas_isa() if blas is None else blas
     warnings = []
-    for who, kisa in (("the C kernel's build", kernel_isa), ("Numba's code", numba_isa)):
+    kernels = (("the C kernel's build", kernel_isa, f"set FASTSOFTMAX_ISA={isa} to measure that build"),
+               ("Numba's code", numba_isa, f"hold Numba to {isa} too (for AVX2: {NUMBA_AVX2_ENV})"))
+    for who, kisa, narrower in kernels:
         if kisa not in _ISA_ORDER or isa is None or isa == kisa:
             continue
         head = f"WARNING: the GEMM yardstick runs OpenBLAS's {core} ({isa}) kernels but {who} is {kisa}"
         if _ISA_ORDER.index(isa) < _ISA_ORDER.index(kisa):
             forced = os.environ.get("OPENBLAS_CORETYPE")
             fix = (f"unset OPENBLAS_CORETYPE (it is {forced!r} here)" if forced else "use a BLAS built for this CPU")
-            if who == "Numba's code":
-                fix += f", or hold Numba to {isa} too (for AVX2: {AVX2_ENV.split(' ', 1)[1]})"
-            else:
-                fix += f", or set FASTSOFTMAX_ISA={isa} to measure that build"
-            warnings.append(f"{head}: its % roof reads too high; {fix}")
+            warnings.append(f"{head}: its % roof reads too high; {fix}, or {narrower}")
         else:
             warnings.append(f"{head}: its % roof reads too low; to measure the {kisa} builds against a GEMM of "
                             f"their own instruction set, start the process with {AVX2_ENV} as docs/kernels.md does")
