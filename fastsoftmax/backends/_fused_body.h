@@ -164,19 +164,22 @@ static double NAME(
     const FT *zero_row)    /* IN  (D,) zeros: stands in for rows past `stop` */
 {
     const Py_ssize_t Dv = D - D % VL;          /* vectorised part of each row */
-    /* How far ahead of the score pass each row is prefetched, in elements
-     * (FS_AHEAD_BYTES); the gradient pass prefetches the next tile's rows
-     * up to there, so the score pass finds its first chunks on the way. */
+    /* How far ahead of the score pass each row is prefetched from memory,
+     * in elements (FS_AHEAD_BYTES); the gradient pass prefetches the next
+     * tile's rows up to there, so the score pass finds its first chunks on
+     * the way. */
     const Py_ssize_t ahead = FS_AHEAD_BYTES / (Py_ssize_t)sizeof(FT);
     /* How much of each of the next tile's rows the gradient pass prefetches
      * into L2: its first `ahead` elements, or with pf_tile all of it, so the
      * next score pass reads the tile from L2 instead of memory.  Then the
      * hardware is busy filling L2, and the gradient pass prefetches the
-     * current tile's rows into L1 itself, FS_GRAD_AHEAD_BYTES on.  Which is
-     * faster depends on the CPU and the build (docs/kernels.md, round 14):
-     * `fastsoftmax tune` measures it; the default is the first. */
+     * current tile's rows into L1 itself, FS_L1_AHEAD_BYTES on; the score
+     * pass, reading from L2, prefetches that far ahead too (round 19).
+     * Which is faster depends on the CPU and the build (docs/kernels.md,
+     * round 14): `fastsoftmax tune` measures it; the default is the first. */
     const Py_ssize_t next = pf_tile ? D : ahead;
-    const Py_ssize_t grad_ahead = FS_GRAD_AHEAD_BYTES / (Py_ssize_t)sizeof(FT);
+    const Py_ssize_t l1_ahead = FS_L1_AHEAD_BYTES / (Py_ssize_t)sizeof(FT);
+    const Py_ssize_t score_ahead = pf_tile ? l1_ahead : ahead;
     double loss = 0.0;
     if (T < RB) T = RB;
     T -= T % RB;
@@ -219,9 +222,10 @@ static double NAME(
         /* 1. scores, D-chunk by D-chunk: the chunk of W (Cp x Dc, a few KB)
          * stays in L1 while every row block of the tile uses it; RB x CB
          * vector partial sums are carried in Sv from chunk to chunk.  The
-         * first class block reads X from memory and prefetches each row
-         * `ahead` elements on (into L1): X's rows are T separate streams,
-         * more than the hardware prefetchers follow well. */
+         * first class block reads X from memory (or, with pf_tile, from L2)
+         * and prefetches each row `score_ahead` elements on (into L1): X's
+         * rows are T separate streams, more than the hardware prefetchers
+         * follow well. */
 #ifndef FS_SKIP_SCORE             /* profiling aid: time one pass alone */
         for (Py_ssize_t d0 = 0; d0 < Dv; d0 += Dc) {
             Py_ssize_t d1 = d0 + Dc < Dv ? d0 + Dc : Dv;
@@ -245,7 +249,7 @@ static double NAME(
                             VEC xv[RB];
                             for (int r = 0; r < RB; r++) {
                                 xv[r] = *(const VEC *)(x[r] + d);
-                                FS_PREFETCH_L1(x[r] + d + ahead);
+                                FS_PREFETCH_L1(x[r] + d + score_ahead);
                             }
                             for (int c = 0; c < CB; c++) {
                                 VEC wv = *(const VEC *)(w[c] + d);
@@ -331,7 +335,7 @@ static double NAME(
                 FS_UNROLL_8
                 for (Py_ssize_t r = 0; r < nt; r++)
                     for (int k = 0; k < GKV * VL * (int)sizeof(FT); k += 64)
-                        FS_PREFETCH_L1((const char *)(xp[r] + d + grad_ahead) + k);
+                        FS_PREFETCH_L1((const char *)(xp[r] + d + l1_ahead) + k);
             Py_ssize_t j0 = 0;
             for (; j0 + GNC <= Cp; j0 += GNC) GRAD_MK(GNC, GKV, G, ldg, j0, d, xp, cf, Cp, nt);
             for (; j0 < Cp; j0 += CB) GRAD_MK(CB, GKV, G, ldg, j0, d, xp, cf, Cp, nt);

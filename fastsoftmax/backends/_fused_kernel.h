@@ -14,8 +14,9 @@
  *   an RB x CB register block of vector accumulators; the vector partial
  *   sums are carried across chunks in a small buffer and reduced once.
  *   Each row of the tile is prefetched FS_AHEAD_BYTES ahead of where the
- *   pass reads it: the tile's rows are T concurrent streams, more than the
- *   hardware prefetchers follow well.
+ *   pass reads it (FS_L1_AHEAD_BYTES where the tile is already in L2): the
+ *   tile's rows are T concurrent streams, more than the hardware
+ *   prefetchers follow well.
  * - Softmax, loss and the coefficients P - Y of the tile in double, the
  *   tile's exps in one vector loop (an exp of our own, within 1 ulp).
  * - Gradient pass: a small GEMM with K = T.  For each slice of GKV vectors
@@ -78,15 +79,19 @@ typedef int (*fs_reduce_f32)(const float *, Py_ssize_t, Py_ssize_t, Py_ssize_t, 
 /* Classes per score micro-kernel: Cp = C rounded up to a multiple of this. */
 #define FS_CB 5
 
-/* How far ahead of its use each row of X is prefetched (bytes). */
+/* How far ahead of its use each row of X is prefetched (bytes), where the
+ * score pass reads the tile from memory. */
 #ifndef FS_AHEAD_BYTES
 #define FS_AHEAD_BYTES 3072
 #endif
 
-/* With the whole next tile prefetched (pf_tile), how far ahead of the
- * gradient micro-kernel the current tile's rows are prefetched into L1. */
-#ifndef FS_GRAD_AHEAD_BYTES
-#define FS_GRAD_AHEAD_BYTES 512
+/* With the whole next tile prefetched into L2 (pf_tile), how far ahead of
+ * its use each row of the tile is prefetched into L1, by both passes: the
+ * rows then come from L2, so a short distance covers the latency, and the
+ * long one above would keep about 30 KB of rows in flight beside the
+ * 16 KB chunk of W in a 48 KB L1 (docs/kernels.md, round 19). */
+#ifndef FS_L1_AHEAD_BYTES
+#define FS_L1_AHEAD_BYTES 512
 #endif
 
 /* The gradient pass's prefetch loops (one iteration per row of a tile, a
