@@ -503,6 +503,41 @@ def test_numba_narrow_score_kernel_matches_the_wide_one(dtype):
     np.testing.assert_array_equal(P5[:, :D], rows)
 
 
+def test_numba_gradient_loops_enter_without_alias_checks_or_calls():
+    """``_grad`` declares G ``noalias`` and inlines ``_prefetch_rows``, and still sums what it should.
+
+    A codegen guard: its vectorised loops are entered 240 times per tile, and
+    each entry used to compare G's address range with the rows' and call the
+    prefetch function, about a tenth of the pass (numba.py, ``_noalias``).
+    Should a Numba release name its arguments otherwise, ``_noalias`` marks
+    nothing and this test says so.
+    """
+    import re
+
+    import numba
+
+    from fastsoftmax.backends import numba as nb
+
+    fresh = numba.njit(fastmath={"contract"})(nb._grad.py_func)  # not the cached build: its IR is not kept
+    rng = np.random.default_rng(5)
+    D, Cp, ld = 300, 10, 304
+    G = nb._aligned(Cp, ld, np.zeros(1))
+    G[:, :D] = rng.standard_normal((Cp, D))
+    P = nb._aligned(10, ld, np.zeros(1))
+    P[:, :D] = rng.standard_normal((10, D))
+    coef_t = rng.standard_normal((10, Cp))
+    X = rng.standard_normal((30, D))
+    nxt = np.arange(10) * D
+    want = G[:, :D] + coef_t.T @ P[:, :D]
+    fresh(G, D, coef_t, *P, 64, X.reshape(-1), nxt, 10)  # D-chunks of 64, prefetching the "next tile" X[:10]
+    np.testing.assert_allclose(G[:, :D], want, rtol=1e-12, atol=1e-12)
+    (llvm,) = fresh.inspect_llvm().values()
+    (header,) = [line for line in llvm.splitlines() if line.startswith("define") and "%arg.G.4" in line]
+    assert re.search(r"ptr noalias[^,]* %arg\.G\.4\b", header), header
+    assert not re.search(r"call[^\n]*_prefetch_rows", llvm)
+
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("pack", [True, False], ids=["packing", "plain"])
 def test_numba_score_kernel_fits_the_registers(dtype, pack):
