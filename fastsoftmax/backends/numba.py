@@ -153,11 +153,14 @@ def _noalias(typingctx, name):  # pragma: no cover - compile time
 
 @intrinsic
 def _prefetch(typingctx, a, i):  # pragma: no cover - compile time
-    """Prefetch the cache line of ``a[i]`` (1-d array, no bounds check: a prefetch never faults) into L1.
+    """Prefetch the cache line of ``a[i]`` (1-d array, no bounds check: a prefetch never faults) for later: into L2.
 
-    ``llvm.prefetch`` (read, locality 3, data): ``prefetcht0`` on x86.  A
-    call in a loop keeps LLVM from vectorising that loop, so it goes in
-    loops of its own (:func:`_prefetch_rows`).
+    ``llvm.prefetch`` (read, locality 2, data): ``prefetcht1`` on x86, the
+    C kernel's hint for the next tile as well (locality 3, ``prefetcht0``,
+    was 1-8 % slower at N = 10000 on a Zen 5's AVX-512, a tie on its AVX2;
+    docs/kernels.md, round 19).  A call in a loop keeps LLVM from
+    vectorising that loop, so it goes in loops of its own
+    (:func:`_prefetch_rows`).
     """
     def codegen(context, builder, signature, args):
         aty = signature.args[0]
@@ -166,7 +169,7 @@ def _prefetch(typingctx, a, i):  # pragma: no cover - compile time
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [cgutils.voidptr_t, i32, i32, i32])
         fn = builder.module.declare_intrinsic("llvm.prefetch", [cgutils.voidptr_t], fnty)
-        builder.call(fn, [builder.bitcast(ptr, cgutils.voidptr_t), i32(0), i32(3), i32(1)])
+        builder.call(fn, [builder.bitcast(ptr, cgutils.voidptr_t), i32(0), i32(2), i32(1)])
         return context.get_dummy_value()
     return types.void(a, types.intp), codegen
 
@@ -461,7 +464,7 @@ def _chunk(Wt, D, C, b, has_b, Xf, ldx, y, rows, has_rows, start, stop, G, gb, z
     Row i of X is ``_x_row(Xf, ldx, D, i)``.  Problem row k is X's row
     ``rows[k]`` (label ``y[rows[k]]``) with ``has_rows``, else row k.  With
     ``pf`` each tile's gradient pass prefetches the next tile's rows (into
-    L1, in D-chunks of ``_DC_BYTES_PREFETCH``).
+    L2, in D-chunks of ``_DC_BYTES_PREFETCH``).
     """
     Cp, ld = Wt.shape
     coef = np.empty((_T, Cp), dtype=np.float64)
