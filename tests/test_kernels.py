@@ -506,9 +506,10 @@ def test_numba_narrow_score_kernel_matches_the_wide_one(dtype):
 def test_numba_gradient_loops_enter_without_alias_checks_or_calls():
     """``_grad`` declares G ``noalias`` and inlines ``_prefetch_rows``, and still sums what it should.
 
-    A codegen guard: its vectorised loops are entered 240 times per tile, and
-    each entry used to compare G's address range with the rows' and call the
-    prefetch function, about a tenth of the pass (numba.py, ``_noalias``).
+    A codegen guard: its vectorised loops are entered up to 240 times per
+    tile, and each entry used to compare G's address range with the rows'
+    and call the prefetch function, about a tenth of the pass each (numba.py,
+    ``_noalias``).
     Should a Numba release name its arguments otherwise, ``_noalias`` marks
     nothing and this test says so.
     """
@@ -535,7 +536,6 @@ def test_numba_gradient_loops_enter_without_alias_checks_or_calls():
     (header,) = [line for line in llvm.splitlines() if line.startswith("define") and "%arg.G.4" in line]
     assert re.search(r"ptr noalias[^,]* %arg\.G\.4\b", header), header
     assert not re.search(r"call[^\n]*_prefetch_rows", llvm)
-
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -129,9 +129,9 @@ def _noalias(typingctx, name):  # pragma: no cover - compile time
     Marks that argument's data pointer ``noalias`` in the function's LLVM
     signature, as C's ``restrict`` does, so LLVM vectorises loops that store
     through it without first comparing its address range with every other
-    array's at each loop entry.  :func:`_grad` enters its loops 240 times per
-    tile (per D-chunk, class pair and half) and those checks, 11 per entry,
-    took a tenth of its time (docs/kernels.md, round 19).  Numba has no
+    array's at each loop entry.  :func:`_grad` enters its loops up to 240
+    times per tile (per D-chunk, class pair and half) and those checks, 11
+    per entry, took a tenth of its time (docs/kernels.md, round 19).  Numba has no
     public way to say this; the argument is found by the name Numba's
     calling convention gives the array's data pointer (``arg.<name>.4``).
     Where a later Numba names it otherwise, nothing is marked: the same
@@ -178,9 +178,9 @@ def _prefetch(typingctx, a, i):  # pragma: no cover - compile time
 def _prefetch_rows(Xf, nxt, r0, r1, d0, d1, step):  # pragma: no cover - jitted
     """Prefetch elements ``d0 .. d1`` of the next tile's rows ``r0 .. r1`` (row r starts at ``Xf[nxt[r]]``), one per ``step``.
 
-    Inlined where it is called (Numba IR): as a call, each of :func:`_grad`'s
-    240 calls per tile saved and reloaded the loop's 10 coefficients around
-    it, 9-10 % of that pass per 10000 rows (docs/kernels.md, round 19).
+    Inlined where it is called (Numba IR): as a call (up to 240 per tile in
+    :func:`_grad`), it had the loop's 10 coefficients saved and reloaded
+    around it, 9-10 % of that pass (docs/kernels.md, round 19).
     """
     for r in range(r0, r1):
         base = nxt[r]
