@@ -4,22 +4,29 @@
  *
  *     gcc -O2 -mavx512f -mfma bench/fma_peak.c -o /tmp/fma_peak && /tmp/fma_peak   # 64-byte vectors
  *     gcc -O2 -mavx2 -mfma bench/fma_peak.c -o /tmp/fma_peak2 && /tmp/fma_peak2     # 32-byte vectors
+ *     /tmp/fma_peak 1000000                  # iterations per run (default 2e8, about 0.4 s)
  *
  * Twelve independent vector FMAs per iteration, on registers only (no
  * loads, no stores): enough chains to cover the FMA latency on two pipes,
  * few enough for AVX2's 16 registers (with the two operands).
- * Thread CPU time, best of five runs of 2e8 iterations, for float64 and
- * float32.  docs/kernels.md (round 20) sets the GEMM yardstick against it:
- * on the Zen 5 of the later sessions OpenBLAS's square GEMM reaches 77 % of
- * this peak in float64 and 92-94 % in float32.
+ * Thread CPU time, best of five runs, for float64 and float32.  The
+ * vectors are the widest the flags allow (64 bytes with AVX-512, 32 with
+ * AVX, else SSE2's 16); x86-64 and GCC (its vector extensions and asm).
+ *
+ * docs/kernels.md (round 20) sets the GEMM yardstick against this peak: on
+ * the Zen 5 of the later sessions OpenBLAS's square GEMM reaches 76-77 % of
+ * it in float64 and 90-93 % in float32 with AVX-512.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 
-#ifdef __AVX512F__
+#if defined(__AVX512F__)
 #define VBYTES 64
-#else
+#elif defined(__AVX__)
 #define VBYTES 32
+#else
+#define VBYTES 16
 #endif
 
 static double seconds(void)
@@ -31,10 +38,9 @@ static double seconds(void)
 
 /* GFLOP/s of 12 FMA chains of vectors of FT, best of five runs. */
 #define PEAK(FT, NAME)                                                                              \
-    static double NAME(void)                                                                        \
+    static double NAME(long iters)                                                                  \
     {                                                                                               \
         typedef FT V __attribute__((vector_size(VBYTES)));                                          \
-        const long iters = 200000000;                                                               \
         double best = 0.0;                                                                          \
         for (int run = 0; run < 5; run++) {                                                         \
             V x = (V){0} + (FT)1.0000001, y = (V){0} + (FT)0.9999999;                               \
@@ -60,9 +66,14 @@ static double seconds(void)
 PEAK(double, peak64)
 PEAK(float, peak32)
 
-int main(void)
+int main(int argc, char **argv)
 {
+    long iters = argc > 1 ? atol(argv[1]) : 200000000;
+    if (iters < 1) {
+        fprintf(stderr, "usage: %s [iterations >= 1]\n", argv[0]);
+        return 2;
+    }
     printf("%d-byte vectors: float64 %.1f GFLOP/s, float32 %.1f GFLOP/s (one thread, best of 5)\n",
-           VBYTES, peak64(), peak32());
+           VBYTES, peak64(iters), peak32(iters));
     return 0;
 }

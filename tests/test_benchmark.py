@@ -6,6 +6,8 @@ pytest harness decides) so the whole file takes seconds, not minutes.
 
 import json
 import os
+import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -570,6 +572,30 @@ def test_scalar_build_of_the_c_kernel_computes_the_loss_and_gradient(tmp_path, d
         np.testing.assert_allclose(got_G[:7, :37], G, rtol=0, atol=tol * np.abs(G).max(), err_msg=str(flags))
         assert not got_G[7:].any() and not got_G[:, 37:].any(), flags   # padding stays zero
         np.testing.assert_allclose(got_gb[:7], gb, rtol=0, atol=tol * len(y), err_msg=str(flags))
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None or platform.machine() not in ("x86_64", "AMD64"),
+                    reason="bench/fma_peak.c is x86-64 code built with gcc")
+def test_fma_peak_builds_and_float32_doubles_float64(tmp_path):
+    """bench/fma_peak.c (round 20's FMA peak) compiles warning-free and measures both dtypes.
+
+    Built for the x86-64 baseline (16-byte vectors): a vector holds twice
+    as many float32 lanes, so float32's rate is about twice float64's; the
+    band is wide for a shared machine (best of five short runs each).
+    """
+    exe = tmp_path / "fma_peak"
+    build = subprocess.run(["gcc", "-O2", "-Wall", "-Werror", os.path.join(ROOT, "bench", "fma_peak.c"), "-o", str(exe)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe), "2000000"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    found = re.fullmatch(r"16-byte vectors: float64 ([0-9.]+) GFLOP/s, float32 ([0-9.]+) GFLOP/s \(one thread, best of 5\)\n",
+                         run.stdout)
+    assert found, run.stdout
+    f64, f32 = float(found.group(1)), float(found.group(2))
+    assert f64 > 0 and 1.3 < f32 / f64 < 3.0, run.stdout
+    bad = subprocess.run([str(exe), "0"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "usage" in bad.stderr
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="bench/stream_fma_bound.c is built with gcc")
