@@ -88,26 +88,32 @@ BACKENDS = {
 #: Preference order, fastest first, per working dtype and batch-size band:
 #: ``(dtype, smallest N of the band) -> order``: the fallback where
 #: ``fastsoftmax tune`` has not measured this machine (see :func:`fastest`).
-#: Measured on the 2-core Zen 4 machine, D=3073, C=10, thread CPU time of one
-#: call on one thread, min of 40-50 interleaved runs; numpy / cython /
-#: numba, ms (the tiled kernels of issue 11 kept this order on the
-#: Sapphire-Rapids-class Xeon of docs/kernels.md):
+#: numpy / cython / numba, ms per call, one thread, D=3073, C=10, the 25th
+#: percentile of 200 interleaved calls (docs/kernels.md, round 20), on the
+#: Zen 5 of the later sessions with the AVX-512 build (the AVX2 build, held
+#: to AVX2 with Numba and BLAS, in brackets):
 #:
-#: * N=16:  float64 0.17 / 0.22 / 0.20,  float32 0.08 / 0.08 / 0.09
-#: * N=32:  float64 0.17 / 0.21 / 0.26,  float32 0.11 / 0.14 / 0.16
-#: * N=64:  float64 0.41 / 0.31 / 0.40,  float32 0.25 / 0.19 / 0.18
-#: * N=128: float64 0.75 / 0.63 / 0.60,  float32 0.43 / 0.26 / 0.34
-#: * N=500: float64 3.03 / 2.09 / 2.70,  float32 1.66 / 1.21 / 1.36
-#: * N=49000: float64 322 / 200 / 220,   float32 221 / 116 / 146
+#: * N=1:   float64 0.075 / 0.035 / 0.086 (0.072 / 0.039 / 0.094)
+#: * N=16:  float64 0.070 / 0.056 / 0.106 (0.107 / 0.072 / 0.124)
+#: * N=32:  float64 0.105 / 0.082 / 0.142 (0.176 / 0.113 / 0.179),
+#:          float32 0.073 / 0.055 / 0.097 (0.097 / 0.071 / 0.122)
+#: * N=64:  float64 0.211 / 0.131 / 0.194 (0.349 / 0.190 / 0.266)
+#: * N=128: float64 0.373 / 0.238 / 0.306 (0.794 / 0.361 / 0.441)
 #:
-#: Below N=64 the compiled backends' fixed cost (padding W, zeroing one
-#: (C, D) accumulator per thread, launching threads) outweighs their faster
-#: arithmetic; from there on the fused kernels win and the gap grows with N
-#: (they read X once, BLAS twice).  ``python`` is last everywhere.
+#: cython leads at every N on both builds: its call is one C function, where
+#: the numpy backend's is a dozen NumPy operations, each with its own fixed
+#: cost.  Below N=64 numpy comes before numba, whose fixed cost (threads,
+#: one (C, D) accumulator per thread) is the larger.  Until the twenty-third
+#: session the table put numpy first below N=64, as measured on a Zen 4
+#: before issue 11 (numpy / cython / numba at N=32: float64 0.17 / 0.21 /
+#: 0.26 ms) and kept on a Sapphire Rapids with that issue's first tiled
+#: kernels; a call's fixed cost has since been cut (docs/kernels.md, rounds
+#: 11 and 12).  Larger N only widen the lead of the fused kernels (they
+#: read X once, BLAS twice).  ``python`` is last everywhere.
 RANKINGS = {
-    ("float64", 1): ("numpy", "cython", "numba", "python"),
+    ("float64", 1): ("cython", "numpy", "numba", "python"),
     ("float64", 64): ("cython", "numba", "numpy", "python"),
-    ("float32", 1): ("numpy", "cython", "numba", "python"),
+    ("float32", 1): ("cython", "numpy", "numba", "python"),
     ("float32", 64): ("cython", "numba", "numpy", "python"),
 }
 
