@@ -64,16 +64,20 @@ def test_default_backend_is_what_softmax_loss_picks_at_call_time(small, monkeypa
             model = Softmax(seed=0)
             model.train(X.astype(dtype), y, num_iters=1, batch_size=batch_size)
             assert model.settings["backend"] == fastsoftmax.fastest(dtype, batch_size)
-    # The batch size is really what is asked about: under a table whose
-    # bands name different backends, batches of 8 and 64 train on different
-    # ones.
-    monkeypatch.setitem(backends.RANKINGS, ("float64", 1), ("python",))
-    monkeypatch.setitem(backends.RANKINGS, ("float64", 64), ("numpy",))
-    monkeypatch.setattr(backends, "_choices", {})
+    # The batch size is really what is asked about, and the answer is used
+    # (a spy that answers by band, as the top-level test's does).
+    seen = []
+
+    def spy(dtype=None, n=None):
+        seen.append((np.dtype(dtype), n))
+        return "python" if n < 64 else "numpy"
+
+    monkeypatch.setattr(backends, "fastest", spy)
     small_model = Softmax(seed=0)
     small_model.train(X, y, num_iters=1, batch_size=8)
     large_model = Softmax(seed=0)
     large_model.train(X, y, num_iters=1, batch_size=64)
+    assert list(dict.fromkeys(seen)) == [(np.dtype(np.float64), 8), (np.dtype(np.float64), 64)], seen
     assert (small_model.settings["backend"], large_model.settings["backend"]) == ("python", "numpy")
 
 
