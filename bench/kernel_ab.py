@@ -32,6 +32,12 @@ docs/kernels.md's ``% of roofline``.  ``--where`` says where X lives:
 * ``fresh``: a minibatch of N rows drawn at random from 4585 CIFAR-sized
   rows, a new draw before every call (untimed), as a training step reads.
 
+``--pad K`` puts X's rows K elements further apart (a view of the first D
+columns of an N x (D + K) array: the same values, another row stride).  At
+D = 3073 a C-ordered X's rows are 4 (float32) or 8 (float64) bytes past a
+multiple of 4 KB apart, so a tile's rows at one column share an L1 set;
+``--pad 16`` spreads them (docs/kernels.md, round 21).
+
 Before timing, every variant's loss, gradient and bias sums are compared
 with the first variant's: ``same`` means bit-identical.
 """
@@ -112,12 +118,14 @@ def build(flags, headers, workdir, index):
     return ctypes.CDLL(lib)
 
 
-def problem(n, dtype, where, d=3073, c=10, cp=10, seed=0):
-    """Inputs of one kernel call: padded W.T, X, labels, rows (or None), and the outputs."""
+def problem(n, dtype, where, d=3073, c=10, cp=10, seed=0, pad=0):
+    """Inputs of one kernel call: padded W.T, X (rows ``d + pad`` apart), labels, rows (or None), and the outputs."""
     rng = np.random.default_rng(seed)
     line = 64 // np.dtype(dtype).itemsize
     ld = -(-d // line) * line
-    X = rng.standard_normal((POOL if where == "fresh" else n, d)).astype(dtype)
+    values = rng.standard_normal((POOL if where == "fresh" else n, d)).astype(dtype)
+    X = np.empty((values.shape[0], d + pad), dtype)[:, :d]
+    X[...] = values
     Wt = np.zeros((cp, ld), dtype)
     Wt[:c, :d] = rng.standard_normal((c, d)) * 1e-2
     y = rng.integers(0, c, X.shape[0]).astype(np.intp)
@@ -159,11 +167,14 @@ def main(argv=None):
     parser.add_argument("--where", default="mem", choices=["mem", "l2", "l1", "fresh"])
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--gemm-n", type=int, default=2048)
+    parser.add_argument("--pad", type=int, default=0, help="elements between the end of a row of X and the next row")
     argv = sys.argv[1:] if argv is None else list(argv)
     # "-DFOO" is a variant, not an option: a leading space keeps argparse off it
     argv = [" " + a if a.startswith(("-D", "-U", "-f", "-m")) else a for a in argv]
     args = parser.parse_args(argv)
-    p = problem(args.n, np.dtype(args.dtype), args.where)
+    if args.pad < 0:
+        parser.error(f"--pad must be >= 0, got {args.pad}")
+    p = problem(args.n, np.dtype(args.dtype), args.where, pad=args.pad)
     default_tile, default_dchunk = blocking(p["d"], p["cp"], p["X"].itemsize, isa=args.isa)
     runs = []
     with tempfile.TemporaryDirectory() as workdir:
@@ -204,7 +215,8 @@ def main(argv=None):
                     times[k].append(time.thread_time() - t0)
     flops = 4.0 * args.n * p["d"] * p["c"]
     r_gemm = max(gemm)
-    print(f"{args.dtype} {args.isa} N={args.n} X in {args.where}: GEMM {r_gemm / 1e9:.1f} GFLOP/s "
+    pad = f" (rows {p['d'] + args.pad} apart)" if args.pad else ""
+    print(f"{args.dtype} {args.isa} N={args.n} X in {args.where}{pad}: GEMM {r_gemm / 1e9:.1f} GFLOP/s "
           f"(best of {args.repeat}), kernel at GEMM rate {flops / r_gemm * 1e3:.2f} ms")
     for (label, tile, dchunk, _), ts in zip(runs, times):
         t = min(ts)

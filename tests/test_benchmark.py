@@ -548,6 +548,27 @@ def test_kernel_ab_script_builds_variants_and_checks_their_bits(capsys, where):
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="bench/kernel_ab.py compiles with gcc")
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_kernel_ab_pad_moves_the_rows_apart_and_keeps_the_bits(tmp_path, capsys, dtype):
+    """--pad K: the same values with rows D + K apart; the kernel reads them in place, to the same bits."""
+    script = bench_module("kernel_ab.py")
+    isa = os.environ.get("FASTSOFTMAX_ISA") or "baseline"
+    plain, padded = (script.problem(47, np.dtype(dtype), "mem", pad=pad) for pad in (0, 16))
+    assert padded["X"].strides == ((3073 + 16) * padded["X"].itemsize, padded["X"].itemsize)
+    np.testing.assert_array_equal(padded["X"], plain["X"])
+    lib = script.build([], script.HEADERS, str(tmp_path), 0)
+    want, got = (script.caller(lib, script.ISAS[isa], p, 20, 64, 1)() for p in (plain, padded))
+    assert got[0] == want[0]
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[2], want[2])
+    script.main(["", "--pad", "16", "--n", "20", "--repeat", "1", "--gemm-n", "64", "--isa", isa])
+    assert "X in mem (rows 3089 apart)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as bad:
+        script.main(["", "--pad", "-1"])
+    assert bad.value.code == 2 and "--pad must be >= 0, got -1" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="bench/kernel_ab.py compiles with gcc")
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_scalar_build_of_the_c_kernel_computes_the_loss_and_gradient(tmp_path, dtype):
     """-DFS_NO_VECTOR_EXT (the body compilers without vector extensions, MSVC, get) compiles and is right.
 
