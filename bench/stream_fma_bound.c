@@ -9,6 +9,8 @@
  *     gcc -O3 -march=native -DFS_FLOAT32 bench/stream_fma_bound.c -o /tmp/b32   # float32
  *     /tmp/stream_fma_bound 200 4585  # a training step's batch: 200 fresh rows of
  *                                     # 4585 per call against a gathered batch
+ *     gcc -O3 -march=native -DFS_PAD=16 bench/stream_fma_bound.c -o /tmp/b_pad
+ *                                     # rows of X 16 elements further apart
  *
  * The vectors are the build's widest (64 bytes with AVX-512, else 32: build
  * with `-mavx2 -mfma` instead of -march=native for the AVX2 bound, and
@@ -49,8 +51,16 @@
  * coefficients are, so that the block keeps all its registers (until round
  * 8 GCC kept them in 2 of AVX2's 16 and spilled an accumulator).
  *
- * docs/kernels.md ("Round 3", "Round 6", "Round 7", "Round 8") has what it
- * measured.  Times are thread CPU time, best of 5; X is 2 MB-page aligned
+ * Rows of X are D elements apart, as in a C-ordered NumPy array, unless
+ * built with -DFS_PAD=K (D + K).  At D = 3073 that stride is 4 (float32) or 8
+ * (float64) bytes past a multiple of 4 KB, so a tile's rows at one column
+ * share a set of a 4 KB-periodic L1 (Zen 5: 48 KB, 12 ways; Zen 4: 32 KB, 8): a tile
+ * of more rows than ways evicts itself.  The whole-next-tile cases in
+ * tiles of 20 and 40 rows show it; FS_PAD=16 spreads the rows over the sets
+ * (round 21).
+ *
+ * docs/kernels.md ("Round 3", "Round 6", "Round 7", "Round 8", "Round 21")
+ * has what it measured.  Times are thread CPU time, best of 5; X is 2 MB-page aligned
  * and madvise'd for huge pages, as NumPy does for large arrays.
  */
 #define _GNU_SOURCE
@@ -60,6 +70,10 @@
 #include <time.h>
 
 #define D 3073
+#ifndef FS_PAD
+#define FS_PAD 0                          /* extra elements between rows of X */
+#endif
+#define LDX (D + FS_PAD)                   /* X's row stride, in elements */
 #ifdef FS_FLOAT32
 typedef float FT;
 #define NAME "float32"
@@ -86,11 +100,11 @@ static double now(void)
  * does for large arrays), filled with fixed values; NULL if out of memory. */
 static FT *rows_alloc(long n)
 {
-    size_t page = 2u << 20, bytes = ((size_t)n * D * sizeof(FT) / page + 1) * page;
+    size_t page = 2u << 20, bytes = ((size_t)n * LDX * sizeof(FT) / page + 1) * page;
     FT *X = aligned_alloc(page, bytes);
     if (!X) return NULL;
     madvise(X, bytes, MADV_HUGEPAGE);
-    for (size_t i = 0; i < (size_t)n * D; i++) X[i] = 1.0f / (1 + i % 13);
+    for (size_t i = 0; i < (size_t)n * LDX; i++) X[i] = 1.0f / (1 + i % 13);
     return X;
 }
 
@@ -123,7 +137,7 @@ __attribute__((noinline)) static double sweep(const FT *X, long n, int T, int RB
             for (int r0 = 0; r0 < T; r0 += RB)
                 for (long d = d0; d < d0 + Dc && d < Dv; d += VLN)
                     for (int r = 0; r < RB; r++) {
-                        const FT *x = X + (k0 + r0 + r) * D;
+                        const FT *x = X + (k0 + r0 + r) * LDX;
                         vec xv = *(const vec *)(x + d);
                         if (ahead) __builtin_prefetch(x + d + ahead / (int)sizeof(FT), 0, 3);
 #pragma GCC unroll 10
@@ -170,8 +184,8 @@ __attribute__((noinline)) static double two_pass(const FT *X, long n, int T, int
     for (long t = 0; t <= ntiles; t++) {
         for (int r = 0; r < T; r++) {
             xq[r] = xp[r];
-            xp[r] = X + (t < ntiles ? t * T + r : 0) * D;
-            xn[r] = X + (t + 1 < ntiles ? (t + 1) * T + r : 0) * D;
+            xp[r] = X + (t < ntiles ? t * T + r : 0) * LDX;
+            xn[r] = X + (t + 1 < ntiles ? (t + 1) * T + r : 0) * LDX;
         }
         long cursor = 0;
         if (mode == PIPELINED) {
@@ -210,7 +224,7 @@ __attribute__((noinline)) static double two_pass_w(const FT *X, const FT *Wt, lo
     const long Dv = D - D % VLN;
     const FT *xp[64];
     for (long t = 0; t < n / T; t++) {
-        for (int r = 0; r < T; r++) xp[r] = X + (t * T + r) * D;
+        for (int r = 0; r < T; r++) xp[r] = X + (t * T + r) * LDX;
         for (int r0 = 0; r0 + RB <= T; r0 += RB) {
             const FT *x0 = xp[r0], *x1 = xp[r0 + RB - 1];
             for (long d = 0; d < Dv; d += VLN) {
@@ -261,8 +275,8 @@ __attribute__((noinline)) static double two_pass_kw(const FT *X, const long *row
     const FT *xp[64], *xn[64];
     for (long t = 0; t < n / T; t++) {
         for (int r = 0; r < T; r++) {
-            xp[r] = X + (rows ? rows[t * T + r] : t * T + r) * D;
-            xn[r] = t + 1 < n / T ? X + (rows ? rows[(t + 1) * T + r] : (t + 1) * T + r) * D : NULL;
+            xp[r] = X + (rows ? rows[t * T + r] : t * T + r) * LDX;
+            xn[r] = t + 1 < n / T ? X + (rows ? rows[(t + 1) * T + r] : (t + 1) * T + r) * LDX : NULL;
         }
         for (long d0 = 0; d0 < Dv; d0 += Dc) {
             long d1 = d0 + Dc < Dv ? d0 + Dc : Dv;
@@ -326,7 +340,7 @@ static int batch_mode(long batch, long pool, int calls, const FT *Wt, long ldw, 
     unsigned long long state = 88172645463325252ull;
     for (long k = 0; k < batch; k++) {
         long row = draw(&state, pool);
-        for (long d = 0; d < D; d++) G[k * D + d] = X[row * D + d];
+        for (long d = 0; d < D; d++) G[k * LDX + d] = X[row * LDX + d];
     }
     volatile double sink = two_pass_kw(G, NULL, Wt, ldw, batch, 10, Dc, 3072, 0);
     for (int c = 0; c < calls; c++) {
@@ -384,6 +398,8 @@ int main(int argc, char **argv)
          TWO_PASS_KW, SEPARATE},
         {"two passes, W loaded: the C kernel's order, pass 2 prefetches the whole next tile", 10, KRB, chunk, 3072,
          TWO_PASS_KW, PREFETCH_NEXT},
+        {"two passes, W loaded: whole next tile, tiles of 20 rows", 20, KRB, chunk, 3072, TWO_PASS_KW, PREFETCH_NEXT},
+        {"two passes, W loaded: whole next tile, tiles of 40 rows", 40, KRB, chunk, 3072, TWO_PASS_KW, PREFETCH_NEXT},
         {"two passes, W loaded: pass 1 the kernel's block, whole rows", 10, KRB, 4096, 3072, TWO_PASS_KW, SEPARATE},
         {"two passes, W loaded: pass 1 one row after the other", 10, 1, 4096, 3072, TWO_PASS_W, SEPARATE},
 #if VBYTES == 64                          /* 20 accumulators: AVX-512 only */
@@ -393,7 +409,8 @@ int main(int argc, char **argv)
         {"two passes pipelined: pass 1 one row after the other", 10, 1, 4096, 3072, TWO_PASS, PIPELINED},
         {"two passes pipelined: pass 1 in the C kernel's order", 10, 5, chunk, 3072, TWO_PASS, PIPELINED},
     };
-    printf("N = %ld, D = %d %s; kernel-equivalent work: %.3f GFLOP\n", n, D, NAME, 4.0 * n * D * 10 / 1e9);
+    printf("N = %ld, D = %d, rows %d apart, %s; kernel-equivalent work: %.3f GFLOP\n", n, D, LDX, NAME,
+           4.0 * n * D * 10 / 1e9);
     for (unsigned c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         double best = 1e30;
         volatile double sink = 0;
@@ -408,7 +425,8 @@ int main(int argc, char **argv)
             t = now() - t;
             if (t < best) best = t;
         }
-        printf("%-72s %9.3f ms  %6.1f GFLOP/s\n", cases[c].what, best * 1e3, 4.0 * n * D * 10 / best / 1e9);
+        long done = n / cases[c].T * cases[c].T;   /* rows the case ran: whole tiles */
+        printf("%-72s %9.3f ms  %6.1f GFLOP/s\n", cases[c].what, best * 1e3, 4.0 * done * D * 10 / best / 1e9);
     }
     free(X);
     free(Wt);
