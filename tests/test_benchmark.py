@@ -619,6 +619,31 @@ def test_fma_peak_builds_and_float32_doubles_float64(tmp_path):
     assert bad.returncode == 2 and "usage" in bad.stderr
 
 
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="bench/prefetch_level.c is built with gcc")
+def test_prefetch_level_builds_and_times_each_hint(tmp_path):
+    """bench/prefetch_level.c (round 21: which cache a prefetch fills) compiles warning-free and times six cases.
+
+    Only the form is asserted: the latencies, and so the verdict, are the
+    CPU's (a loaded line is in L1, so it is not slower than one left in L2,
+    within a shared machine's noise).
+    """
+    exe = tmp_path / "prefetch_level"
+    build = subprocess.run(["gcc", "-O2", "-Wall", "-Werror", os.path.join(ROOT, "bench", "prefetch_level.c"), "-o", str(exe)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    *cases, verdict = run.stdout.splitlines()
+    ns = {}
+    for line in cases:
+        found = re.fullmatch(r"(.+?) +([0-9.]+) ns per load", line)
+        assert found, line
+        ns[found.group(1)] = float(found.group(2))
+    assert len(ns) == 6 and all(v > 0 for v in ns.values())
+    assert ns["loads (the lines in L1)"] <= 1.5 * ns["nothing (the lines in L2)"]
+    assert re.fullmatch(r"locality 2 \(T1\) fills L1: (yes|no)", verdict)
+
+
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="bench/stream_fma_bound.c is built with gcc")
 @pytest.mark.parametrize("dtype, pad", [("float64", 0), ("float32", 0), ("float32", 16)])
 def test_stream_fma_bound_builds_and_times_every_read_order(tmp_path, dtype, pad):
