@@ -102,9 +102,11 @@ def blocking(D, Cp, itemsize, l2_bytes=None, isa=None, chunk_bytes=None):
       tiles' bytes plus W.T and the (Cp, D) gradient accumulator in a
       quarter of L2, the rest being the hardware prefetchers' and the other
       tenants'.  It is empirical: it gives T = 10 at D = 3073 in both dtypes,
-      which measured best on a 2 MiB L2 (20, 30 and 40 rows were slower,
-      because the score pass reads the tile's rows as T concurrent streams;
-      docs/kernels.md).  Larger tiles cut the accumulator's traffic (loaded
+      which measured best on a 2 MiB L2 and on 1 MiB (20, 30 and 40 rows
+      were slower: at D = 3073 a C-ordered X's rows are a few bytes past a
+      multiple of 4 KB apart, so a tile's rows at one column share an L1
+      set, and 20 rows overflow its ways; with rows padded apart 20 rows
+      tie or win, docs/kernels.md, round 21).  Larger tiles cut the accumulator's traffic (loaded
       and stored once per tile: 2 * Cp / T of X's), so T is the largest that
       fits, a multiple of 10 (the score micro-kernels' 2 or 5 rows), at
       least 10, and small enough that the tile's partial score vectors
