@@ -123,9 +123,10 @@ def problem(n, dtype, where, d=3073, c=10, cp=10, seed=0, pad=0):
     rng = np.random.default_rng(seed)
     line = 64 // np.dtype(dtype).itemsize
     ld = -(-d // line) * line
-    values = rng.standard_normal((POOL if where == "fresh" else n, d)).astype(dtype)
-    X = np.empty((values.shape[0], d + pad), dtype)[:, :d]
-    X[...] = values
+    X = rng.standard_normal((POOL if where == "fresh" else n, d)).astype(dtype)
+    if pad:  # the same values, rows further apart
+        X, values = np.empty((X.shape[0], d + pad), dtype)[:, :d], X
+        X[...] = values
     Wt = np.zeros((cp, ld), dtype)
     Wt[:c, :d] = rng.standard_normal((c, d)) * 1e-2
     y = rng.integers(0, c, X.shape[0]).astype(np.intp)

@@ -595,6 +595,22 @@ def test_scalar_build_of_the_c_kernel_computes_the_loss_and_gradient(tmp_path, d
         np.testing.assert_allclose(got_gb[:7], gb, rtol=0, atol=tol * len(y), err_msg=str(flags))
 
 
+def _build_bench_c(tmp_path, source, *flags, opt="-O2"):
+    """Compile ``bench/<source>`` warning-free with ``flags``; return the executable's path."""
+    exe = tmp_path / source.removesuffix(".c")
+    build = subprocess.run(["gcc", opt, "-Wall", "-Werror", *flags, os.path.join(ROOT, "bench", source), "-o", str(exe)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    return str(exe)
+
+
+def _run_ok(*command):
+    """Run a command (60 s at most) that must exit 0; return its standard output."""
+    run = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
 @pytest.mark.skipif(shutil.which("gcc") is None or platform.machine() not in ("x86_64", "AMD64"),
                     reason="bench/fma_peak.c is x86-64 code built with gcc")
 def test_fma_peak_builds_and_float32_doubles_float64(tmp_path):
@@ -604,18 +620,14 @@ def test_fma_peak_builds_and_float32_doubles_float64(tmp_path):
     as many float32 lanes, so float32's rate is about twice float64's; the
     band is wide for a shared machine (best of five short runs each).
     """
-    exe = tmp_path / "fma_peak"
-    build = subprocess.run(["gcc", "-O2", "-Wall", "-Werror", os.path.join(ROOT, "bench", "fma_peak.c"), "-o", str(exe)],
-                           capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    run = subprocess.run([str(exe), "2000000"], capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stderr
+    exe = _build_bench_c(tmp_path, "fma_peak.c")
+    out = _run_ok(exe, "2000000")
     found = re.fullmatch(r"16-byte vectors: float64 ([0-9.]+) GFLOP/s, float32 ([0-9.]+) GFLOP/s \(one thread, best of 5\)\n",
-                         run.stdout)
-    assert found, run.stdout
+                         out)
+    assert found, out
     f64, f32 = float(found.group(1)), float(found.group(2))
-    assert f64 > 0 and 1.3 < f32 / f64 < 3.0, run.stdout
-    bad = subprocess.run([str(exe), "0"], capture_output=True, text=True, timeout=60)
+    assert f64 > 0 and 1.3 < f32 / f64 < 3.0, out
+    bad = subprocess.run([exe, "0"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "usage" in bad.stderr
 
 
@@ -627,13 +639,7 @@ def test_prefetch_level_builds_and_times_each_hint(tmp_path):
     CPU's (a loaded line is in L1, so it is not slower than one left in L2,
     within a shared machine's noise).
     """
-    exe = tmp_path / "prefetch_level"
-    build = subprocess.run(["gcc", "-O2", "-Wall", "-Werror", os.path.join(ROOT, "bench", "prefetch_level.c"), "-o", str(exe)],
-                           capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stderr
-    *cases, verdict = run.stdout.splitlines()
+    *cases, verdict = _run_ok(_build_bench_c(tmp_path, "prefetch_level.c")).splitlines()
     ns = {}
     for line in cases:
         found = re.fullmatch(r"(.+?) +([0-9.]+) ns per load", line)
@@ -654,14 +660,9 @@ def test_stream_fma_bound_builds_and_times_every_read_order(tmp_path, dtype, pad
     -DFS_PAD=K moves X's rows K elements further apart (round 21's L1 set
     aliasing); N = 40 so that the tiles of 40 rows run too.
     """
-    exe = tmp_path / "stream_fma_bound"
     flags = (["-DFS_FLOAT32"] if dtype == "float32" else []) + ([f"-DFS_PAD={pad}"] if pad else [])
-    build = subprocess.run(["gcc", "-O3", "-Wall", "-Werror", *flags, os.path.join(ROOT, "bench", "stream_fma_bound.c"),
-                            "-o", str(exe)], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    run = subprocess.run([str(exe), "40"], capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stderr
-    lines = run.stdout.splitlines()
+    exe = _build_bench_c(tmp_path, "stream_fma_bound.c", *flags, opt="-O3")
+    lines = _run_ok(exe, "40").splitlines()
     assert lines[0].startswith(f"N = 40, D = 3073, rows {3073 + pad} apart, {dtype}")
     rates = [float(line.split()[-2]) for line in lines[1:]]   # GFLOP/s: > 0 only if a case ran rows
     assert len(rates) == 19 and all(r > 0 for r in rates)
@@ -669,9 +670,7 @@ def test_stream_fma_bound_builds_and_times_every_read_order(tmp_path, dtype, pad
     assert sum("W loaded" in line for line in lines) == 7
     assert sum("whole next tile, tiles of" in line for line in lines) == 2
     # batch mode: 20 fresh rows drawn from 300 per call against a gathered batch of 20
-    run = subprocess.run([str(exe), "20", "300", "3"], capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stderr
-    lines = run.stdout.splitlines()
+    lines = _run_ok(exe, "20", "300", "3").splitlines()
     assert lines[0].startswith(f"batch of 20 rows from 300, {dtype}") and "median of 3 calls" in lines[0]
     assert lines[1].startswith("gathered batch") and lines[2].startswith("fresh rows")
     assert float(lines[1].split()[2]) > 0 and float(lines[2].split()[2]) > 0

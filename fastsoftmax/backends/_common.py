@@ -106,10 +106,10 @@ def blocking(D, Cp, itemsize, l2_bytes=None, isa=None, chunk_bytes=None):
       were slower: at D = 3073 a C-ordered X's rows are a few bytes past a
       multiple of 4 KB apart, so a tile's rows at one column share an L1
       set, and 20 rows overflow its ways; with rows padded apart 20 rows
-      tie or win, docs/kernels.md, round 21).  Larger tiles cut the accumulator's traffic (loaded
-      and stored once per tile: 2 * Cp / T of X's), so T is the largest that
-      fits, a multiple of 10 (the score micro-kernels' 2 or 5 rows), at
-      least 10, and small enough that the tile's partial score vectors
+      tie or win, docs/kernels.md, round 21).  Larger tiles cut the
+      accumulator's traffic (loaded and stored once per tile: 2 * Cp / T
+      of X's), so T is the largest that fits, a multiple of 10 (the score
+      micro-kernels' 2 or 5 rows), at least 10, and small enough that the tile's partial score vectors
       (T * Cp vectors of 64 bytes) stay within :data:`L1_W_BYTES` of L1
       (T <= 20 at Cp = 10; measured at D = 512: T = 20 best, 60 up to 15 %
       slower).

@@ -32,8 +32,8 @@
  *   loop it replaced was 4-12 % of a call.
  * - X's rows are read where they are (no packed copy: the copy's stores
  *   and its second L2 footprint cost more than the split loads they save,
- *   and than the L1 set conflicts of rows a multiple of 4 KB apart that a
- *   skewed copy avoids; docs/kernels.md, rounds 3 and 21).
+ *   and than the L1 set conflicts of rows nearly a multiple of 4 KB apart
+ *   that a skewed copy avoids; docs/kernels.md, rounds 3 and 21).
  * - FS_PREFETCH_L2 asks for L2 only, but CPUs may fill L1 too (Zen 5
  *   does: bench/prefetch_level.c), so the next tile's prefetched lines
  *   pass through L1.
