@@ -38,6 +38,11 @@ D = 3073 a C-ordered X's rows are 4 (float32) or 8 (float64) bytes past a
 multiple of 4 KB apart, so a tile's rows at one column share an L1 set;
 ``--pad 16`` spreads them (docs/kernels.md, round 21).
 
+``--control`` builds the first variant a second time, as a variant of its
+own, and prints how far the two identical builds' times lie apart: the
+noise floor of that run, below which a difference between variants says
+nothing (on the shared VMs of docs/kernels.md, 2-8 %).
+
 Before timing, every variant's loss, gradient and bias sums are compared
 with the first variant's: ``same`` means bit-identical.
 """
@@ -169,6 +174,8 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--gemm-n", type=int, default=2048)
     parser.add_argument("--pad", type=int, default=0, help="elements between the end of a row of X and the next row")
+    parser.add_argument("--control", action="store_true",
+                        help="time a second build of the first variant: the run's noise floor")
     argv = sys.argv[1:] if argv is None else list(argv)
     # "-DFOO" is a variant, not an option: a leading space keeps argparse off it
     argv = [" " + a if a.startswith(("-D", "-U", "-f", "-m")) else a for a in argv]
@@ -178,12 +185,16 @@ def main(argv=None):
     p = problem(args.n, np.dtype(args.dtype), args.where, pad=args.pad)
     default_tile, default_dchunk = blocking(p["d"], p["cp"], p["X"].itemsize, isa=args.isa)
     runs = []
+    variants = [*args.variants, args.variants[0]] if args.control else args.variants
     with tempfile.TemporaryDirectory() as workdir:
-        for i, text in enumerate(args.variants):
+        for i, text in enumerate(variants):
             flags, headers, tile, dchunk, pf = parse_variant(text)
             lib = build(flags, headers, workdir, i)
             tile, dchunk = tile or default_tile, dchunk or default_dchunk
-            runs.append((text or "(this checkout)", tile, dchunk, caller(lib, ISAS[args.isa], p, tile, dchunk, pf)))
+            label = text or "(this checkout)"
+            if args.control and i == len(variants) - 1:
+                label += " (control)"
+            runs.append((label, tile, dchunk, caller(lib, ISAS[args.isa], p, tile, dchunk, pf)))
         first = None
         for label, tile, dchunk, run in runs:
             loss, G, gb = run()
@@ -222,6 +233,10 @@ def main(argv=None):
     for (label, tile, dchunk, _), ts in zip(runs, times):
         t = min(ts)
         print(f"  {label:40s} {t * 1e3:8.2f} ms  {flops / t / 1e9:6.1f} GFLOP/s  {100 * flops / r_gemm / t:5.1f} % of GEMM")
+    if args.control:
+        first, again = min(times[0]), min(times[-1])
+        print(f"control: the first variant built twice, {100 * abs(again - first) / min(first, again):.1f} % apart "
+              "(differences below that are noise)")
 
 
 if __name__ == "__main__":

@@ -547,6 +547,22 @@ def test_kernel_ab_script_builds_variants_and_checks_their_bits(capsys, where):
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="bench/kernel_ab.py compiles with gcc")
+def test_kernel_ab_control_times_the_first_variant_twice(capsys):
+    """--control: a second build of the first variant, same bits, timed last, and the two times' distance printed."""
+    script = bench_module("kernel_ab.py")
+    isa = os.environ.get("FASTSOFTMAX_ISA") or "baseline"
+    script.main(["PF=1", "T=20", "--control", "--n", "30", "--repeat", "2", "--gemm-n", "64", "--isa", isa])
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 8
+    assert out[2].startswith("PF=1 (control)") and out[2].endswith("same")
+    assert [line.split()[0] for line in out[4:7]] == ["PF=1", "T=20", "PF=1"] and "(control)" in out[6]
+    assert out[7].startswith("control: the first variant built twice, ")
+    assert float(out[7].split(", ")[1].split(" % apart")[0]) >= 0
+    script.main(["PF=1", "--n", "30", "--repeat", "1", "--gemm-n", "64", "--isa", isa])
+    assert "control" not in capsys.readouterr().out  # only when asked
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="bench/kernel_ab.py compiles with gcc")
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_kernel_ab_pad_moves_the_rows_apart_and_keeps_the_bits(tmp_path, capsys, dtype):
     """--pad K: the same values with rows D + K apart; the kernel reads them in place, to the same bits."""
