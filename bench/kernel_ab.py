@@ -41,7 +41,7 @@ multiple of 4 KB apart, so a tile's rows at one column share an L1 set;
 ``--control`` builds the first variant a second time, as a variant of its
 own, and prints how far the two identical builds' times lie apart: the
 noise floor of that run, below which a difference between variants says
-nothing (on the shared VMs of docs/kernels.md, 2-8 %).
+nothing (0-8 % on the shared VMs of docs/kernels.md, rounds 20-22).
 
 Before timing, every variant's loss, gradient and bias sums are compared
 with the first variant's: ``same`` means bit-identical.
@@ -164,6 +164,11 @@ def caller(lib, isa, p, tile, dchunk, pf):
     return run
 
 
+def apart(first, again):
+    """How far two times of the same build lie apart, in % of the shorter."""
+    return 100.0 * abs(again - first) / min(first, again)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("variants", nargs="+", help='e.g. "" (this checkout as it is), "-DFS_SKIP_GRAD"')
@@ -234,8 +239,7 @@ def main(argv=None):
         t = min(ts)
         print(f"  {label:40s} {t * 1e3:8.2f} ms  {flops / t / 1e9:6.1f} GFLOP/s  {100 * flops / r_gemm / t:5.1f} % of GEMM")
     if args.control:
-        first, again = min(times[0]), min(times[-1])
-        print(f"control: the first variant built twice, {100 * abs(again - first) / min(first, again):.1f} % apart "
+        print(f"control: the first variant built twice, {apart(min(times[0]), min(times[-1])):.1f} % apart "
               "(differences below that are noise)")
 
 

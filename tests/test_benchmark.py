@@ -560,6 +560,7 @@ def test_kernel_ab_control_times_the_first_variant_twice(capsys):
     assert float(out[7].split(", ")[1].split(" % apart")[0]) >= 0
     script.main(["PF=1", "--n", "30", "--repeat", "1", "--gemm-n", "64", "--isa", isa])
     assert "control" not in capsys.readouterr().out  # only when asked
+    assert script.apart(2.0, 2.1) == pytest.approx(5.0) == script.apart(2.1, 2.0)  # % of the shorter time
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="bench/kernel_ab.py compiles with gcc")
