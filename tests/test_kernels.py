@@ -101,7 +101,7 @@ def test_row_strided_and_reversed_views(kernel, reference):
         assert compare(f(Wv, view, labels, 0.1), reference(Wv, view, labels, 0.1), np.float64).ok
 
 
-@pytest.mark.parametrize("name", ["cython", "numba"])
+@pytest.mark.parametrize("name", COMPILED)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_rows_padded_apart_give_the_c_ordered_bits(name, dtype):
     """X built with its rows padded apart (docs/kernels.md, round 21) is read in place, to the same bits.
@@ -110,9 +110,7 @@ def test_rows_padded_apart_give_the_c_ordered_bits(name, dtype):
     apart; a view of an N x (D + 16) array is the layout the docs suggest
     instead.  Only the row stride differs, so every sum is the same.
     """
-    if name not in backends.available():
-        pytest.skip(f"{name}: {backends.unavailable()[name]}")
-    f = backends.get(name)
+    f = load_backend(name)
     rng = np.random.default_rng(25)
     W, X, y = random_problem(rng, 45, 3073, 10, dtype=dtype)
     padded = np.empty((45, 3073 + 16), dtype)[:, :3073]
