@@ -63,6 +63,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 HEADERS = os.path.join(os.path.dirname(HERE), "fastsoftmax", "backends")
 sys.path.insert(0, os.path.dirname(HERE))
 from fastsoftmax.backends._common import blocking  # noqa: E402
+from fastsoftmax.testing import as_layout  # noqa: E402
 
 ISAS = {"baseline": 0, "avx2": 1, "avx512": 2}
 POOL = 4585  # rows a ``fresh`` minibatch is drawn from (the training-step benchmark's X)
@@ -130,8 +131,7 @@ def problem(n, dtype, where, d=3073, c=10, cp=10, seed=0, pad=0):
     ld = -(-d // line) * line
     X = rng.standard_normal((POOL if where == "fresh" else n, d)).astype(dtype)
     if pad:  # the same values, rows further apart
-        X, values = np.empty((X.shape[0], d + pad), dtype)[:, :d], X
-        X[...] = values
+        X = as_layout(X, "row-padded", pad=pad)
     Wt = np.zeros((cp, ld), dtype)
     Wt[:c, :d] = rng.standard_normal((c, d)) * 1e-2
     y = rng.integers(0, c, X.shape[0]).astype(np.intp)

@@ -67,7 +67,7 @@ def random_problem(rng, n, d, c, dtype=np.float64, scale=1.0):
 LAYOUTS = ["C", "F", "strided", "row-padded", "negative-stride", "read-only"]
 
 
-def as_layout(a, layout):
+def as_layout(a, layout, pad=3):
     """The values of the 2-d array ``a`` in the memory layout ``layout`` (a new array or view).
 
     Parameters
@@ -78,6 +78,10 @@ def as_layout(a, layout):
         other row, every third column of a bigger array); ``"row-padded"``
         (a column slice: unit stride along a row, gaps between rows);
         ``"negative-stride"``; ``"read-only"``.
+    pad : int, optional
+        ``"row-padded"`` only: elements (zeros) between the end of a row and
+        the next, so rows are ``m + pad`` apart.  16 moves CIFAR's rows off
+        a multiple of 4 KB apart (docs/kernels.md, round 21).
 
     Returns
     -------
@@ -92,7 +96,9 @@ def as_layout(a, layout):
         big[::2, ::3] = a
         return big[::2, ::3]
     if layout == "row-padded":
-        big = np.zeros((a.shape[0], a.shape[1] + 3), dtype=a.dtype)
+        if isinstance(pad, bool) or not isinstance(pad, (int, np.integer)) or pad < 0:
+            raise ValueError(f"pad must be an integer >= 0, got {pad!r}")
+        big = np.zeros((a.shape[0], a.shape[1] + pad), dtype=a.dtype)
         big[:, :a.shape[1]] = a
         return big[:, :a.shape[1]]
     if layout == "negative-stride":

@@ -58,6 +58,22 @@ def test_layouts(backend, reference, layout):
     assert compare(got, ref, np.float64).ok
 
 
+
+@pytest.mark.parametrize("pad", [0, 3, 16])
+def test_row_padded_layout_puts_pad_elements_between_rows(pad):
+    """as_layout(..., "row-padded", pad=K): the same values, rows m + K apart, zeros between them."""
+    a = np.arange(12.0).reshape(3, 4)
+    v = as_layout(a, "row-padded", pad=pad)
+    np.testing.assert_array_equal(v, a)
+    assert v.strides == ((4 + pad) * 8, 8)
+    assert not np.shares_memory(v, a)
+    if pad:
+        assert not v.base[:, 4:].any()
+    assert as_layout(a, "row-padded").strides == (7 * 8, 8)  # 3 by default
+    for bad in (-1, 1.5, True, "16"):
+        with pytest.raises(ValueError, match=f"pad must be an integer >= 0, got {bad!r}"):
+            as_layout(a, "row-padded", pad=bad)
+
 def test_memmap(backend, reference, tmp_path):
     name, f = backend
     rng = np.random.default_rng(8)

@@ -113,8 +113,7 @@ def test_rows_padded_apart_give_the_c_ordered_bits(name, dtype):
     f = load_backend(name)
     rng = np.random.default_rng(25)
     W, X, y = random_problem(rng, 45, 3073, 10, dtype=dtype)
-    padded = np.empty((45, 3073 + 16), dtype)[:, :3073]
-    padded[...] = X
+    padded = as_layout(X, "row-padded", pad=16)
     assert padded.strides[0] == (3073 + 16) * padded.itemsize
     assert backends._common.reads_in_place(padded)
     for n_threads in (1, 2):
