@@ -58,7 +58,6 @@ def test_layouts(backend, reference, layout):
     assert compare(got, ref, np.float64).ok
 
 
-
 @pytest.mark.parametrize("pad", [0, 3, 16])
 def test_row_padded_layout_puts_pad_elements_between_rows(pad):
     """as_layout(..., "row-padded", pad=K): the same values, rows m + K apart, zeros between them."""
@@ -73,6 +72,7 @@ def test_row_padded_layout_puts_pad_elements_between_rows(pad):
     for bad in (-1, 1.5, True, "16"):
         with pytest.raises(ValueError, match=f"pad must be an integer >= 0, got {bad!r}"):
             as_layout(a, "row-padded", pad=bad)
+
 
 def test_memmap(backend, reference, tmp_path):
     name, f = backend
